@@ -44,3 +44,33 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build a dataclass from a dict, ignoring unknown keys (forward compatible run files)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Step:
+    """One reasoning step as analysed by the attribution stage (values are exact rationals as text)."""
+
+    index: int
+    text: str
+    equations: list[dict[str, Any]] = field(default_factory=list)  # lhs, rhs, source, values, status
+    values: list[str] = field(default_factory=list)  # every number the step states, e.g. "3/4"
+    result: str | None = None  # the value the step arrives at
+    status: str = "unchecked"  # ok | faulty | unchecked (its own arithmetic)
+
+
+@dataclass
+class Attribution:
+    """Where a solution first goes wrong, what kind of error it is, and why we think so."""
+
+    problem_id: str = ""
+    first_faulty_step: int | None = None  # 0-based among reasoning steps (answer line excluded)
+    error_type: str | None = None  # execution | method | conceptual | reasoning
+    evidence: dict[str, Any] = field(default_factory=dict)  # which check fired, equation, values
+    final_answer_correct: bool | None = None  # None without a gold answer
+    n_steps: int = 0
+    aligned_reference_step: int | None = None
+    fault_in_answer_line: bool = False  # every step checks out but the answer line does not follow
+    margin_at_frontier: float | None = None
+    margin_elsewhere: float | None = None
+    confirmed: bool | None = None
+    prefix: str = ""  # the candidate's text before the first faulty step

@@ -1,0 +1,180 @@
+"""Locator on real model solutions: GSM8K example_model_solutions.jsonl (4 models per problem).
+
+Reports: share of wrong-answer solutions where a faulty step before the answer line is found
+(target >= 85%), share of right-answer solutions flagged (target <= 5%), position histogram, error
+types; and, when data/devsets/gsm8k_first_fault_dev.jsonl exists, ProcessBench-style F1 against its
+hand labels, beside the baseline "step 0 if the final answer is wrong".
+
+    python bench/real_errors.py [--data PATH] [--dev PATH] [--out bench/results/real_errors.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from silverbullet.attribution.locate import locate  # noqa: E402
+
+MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def meta() -> dict:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "git_commit": commit,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def f1(acc_err: float, acc_clean: float) -> float:
+    return 0.0 if acc_err + acc_clean == 0 else 2 * acc_err * acc_clean / (acc_err + acc_clean)
+
+
+def dev_scores(dev_path: Path, preds: dict[tuple[int, str], int | None], rows: list[dict]) -> dict:
+    labels = [json.loads(line) for line in dev_path.read_text().splitlines() if line.strip()]
+    err_hits = err_n = clean_hits = clean_n = 0
+    base_err = base_clean = 0
+    type_hits = type_n = 0
+    for lab in labels:
+        key = (lab["row"], lab["model"])
+        pred = preds[key]
+        gold = lab["first_faulty_step"]
+        baseline = None if rows[lab["row"]][lab["model"]]["is_correct"] else 0
+        if gold is None:
+            clean_n += 1
+            clean_hits += pred is None
+            base_clean += baseline is None
+        else:
+            ok = set(gold) if isinstance(gold, list) else {gold}
+            err_n += 1
+            err_hits += pred in ok
+            base_err += baseline in ok
+            if pred in ok and lab.get("error_type"):
+                type_n += 1
+                type_hits += preds_types[key] == lab["error_type"]
+    acc_e, acc_c = err_hits / max(err_n, 1), clean_hits / max(clean_n, 1)
+    b_e, b_c = base_err / max(err_n, 1), base_clean / max(clean_n, 1)
+    return {
+        "n": len(labels),
+        "n_erroneous": err_n,
+        "n_clean": clean_n,
+        "acc_erroneous": round(acc_e, 4),
+        "acc_clean": round(acc_c, 4),
+        "f1": round(f1(acc_e, acc_c), 4),
+        "type_accuracy_where_position_right": round(type_hits / max(type_n, 1), 4),
+        "baseline_step0_if_wrong": {
+            "acc_erroneous": round(b_e, 4),
+            "acc_clean": round(b_c, 4),
+            "f1": round(f1(b_e, b_c), 4),
+        },
+    }
+
+
+preds_types: dict[tuple[int, str], str | None] = {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="/work/shared/data/gsm8k/example_model_solutions.jsonl")
+    ap.add_argument("--dev", default=str(ROOT / "data/devsets/gsm8k_first_fault_dev.jsonl"))
+    ap.add_argument("--out", default=str(ROOT / "bench/results/real_errors.json"))
+    args = ap.parse_args()
+    rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
+    t0 = time.perf_counter()
+    stats = {True: Counter(), False: Counter()}
+    pos_hist: Counter = Counter()
+    types: Counter = Counter()
+    checks: Counter = Counter()
+    per_model: dict[str, Counter] = {m: Counter() for m in MODELS}
+    preds: dict[tuple[int, str], int | None] = {}
+    for i, row in enumerate(rows):
+        for m in MODELS:
+            sol = row[m]
+            a = locate(row["question"], sol["solution"], row["ground_truth"])
+            preds[(i, m)] = a.first_faulty_step
+            preds_types[(i, m)] = a.error_type
+            correct = bool(sol["is_correct"])
+            flagged = a.first_faulty_step is not None
+            stats[correct]["n"] += 1
+            stats[correct]["flagged"] += flagged
+            per_model[m][f"{'right' if correct else 'wrong'}_n"] += 1
+            per_model[m][f"{'right' if correct else 'wrong'}_flagged"] += flagged
+            if a.final_answer_correct != correct:
+                stats[correct]["grading_disagrees"] += 1
+            if not correct:
+                if flagged:
+                    rel = (
+                        "first"
+                        if a.first_faulty_step == 0
+                        else "last"
+                        if a.first_faulty_step == a.n_steps - 1
+                        else "middle"
+                    )
+                    pos_hist[str(a.first_faulty_step)] += 1
+                    pos_hist[rel] += 0
+                    types[a.error_type or "none"] += 1
+                checks[a.evidence.get("check", "none")] += 1
+    seconds = time.perf_counter() - t0
+    wrong, right = stats[False], stats[True]
+
+    def share(c: Counter, target: str) -> dict:
+        rate = round(c["flagged"] / max(c["n"], 1), 4)
+        return {"n": c["n"], "flagged": c["flagged"], "rate": rate, "target": target,
+                "grading_disagrees": c["grading_disagrees"]}  # fmt: skip
+
+    hist = sorted(((k, v) for k, v in pos_hist.items() if v), key=lambda kv: int(kv[0]))
+    result = {
+        "meta": meta(),
+        "n_solutions": wrong["n"] + right["n"],
+        "wrong_answer": share(wrong, ">= 0.85"),
+        "right_answer": share(right, "<= 0.05"),
+        "position_histogram_wrong": dict(hist),
+        "error_types_wrong": dict(types.most_common()),
+        "checks_fired_wrong": dict(checks.most_common()),
+        "per_model": {m: dict(c) for m, c in per_model.items()},
+        "seconds": round(seconds, 2),
+    }
+    dev = Path(args.dev)
+    if dev.exists():
+        result["dev_set"] = {"path": str(dev.relative_to(ROOT)) if dev.is_relative_to(ROOT) else str(dev),
+                             **dev_scores(dev, preds, rows), "target_f1": ">= 0.80"}  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'set':<22}{'n':>7}{'flagged':>9}{'rate':>8}  target")
+    for name, key in (("wrong answer", "wrong_answer"), ("right answer", "right_answer")):
+        r = result[key]
+        print(f"{name:<22}{r['n']:>7}{r['flagged']:>9}{r['rate']:>8.3f}  {r['target']}")
+    print("positions (wrong):", result["position_histogram_wrong"])
+    print("types (wrong):", result["error_types_wrong"])
+    print("checks (wrong):", result["checks_fired_wrong"])
+    if "dev_set" in result:
+        d = result["dev_set"]
+        b = d["baseline_step0_if_wrong"]
+        print(f"dev set n={d['n']}: acc_err={d['acc_erroneous']:.3f} acc_clean={d['acc_clean']:.3f} "
+              f"F1={d['f1']:.3f} (baseline F1={b['f1']:.3f}; acc_err={b['acc_erroneous']:.3f}) "
+              f"type acc={d['type_accuracy_where_position_right']:.3f}")  # fmt: skip
+    print(f"{seconds:.2f}s; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Find the first faulty step of a solution and classify it.
+
+Checks, each giving a candidate position (the earliest wins; on a tie the first listed wins):
+1. arithmetic: the step's own equation is false (execution);
+2. unsupported operand: the step computes with a number that is neither given, nor computed
+   earlier, nor a common constant (conceptual misread, or reasoning when it is a slip for an
+   earlier result);
+3. repetition: the step repeats an earlier step word for word (reasoning: a loop);
+4. reference divergence (when the final answer is wrong and a reference solution exists): the
+   first step whose value leaves the reference's dataflow and is never brought back to it;
+   partial sums of a reference step are allowed when the rest of its operands are used later.
+When the final answer is right only check 1 fires: a different route is not an error. When it is
+wrong and nothing fired, the answer line or the last step is blamed (see `evidence["check"]`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+from silverbullet.attribution import taxonomy as tx
+from silverbullet.attribution.align import align
+from silverbullet.attribution.check import FAULTY, StepCheck, check_step
+from silverbullet.attribution.steps import ParsedSteps, StepInfo, parse_steps, question_numbers
+from silverbullet.grading import is_correct, parse_number
+from silverbullet.records import Attribution
+
+_NORM_RE = re.compile(r"\W+")
+
+
+def _f(v: Fraction | None) -> str | None:
+    if v is None:
+        return None
+    return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
+
+
+def _leaves(steps: Sequence[StepInfo]) -> list[Counter]:
+    """Each step's operands with earlier results expanded into the quantities they came from."""
+    out: list[Counter] = []
+    producer: dict[Fraction, int] = {}
+    for i, s in enumerate(steps):
+        c: Counter = Counter()
+        for o in s.operands:
+            j = producer.get(o)
+            if j is not None and j < i and out[j]:
+                c.update(out[j])
+            else:
+                c[o] += 1
+        out.append(c)
+        if s.result is not None and s.equations:
+            producer.setdefault(s.result, i)
+    return out
+
+
+class _Found:
+    """The earliest fault found so far."""
+
+    def __init__(self) -> None:
+        self.index: int | None = None
+        self.type: str | None = None
+        self.evidence: dict[str, Any] = {}
+
+    def offer(self, index: int, etype: str, evidence: dict[str, Any]) -> None:
+        if self.index is None or index < self.index:
+            self.index, self.type, self.evidence = index, etype, evidence
+
+
+def _local_checks(
+    steps: Sequence[StepInfo],
+    checks: Sequence[StepCheck],
+    qnums: frozenset[Fraction],
+    found: _Found,
+    full: bool,
+) -> None:
+    known: set[Fraction] = set(qnums)
+    results: list[Fraction] = []
+    seen_text: dict[str, int] = {}
+    for i, (s, c) in enumerate(zip(steps, checks, strict=False)):
+        if found.index is not None and i >= found.index:
+            break
+        if c.status == FAULTY:
+            bad = c.first_fault
+            assert bad is not None
+            found.offer(i, tx.EXECUTION, {"check": "arithmetic", **bad.evidence()})
+            break
+        if full:
+            for o in s.operands:
+                if not tx.supported(o, known):
+                    etype, near = tx.classify_unsupported(o, qnums, results)
+                    found.offer(
+                        i,
+                        etype,
+                        {"check": "unsupported_operand", "operand": _f(o), "looks_like": _f(near),
+                         "from": "earlier result" if etype == tx.REASONING else "question"},
+                    )  # fmt: skip
+                    break
+            norm = _NORM_RE.sub(" ", s.text.lower()).strip()
+            if len(norm) > 12 and norm in seen_text:
+                found.offer(i, tx.REASONING, {"check": "repetition", "repeats_step": seen_text[norm]})
+            seen_text.setdefault(norm, i)
+        known.update(s.values)
+        if s.result is not None:
+            results.append(s.result)
+
+
+def _divergence(
+    steps: Sequence[StepInfo],
+    ref: ParsedSteps,
+    qnums: frozenset[Fraction],
+    gold: Fraction | None,
+    found: _Found,
+) -> None:
+    ref_values: set[Fraction] = set(qnums)
+    for r in ref.steps:
+        ref_values.update(r.values)
+    if gold is not None:
+        ref_values.add(gold)
+    n = len(steps)
+    if n == 0:
+        return
+    cand_leaves, ref_leaves = _leaves(steps), _leaves(ref.steps)
+
+    def in_ref(v: Fraction | None) -> bool:
+        return v is None or v in ref_values
+
+    # good[i]: the step's value is in the reference's dataflow, or feeds a later good step
+    good = [False] * n
+    for i in range(n - 1, -1, -1):
+        s = steps[i]
+        if in_ref(s.result):
+            good[i] = True
+            continue
+        good[i] = any(s.result in steps[j].operands and good[j] for j in range(i + 1, n))
+    known: set[Fraction] = set(qnums)
+    mapping = None
+    for i, s in enumerate(steps):
+        if found.index is not None and i >= found.index:
+            return
+        restated = s.result in known and not s.operands
+        if not good[i] and not restated and (s.equations or s.result is not None):
+            partial = _partial_of_reference(i, steps, cand_leaves, ref.steps, ref_leaves)
+            if partial is None:
+                if mapping is None:
+                    mapping = align(steps, ref.steps).mapping
+                j = mapping[i]
+                if j is None:
+                    j = _best_by_leaves(cand_leaves[i], ref_leaves)
+                ref_step = ref.steps[j] if j is not None else None
+                cand_before = {x.result for x in steps[:i] if x.result is not None}
+                ref_before = (
+                    {x.result for x in ref.steps[:j] if x.result is not None} if j is not None else set()
+                )
+                if j is not None and cand_leaves[i] and cand_leaves[i] == ref_leaves[j]:
+                    etype, rule = tx.METHOD, "same_quantities_other_operation"
+                else:
+                    etype, rule = tx.classify_divergence(
+                        s.operands,
+                        ref_step.operands if ref_step else None,
+                        cand_before,
+                        ref_before,
+                        set(qnums),
+                    )
+                found.offer(
+                    i,
+                    etype,
+                    {
+                        "check": "reference_divergence",
+                        "rule": rule,
+                        "value": _f(s.result),
+                        "operands": [_f(o) for o in s.operands],
+                        "reference_step": j,
+                        "reference_text": ref_step.text if ref_step else None,
+                        "reference_value": _f(ref_step.result) if ref_step else None,
+                    },
+                )
+                return
+        known.update(s.values)
+
+
+def _partial_of_reference(
+    i: int,
+    steps: Sequence[StepInfo],
+    cand_leaves: list[Counter],
+    ref_steps: Sequence[StepInfo],
+    ref_leaves: list[Counter],
+) -> int | None:
+    """A step computing part of one reference equation (3+4 of 16-3-4) whose other operands are
+    used later is a different route, not an error. Returns that reference step's index."""
+    mine = Counter(steps[i].operands)
+    if sum(mine.values()) < 2 or any(cand_leaves[i] == rl for rl in ref_leaves):
+        return None  # same quantities as a reference step but another value: not a partial
+    later: Counter = Counter()
+    for s in steps[i + 1 :]:
+        later.update(s.operands)
+        later.update(s.numbers)
+    for j, r in enumerate(ref_steps):
+        rl = Counter(r.operands)
+        if mine != rl and not (mine - rl):
+            rest = rl - mine
+            if all(later[v] > 0 for v in rest):
+                return j
+    return None
+
+
+def _best_by_leaves(mine: Counter, ref_leaves: list[Counter]) -> int | None:
+    best, best_j = 0, None
+    for j, rl in enumerate(ref_leaves):
+        shared = sum((mine & rl).values())
+        if shared > best:
+            best, best_j = shared, j
+    return best_j
+
+
+def locate(
+    question: str,
+    candidate_text: str,
+    reference_text: str | None = None,
+    gold_answer: str | None = None,
+    problem_id: str = "",
+) -> Attribution:
+    """First faulty reasoning step of `candidate_text`, its error type and the evidence.
+
+    `reference_text` is another solution of the same problem (full-precision model or gold); its
+    final answer is the gold answer when `gold_answer` is not given. Never raises on odd text.
+    """
+    cand = parse_steps(candidate_text or "")
+    ref = parse_steps(reference_text) if reference_text else None
+    if gold_answer is None and ref is not None:
+        gold_answer = ref.answer
+    gold = parse_number(gold_answer) if gold_answer is not None else None
+    final_ok: bool | None = is_correct(cand.answer, gold_answer) if gold_answer is not None else None
+    steps = cand.steps
+    qnums = question_numbers(question or "")
+    checks = [check_step(s) for s in steps]
+    found = _Found()
+    # right answer: only a false equation is an error; unknown: local checks; wrong: everything
+    _local_checks(steps, checks, qnums, found, full=final_ok is not True)
+    if final_ok is False and ref is not None:
+        _divergence(steps, ref, qnums, gold, found)
+    answer_line = False
+    if final_ok is False and found.index is None:
+        answer_line = _blame_end(cand, ref, gold, found)
+    aligned = None
+    if found.index is not None and ref is not None:
+        aligned = found.evidence.get("reference_step")
+        if aligned is None:
+            aligned = align(steps, ref.steps).mapping[found.index]
+            found.evidence["reference_step"] = aligned
+            found.evidence["reference_text"] = ref.steps[aligned].text if aligned is not None else None
+    if found.index is not None:
+        found.evidence.setdefault("step_text", steps[found.index].text)
+    prefix = "\n".join(s.text for s in steps[: found.index]) if found.index is not None else ""
+    return Attribution(
+        problem_id=problem_id,
+        first_faulty_step=found.index,
+        error_type=found.type,
+        evidence=found.evidence,
+        final_answer_correct=final_ok,
+        n_steps=len(steps),
+        aligned_reference_step=aligned,
+        fault_in_answer_line=answer_line,
+        prefix=prefix,
+    )
+
+
+def _blame_end(cand: ParsedSteps, ref: ParsedSteps | None, gold: Fraction | None, found: _Found) -> bool:
+    """Wrong answer, every step checks out: blame the answer line if it does not follow from the
+    steps, else the last step (it stops early or answers another question). True: answer line."""
+    steps = cand.steps
+    stated: set[Fraction] = set()
+    for s in steps:
+        stated.update(s.values)
+    last = steps[-1].result if steps else None
+    if cand.answer_value is not None and steps and cand.answer_value not in stated and last is not None:
+        found.evidence = {
+            "check": "final_answer_mismatch",
+            "answer": _f(cand.answer_value),
+            "last_value": _f(last),
+        }
+        found.type = tx.REASONING
+        return True
+    if not steps:
+        found.evidence = {"check": "no_steps"}
+        found.type = tx.REASONING
+        return True
+    ref_values = {v for r in ref.steps for v in r.values} if ref else set()
+    etype = tx.REASONING if last is not None and last in ref_values and last != gold else tx.CONCEPTUAL
+    found.offer(
+        len(steps) - 1,
+        etype,
+        {"check": "wrong_final_value", "value": _f(last), "gold": _f(gold),
+         "rule": "stops_early" if etype == tx.REASONING else "answers_other_question"},
+    )  # fmt: skip
+    return False

@@ -1,0 +1,99 @@
+"""The four error types of arXiv 2505.11574 and the operational rules that assign them.
+
+See docs/taxonomy.md for the rules in prose. Kept apart from locate.py so the rules can be read
+(and changed) without the search for the position.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+
+EXECUTION, METHOD, CONCEPTUAL, REASONING = "execution", "method", "conceptual", "reasoning"
+ERROR_TYPES = (EXECUTION, METHOD, CONCEPTUAL, REASONING)
+
+# Quantities any solution may use without the problem stating them (units, halves, percent).
+COMMON_CONSTANTS = frozenset(
+    Fraction(v) for v in (0, 1, 2, 7, 10, 12, 24, 30, 52, 60, 100, 365, 1000, 3600)
+) | {Fraction(1, 2), Fraction(1, 100)}
+
+
+def _digits(v: Fraction) -> str | None:
+    if v.denominator == 1:
+        return str(abs(v.numerator))
+    for d in range(1, 5):
+        if (v * 10**d).denominator == 1:
+            return str(abs(v * 10**d).numerator)
+    return None
+
+
+def nearness(a: Fraction, b: Fraction) -> float:
+    """Small when `a` looks like a slip for `b` (one digit changed, digits swapped, a few % off)."""
+    if a == b:
+        return 0.0
+    rel = float(min(abs(a - b) / max(abs(b), Fraction(1)), Fraction(1)))
+    da, db = _digits(a), _digits(b)
+    if da is not None and db is not None and len(da) == len(db):
+        diff = sum(x != y for x, y in zip(da, db, strict=False))
+        if diff == 1 or (diff == 2 and sorted(da) == sorted(db)):
+            return 1.0 + rel
+    if rel <= 0.2 or abs(a - b) <= 2:
+        return 2.0 + rel
+    return float("inf")
+
+
+def supported(value: Fraction, known: Iterable[Fraction] | set[Fraction]) -> bool:
+    """Can a solution use `value` here: given, computed earlier, a constant, or a % form of one."""
+    ks = known if isinstance(known, (set, frozenset)) else set(known)
+    if value in ks or value in COMMON_CONSTANTS:
+        return True
+    if value * 100 in ks or value / 100 in ks:  # 15% used as 0.15 or 15
+        return True
+    return value != 0 and 1 / value in ks  # a rate used inverted (1/4 from 4)
+
+
+def classify_unsupported(
+    operand: Fraction, question: Iterable[Fraction], earlier_results: Sequence[Fraction]
+) -> tuple[str, Fraction | None]:
+    """Unsupported operand: a slip for an earlier result -> reasoning, else conceptual.
+
+    Returns the type and the value it most likely stands for.
+    """
+    q_best = min(((nearness(operand, v), v) for v in question), default=(float("inf"), None))
+    r_best = min(((nearness(operand, v), v) for v in earlier_results), default=(float("inf"), None))
+    if r_best[0] < q_best[0]:
+        return REASONING, r_best[1]
+    return CONCEPTUAL, q_best[1] if q_best[0] < float("inf") else None
+
+
+def classify_divergence(
+    cand_operands: Sequence[Fraction],
+    ref_operands: Sequence[Fraction] | None,
+    cand_results_before: set[Fraction],
+    ref_results_before: set[Fraction],
+    question: set[Fraction],
+) -> tuple[str, str]:
+    """Arithmetic true but the value leaves the reference's dataflow: which kind of mistake.
+
+    - the same quantities as the aligned reference step, combined differently: method;
+    - the aligned reference step uses an earlier result where this step uses another earlier
+      result (the rest being equal): reasoning (wrong carry-over);
+    - otherwise other quantities are plugged in (a wrong given, a misread goal): conceptual.
+    Returns (type, rule name).
+    """
+    if ref_operands is None or not cand_operands:
+        return CONCEPTUAL, "no_aligned_reference_step"
+    cc, rc = Counter(cand_operands), Counter(ref_operands)
+    if cc == rc:
+        return METHOD, "same_operands_other_operation"
+    extra, missing = cc - rc, rc - cc
+    if extra and missing and sum(extra.values()) == sum(missing.values()) == 1:
+        e, m = next(iter(extra)), next(iter(missing))
+        if e in cand_results_before and e not in question and m in ref_results_before:
+            return REASONING, "wrong_carry_over"
+        if e in question and m in question:
+            return CONCEPTUAL, "wrong_given_quantity"
+    if set(cc) == set(rc):
+        return METHOD, "same_operands_other_operation"
+    return CONCEPTUAL, "other_quantities"
