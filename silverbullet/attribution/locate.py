@@ -68,12 +68,24 @@ class _Found:
             self.index, self.type, self.evidence = index, etype, evidence
 
 
+def _missing_in_reference(i: int, steps: Sequence[StepInfo], ref: ParsedSteps | None) -> Fraction | None:
+    """The operand of the aligned reference step that this step's unsupported operand replaces."""
+    if ref is None or not ref.steps:
+        return None
+    j = align(steps, ref.steps).mapping[i]
+    if j is None:
+        return None
+    missing = Counter(ref.steps[j].operands) - Counter(steps[i].operands)
+    return next(iter(missing)) if len(missing) == 1 else None
+
+
 def _local_checks(
     steps: Sequence[StepInfo],
     checks: Sequence[StepCheck],
     qnums: frozenset[Fraction],
     found: _Found,
     full: bool,
+    ref: ParsedSteps | None = None,
 ) -> None:
     known: set[Fraction] = set(qnums)
     results: list[Fraction] = []
@@ -90,6 +102,20 @@ def _local_checks(
             for o in s.operands:
                 if not tx.supported(o, known):
                     etype, near = tx.classify_unsupported(o, qnums, results)
+                    m = _missing_in_reference(i, steps, ref)
+                    if m is not None:  # the reference uses a given here (misread) or a result (carry-over)
+                        ref_results = {r.result for r in ref.steps if r.result is not None} if ref else set()
+                        if m in qnums and m not in ref_results:
+                            etype, near = tx.CONCEPTUAL, m
+                        elif m in ref_results and m not in qnums:
+                            etype, near = tx.REASONING, m
+                    m = _missing_in_reference(i, steps, ref)
+                    if m is not None:  # the reference uses a given here (misread) or a result (carry-over)
+                        ref_results = {r.result for r in ref.steps if r.result is not None} if ref else set()
+                        if m in qnums and m not in ref_results:
+                            etype, near = tx.CONCEPTUAL, m
+                        elif m in ref_results and m not in qnums:
+                            etype, near = tx.REASONING, m
                     found.offer(
                         i,
                         etype,
@@ -237,7 +263,7 @@ def locate(
     checks = [check_step(s) for s in steps]
     found = _Found()
     # right answer: only a false equation is an error; unknown: local checks; wrong: everything
-    _local_checks(steps, checks, qnums, found, full=final_ok is not True)
+    _local_checks(steps, checks, qnums, found, full=final_ok is not True, ref=ref)
     if final_ok is False and ref is not None:
         _divergence(steps, ref, qnums, gold, found)
     answer_line = False

@@ -291,7 +291,7 @@ _NUMBER_WORDS = {
     "minute": 60, "minutes": 60, "day": 24, "days": 24, "year": 12, "years": 12, "month": 30,
     "months": 12, "percent": 100, "cents": 100, "cent": 100, "feet": 12, "foot": 12, "yard": 3,
     "yards": 3, "gallon": 4, "quart": 4, "pound": 16, "pounds": 16, "ounces": 16, "score": 20,
-    "decade": 10, "century": 100, "weekend": 2, "twins": 2, "triplets": 3, "both": 2, "square": 2,
+    "decade": 10, "weekday": 5, "weekdays": 5, "century": 100, "weekend": 2, "twins": 2, "triplets": 3, "both": 2, "square": 2,
 }  # fmt: skip
 _FRACTION_WORDS = {"half": Fraction(1, 2), "third": Fraction(1, 3), "quarter": Fraction(1, 4),
                    "fourth": Fraction(1, 4), "fifth": Fraction(1, 5), "tenth": Fraction(1, 10)}  # fmt: skip

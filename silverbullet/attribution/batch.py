@@ -1,0 +1,151 @@
+"""Locate first faults for every row of a JSONL file (the engine behind `silverbullet locate`).
+
+Fields are dotted paths into each row (`175b_finetuning.solution`). Bad input is a `UserError`
+with one line naming the file, the line and the field; output is written atomically so a killed
+run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from silverbullet.attribution.locate import locate
+from silverbullet.errors import UserError
+from silverbullet.records import to_dict
+
+_GOLD_RE = re.compile(r"^\s*(?:####|A\s*:)\s*(.+?)\s*$", re.MULTILINE)
+
+
+def get_field(row: Any, path: str) -> Any:
+    """Value at a dotted path (`a.b.c`); raises KeyError naming the missing part."""
+    cur = row
+    for part in path.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            raise KeyError(part)
+    return cur
+
+
+def _text(value: Any, where: str, field: str) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise UserError(
+            f"{where}: field '{field}' is {type(value).__name__}, not text; point it at a string field"
+        )
+    return value
+
+
+def _gold_from_reference(reference: str | None) -> str | None:
+    """GSM8K-style references end with '#### 42' or 'A: 42'."""
+    if not reference:
+        return None
+    found = _GOLD_RE.findall(reference)
+    return found[-1] if found else None
+
+
+def locate_file(
+    input_path: str | Path,
+    out_path: str | Path,
+    question_field: str,
+    candidate_field: str,
+    reference_field: str | None = None,
+    answer_field: str | None = None,
+    id_field: str | None = None,
+) -> dict[str, Any]:
+    """Locate the first faulty step of each row's candidate solution; one output row per input row.
+
+    Returns a summary: rows, flagged, error-type counts, position histogram, answer accuracy.
+    """
+    src = Path(input_path)
+    if not src.is_file():
+        raise UserError(f"{src}: no such file; pass an existing JSONL file with --input")
+    try:
+        lines = src.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{src}: not UTF-8 text ({e.reason}); pass a UTF-8 JSONL file") from None
+    if not any(line.strip() for line in lines):
+        raise UserError(f"{src}: empty file; it needs one JSON object per line")
+    out_rows: list[dict[str, Any]] = []
+    types: Counter = Counter()
+    positions: Counter = Counter()
+    flagged = correct = graded = 0
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{src}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: malformed JSON ({e.msg}); fix or remove that line") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        values: dict[str, str | None] = {}
+        for name, path in (
+            ("question", question_field),
+            ("candidate", candidate_field),
+            ("reference", reference_field),
+            ("answer", answer_field),
+            ("id", id_field),
+        ):
+            if path is None:
+                values[name] = None
+                continue
+            try:
+                values[name] = _text(get_field(row, path), where, path)
+            except KeyError as e:
+                keys = ", ".join(sorted(row)[:12])
+                raise UserError(
+                    f"{where}: missing field '{path}' (no '{e.args[0]}'); keys here: {keys}; check --{name}-field"
+                ) from None
+        gold = values["answer"] if answer_field else _gold_from_reference(values["reference"])
+        att = locate(
+            values["question"] or "",
+            values["candidate"] or "",
+            values["reference"],
+            gold,
+            problem_id=values["id"] or str(lineno),
+        )
+        rec = to_dict(att)
+        rec["line"] = lineno
+        out_rows.append(rec)
+        if att.first_faulty_step is not None:
+            flagged += 1
+            positions[att.first_faulty_step] += 1
+        if att.error_type:
+            types[att.error_type] += 1
+        if att.final_answer_correct is not None:
+            graded += 1
+            correct += att.final_answer_correct
+    _write_atomic(Path(out_path), out_rows)
+    return {
+        "rows": len(out_rows),
+        "flagged": flagged,
+        "graded": graded,
+        "final_answer_correct": correct,
+        "error_types": dict(types.most_common()),
+        "position_histogram": {str(k): v for k, v in sorted(positions.items())},
+        "out": str(out_path),
+    }
+
+
+def _write_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
