@@ -1,0 +1,99 @@
+"""What every generation backend offers: configs, outputs and the `Generator` protocol.
+
+Backends (HF transformers, vLLM, the cache wrapper) all speak these plain records, so the rest of
+the pipeline never knows which one produced a solution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings. Greedy (temperature 0) by default so runs are reproducible."""
+
+    max_new_tokens: int = 320
+    batch_size: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0  # only used when sampling
+    seed: int = 0  # only matters when sampling
+    margins: bool = False  # return per-token top-1 minus top-2 log-prob margins and token ends
+    progress: bool = False  # show a progress bar over batches
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def cache_settings(self) -> dict:
+        """The settings that change what is generated (a cache-key part). Batch size, margins and
+        the progress bar do not; the seed and top_p only matter when sampling."""
+        out: dict = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
+        if not self.greedy:
+            out.update(top_p=self.top_p, seed=self.seed)
+        return out
+
+    def replace(self, **changes) -> GenerationConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class GenOutput:
+    """One completion (without the prompt), cut after its answer line."""
+
+    text: str
+    n_tokens: int
+    margins: list[float] | None = None  # per generated token: top-1 minus top-2 log-prob
+    token_ends: list[int] | None = None  # char offset in `text` where each token ends (aligned)
+    seconds: float = 0.0  # this completion's share of its batch's wall time
+    cached: bool = False  # served from the on-disk cache
+
+
+@dataclass
+class ScoreOutput:
+    """A teacher-forced continuation: how sure the model is of each token it is forced to read."""
+
+    token_ids: list[int]
+    logprobs: list[float]  # log p(token | prefix) of each continuation token
+    margins: list[float]  # top-1 minus top-2 log-prob of the model's distribution at each token
+    token_ends: list[int]  # char offset in the continuation where each token ends
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """A model that writes completions. `fingerprint` is a stable hash of everything that changes
+    its outputs (weights, config, adapter, dtype) and keys the on-disk cache."""
+
+    tag: str
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def generate(self, prompts: list[str], config: GenerationConfig | None = None) -> list[GenOutput]: ...
+
+    def continue_from(
+        self, prompts: list[str], config: GenerationConfig | None = None
+    ) -> list[GenOutput]: ...
+
+    def score(self, prompt: str, continuation: str) -> ScoreOutput: ...
+
+
+def progress(items: list, description: str, show: bool) -> Iterator:
+    """Iterate with a transient rich progress bar (stderr) when asked and there are several items."""
+    if not show or len(items) < 2:
+        yield from items
+        return
+    from rich.progress import track
+
+    yield from track(items, description=description, transient=True)

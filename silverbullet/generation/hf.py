@@ -1,0 +1,370 @@
+"""The embedded default backend: batched generation with HF transformers, on CPU or GPU.
+
+Prompts are sorted by length and left-padded into batches (so a batch wastes little compute),
+decoded greedily with the KV cache, stopped at the answer line (eos or "The answer is: ...\\n"),
+and cut right after it. Margins (top-1 minus top-2 log-prob) are recorded per step by a logits
+processor instead of `output_logits`, which would keep steps x batch x vocab floats alive.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from silverbullet.generation.base import GenerationConfig, GenOutput, ScoreOutput, progress
+from silverbullet.generation.loading import (
+    fingerprint_model_source,
+    fingerprint_module,
+    load_causal_lm,
+    resolve_device,
+)
+from silverbullet.prompting import ANSWER_LINE_RES
+
+ANSWER_LINE_RE = ANSWER_LINE_RES[0]  # "The answer is: ..." (what truncate_after_answer cuts after)
+
+
+def answer_line_end(text: str) -> int | None:
+    """Char offset just past the first complete answer line (its newline included), else None."""
+    start = 0
+    while True:
+        nl = text.find("\n", start)
+        if nl < 0:
+            return None
+        if ANSWER_LINE_RE.match(text[start:nl]):
+            return nl + 1
+        start = nl + 1
+
+
+def cut_after_answer(text: str) -> str:
+    """Drop what follows the answer line. Like `prompting.truncate_after_answer`, but it keeps the
+    text a prefix of what was generated (no re-stripping), so token offsets stay valid. An answer
+    line the model never ended (it hit max_new_tokens) is kept as written."""
+    end = answer_line_end(text)
+    return text if end is None else text[:end]
+
+
+def set_cpu_threads() -> int:
+    """Use the cores this process may run on (containers often allow fewer than the host has)."""
+    import torch
+
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        n = os.cpu_count() or 1
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def _newline_mask(tokenizer: Any, size: int) -> Any:
+    """Bool tensor over the vocabulary: does this token's text contain a newline?"""
+    import torch
+
+    n = len(tokenizer)
+    texts = tokenizer.batch_decode(
+        [[i] for i in range(n)], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+    mask = torch.zeros(max(size, n), dtype=torch.bool)
+    mask[:n] = torch.tensor(["\n" in t for t in texts], dtype=torch.bool)
+    return mask
+
+
+def _make_answer_stop(tokenizer: Any, prompt_len: int, newline_mask: Any) -> Any:
+    from transformers import StoppingCriteria
+
+    class AnswerLineStop(StoppingCriteria):
+        """Stop a row once it has written a complete answer line. Only rows whose newest token holds
+        a newline are decoded, so the check costs a decode every line, not every token."""
+
+        def __init__(self) -> None:
+            self.done: Any = None
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            import torch
+
+            if self.done is None:
+                self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            last = input_ids[:, -1]
+            mask = newline_mask.to(last.device)
+            cand = mask[last.clamp(max=mask.numel() - 1)] & ~self.done
+            for row in torch.nonzero(cand).flatten().tolist():
+                text = tokenizer.decode(
+                    input_ids[row, prompt_len:], skip_special_tokens=True, clean_up_tokenization_spaces=False
+                )
+                if answer_line_end(text) is not None:
+                    self.done[row] = True
+            return self.done.clone()
+
+    return AnswerLineStop()
+
+
+def _make_margin_recorder() -> Any:
+    from transformers import LogitsProcessor
+
+    class MarginRecorder(LogitsProcessor):
+        """Records top-1 minus top-2 of the next-token distribution at each step. Log-prob
+        differences equal logit differences, so no softmax is needed. It must run before any
+        temperature or top-p warper (they would distort the distribution)."""
+
+        def __init__(self) -> None:
+            self.steps: list[Any] = []
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            top = scores.float().topk(2, dim=-1).values
+            self.steps.append((top[:, 0] - top[:, 1]).cpu())
+            return scores
+
+    return MarginRecorder()
+
+
+def token_ends(tokenizer: Any, ids: Sequence[int], limit: int | None = None) -> list[int]:
+    """Char offset where each token ends in decode(ids): the length of each prefix's decoding,
+    made monotone and capped at `limit` (byte-split characters can decode oddly mid-way)."""
+    if not ids:
+        return []
+    prefixes = tokenizer.batch_decode(
+        [list(ids[: i + 1]) for i in range(len(ids))],
+        skip_special_tokens=True,
+        clean_up_tokenization_spaces=False,
+    )
+    out, hi = [], 0
+    for p in prefixes:
+        hi = max(hi, len(p))
+        out.append(hi if limit is None else min(hi, limit))
+    return out
+
+
+class HFGenerator:
+    """Generator over a transformers causal LM. Loads lazily, so a fully cached run never loads
+    the model; pass `model`/`tokenizer` to wrap one already in memory (after training, say)."""
+
+    def __init__(
+        self,
+        path_or_id: str | os.PathLike | None = None,
+        *,
+        tag: str = "model",
+        device: str = "auto",
+        dtype: Any = "auto",
+        adapter: str | os.PathLike | None = None,
+        trust_remote_code: bool = False,
+        model: Any = None,
+        tokenizer: Any = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        if path_or_id is None and (model is None or tokenizer is None):
+            raise ValueError("pass a model path/id, or both model and tokenizer")
+        self.tag = tag
+        self.path_or_id = path_or_id
+        self.dtype = dtype
+        self.adapter = adapter
+        self.trust_remote_code = trust_remote_code
+        self.device = resolve_device(device) if model is None else str(next(model.parameters()).device)
+        self._model, self._tokenizer = model, tokenizer
+        self._fingerprint = fingerprint
+        self._newlines: Any = None
+        if self.device == "cpu":
+            set_cpu_threads()
+
+    # -- lazy state ------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            if self.path_or_id is not None and self._model is None:
+                self._fingerprint = fingerprint_model_source(
+                    self.path_or_id, dtype=self.dtype, device=self.device, adapter=self.adapter
+                )
+            else:
+                self._fingerprint = fingerprint_module(self.model)
+        return self._fingerprint
+
+    def _load(self) -> None:
+        self._model, self._tokenizer = load_causal_lm(
+            self.path_or_id,
+            device=self.device,
+            dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code,
+            adapter=self.adapter,
+        )
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._load()
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    def _eos_ids(self) -> list[int]:
+        ids: set[int] = set()
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for v in (gen_eos, self.tokenizer.eos_token_id):
+            if isinstance(v, int):
+                ids.add(v)
+            elif isinstance(v, (list, tuple)):
+                ids.update(int(x) for x in v)
+        return sorted(ids)
+
+    # -- generation ------------------------------------------------------------------------------
+    def generate(self, prompts: list[str], config: GenerationConfig | None = None) -> list[GenOutput]:
+        """Completions for `prompts`, in their order."""
+        config = config or GenerationConfig()
+        if not prompts:
+            return []
+        import torch
+
+        tok = self.tokenizer
+        lengths = [len(ids) for ids in tok(list(prompts), add_special_tokens=True)["input_ids"]]
+        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+        batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        results: list[GenOutput | None] = [None] * len(prompts)
+        if not config.greedy:
+            torch.manual_seed(config.seed)
+        for batch in progress(batches, f"generating ({self.tag})", config.progress):
+            outs = self._generate_batch([prompts[i] for i in batch], config)
+            for i, out in zip(batch, outs, strict=True):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    continue_from = generate
+
+    def _generation_config(self, config: GenerationConfig) -> Any:
+        from transformers import GenerationConfig as HFGenerationConfig
+
+        eos = self._eos_ids()
+        return HFGenerationConfig(
+            max_new_tokens=config.max_new_tokens,
+            do_sample=not config.greedy,
+            # Neutral values, so nothing from the model's generation_config.json (repetition
+            # penalty, top-k, ...) changes decoding or the logits the margin recorder sees.
+            temperature=1.0,
+            top_p=1.0,
+            top_k=None if config.greedy else 0,
+            typical_p=1.0,
+            repetition_penalty=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
+            no_repeat_ngram_size=0,
+            num_beams=1,
+            use_cache=True,
+            eos_token_id=eos or None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+        )
+
+    def _generate_batch(self, prompts: list[str], config: GenerationConfig) -> list[GenOutput]:
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        tok, model = self.tokenizer, self.model
+        if self._newlines is None:
+            self._newlines = _newline_mask(tok, model.get_input_embeddings().num_embeddings)
+        enc = tok(
+            prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=True
+        ).to(model.device)
+        prompt_len = enc["input_ids"].shape[1]
+        processors = LogitsProcessorList()
+        recorder = None
+        if config.margins:
+            recorder = _make_margin_recorder()
+            processors.append(recorder)
+        if not config.greedy:
+            from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+            # Ours, after the recorder, so margins come from the model's own distribution.
+            processors.append(TemperatureLogitsWarper(config.temperature))
+            if config.top_p < 1.0:
+                processors.append(TopPLogitsWarper(config.top_p))
+        stop = StoppingCriteriaList([_make_answer_stop(tok, prompt_len, self._newlines)])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                generation_config=self._generation_config(config),
+                logits_processor=processors,
+                stopping_criteria=stop,
+            )
+        seconds = (time.perf_counter() - t0) / len(prompts)
+        seqs = out.sequences[:, prompt_len:].cpu().tolist()
+        margins = torch.stack(recorder.steps, dim=1).tolist() if recorder and recorder.steps else None
+        stop_ids = set(self._eos_ids()) | {tok.pad_token_id}
+        results = []
+        for row, ids in enumerate(seqs):
+            n = next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))
+            results.append(self._finish(ids[:n], margins[row][:n] if margins else None, seconds, config))
+        return results
+
+    def _finish(
+        self, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig
+    ) -> GenOutput:
+        tok = self.tokenizer
+        full = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        text = cut_after_answer(full)
+        ends: list[int] | None = None
+        n = len(ids)
+        if config.margins or len(text) < len(full):
+            ends = token_ends(tok, ids, limit=len(text))
+            # keep the tokens that start before the cut
+            n = next((k + 1 for k, e in enumerate(ends) if e >= len(text)), len(ends))
+            ends = ends[:n]
+        return GenOutput(
+            text=text,
+            n_tokens=n,
+            margins=[float(m) for m in margins[:n]] if margins is not None else None,
+            token_ends=ends if config.margins else None,
+            seconds=seconds,
+        )
+
+    # -- teacher forcing -------------------------------------------------------------------------
+    def score(self, prompt: str, continuation: str) -> ScoreOutput:
+        """How the model rates `continuation` after `prompt`, token by token (teacher-forced)."""
+        return self.score_batch([(prompt, continuation)])[0]
+
+    def score_batch(self, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[ScoreOutput]:
+        """`score` for many (prompt, continuation) pairs, right-padded into batches."""
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        rows = []
+        for prompt, cont in pairs:
+            p_ids = tok(prompt, add_special_tokens=True)["input_ids"]
+            if not p_ids and tok.bos_token_id is not None:
+                p_ids = [tok.bos_token_id]
+            if not p_ids:
+                raise ValueError("score() needs a non-empty prompt (the first token needs a context)")
+            c_ids = tok(cont, add_special_tokens=False)["input_ids"] if cont else []
+            rows.append((p_ids, c_ids, cont))
+        outs: list[ScoreOutput] = []
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            width = max(len(p) + len(c) for p, c, _ in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            att = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (p, c, _) in enumerate(chunk):
+                ids[r, : len(p) + len(c)] = torch.tensor(p + c)
+                att[r, : len(p) + len(c)] = 1
+            with torch.inference_mode():
+                logits = model(input_ids=ids.to(model.device), attention_mask=att.to(model.device)).logits
+            for r, (p, c, cont) in enumerate(chunk):
+                if not c:
+                    outs.append(ScoreOutput([], [], [], []))
+                    continue
+                lg = logits[r, len(p) - 1 : len(p) + len(c) - 1].float()
+                logp = torch.log_softmax(lg, dim=-1)
+                target = torch.tensor(c, device=lg.device)
+                top = lg.topk(2, dim=-1).values
+                outs.append(
+                    ScoreOutput(
+                        token_ids=list(c),
+                        logprobs=logp.gather(1, target[:, None])[:, 0].cpu().tolist(),
+                        margins=(top[:, 0] - top[:, 1]).cpu().tolist(),
+                        token_ends=token_ends(tok, c, limit=len(cont)),
+                    )
+                )
+        return outs

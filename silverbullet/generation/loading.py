@@ -1,0 +1,298 @@
+"""Load a causal LM + tokenizer from a local directory (or a hub id), safely and with clear errors.
+
+Safetensors only (pickled `.bin` weights can run code on load) and no remote code unless asked.
+Checkpoints quantized by llm-compressor (compressed-tensors format) load through transformers;
+for training they are dequantized to dense weights that still lie on the quantized grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from silverbullet.errors import UserError
+
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+# Files whose bytes change what a model generates (weights are handled separately).
+_FINGERPRINT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "adapter_config.json",
+)
+_FULL_HASH_BYTES = 256 * 1024 * 1024  # weight files up to this size are hashed in full
+_SAMPLE_CHUNKS, _CHUNK_BYTES = 64, 1 << 16
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but no CUDA GPU is visible (use --device cpu)")
+    return str(device)
+
+
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    """'auto' -> bfloat16 on GPU, float32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+    if dtype not in names:
+        raise UserError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
+    return names[dtype]
+
+
+def is_local(path_or_id: str | os.PathLike) -> bool:
+    """A path that exists, or one written like a path (so a typo is not sent to the hub)."""
+    s = str(path_or_id)
+    if Path(s).expanduser().exists() or s.startswith(("/", "./", "../", "~", ".\\")):
+        return True
+    return not _HUB_ID_RE.match(s)
+
+
+def check_model_dir(path: Path) -> dict:
+    """Validate a local model directory before transformers sees it; returns its config.json."""
+    if not path.exists():
+        raise UserError(f"model path {path} does not exist")
+    if not path.is_dir():
+        raise UserError(f"model path {path} is not a directory (expected a saved model folder)")
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"{path} has no config.json: not a saved transformers model")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{cfg_file}: malformed JSON (line {e.lineno}: {e.msg})") from None
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        if pickled:
+            raise UserError(
+                f"{path} has only pickle weights ({pickled[0]}); safetensors are required (pickle can run "
+                "code on load): convert them once in a trusted environment with "
+                "model.save_pretrained(dir, safe_serialization=True)"
+            )
+        raise UserError(f"{path} has no *.safetensors weight files")
+    return config
+
+
+def is_compressed_tensors(config: dict) -> bool:
+    q = config.get("quantization_config") or config.get("compression_config") or {}
+    return isinstance(q, dict) and q.get("quant_method") == "compressed-tensors"
+
+
+def _check_causal_lm(config: Any, where: str, trust_remote_code: bool) -> None:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return
+    auto_map = getattr(config, "auto_map", None) or {}
+    if trust_remote_code and "AutoModelForCausalLM" in auto_map:
+        return
+    arch = ", ".join(getattr(config, "architectures", None) or []) or "unknown architecture"
+    raise UserError(
+        f"{where}: model_type {config.model_type!r} ({arch}) is not a causal language model; "
+        "silverbullet needs a decoder-only LM (AutoModelForCausalLM)"
+    )
+
+
+def load_tokenizer(path_or_id: str | os.PathLike, *, trust_remote_code: bool = False) -> Any:
+    """The tokenizer, with a pad token (eos when it has none) for batched generation."""
+    from transformers import AutoTokenizer
+
+    p = Path(str(path_or_id)).expanduser()
+    if is_local(path_or_id) and not any((p / f).is_file() for f in _TOKENIZER_FILES):
+        raise UserError(f"{p} has no tokenizer files (tokenizer.json / tokenizer_config.json)")
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            str(p) if is_local(path_or_id) else str(path_or_id), trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise UserError(f"could not load the tokenizer from {path_or_id}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise UserError(f"tokenizer at {path_or_id} has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(
+    path_or_id: str | os.PathLike,
+    *,
+    device: str = "auto",
+    dtype: Any = "auto",
+    trust_remote_code: bool = False,
+    adapter: str | os.PathLike | None = None,
+    for_training: bool = False,
+) -> tuple[Any, Any]:
+    """Load (model, tokenizer). `adapter` is a PEFT adapter directory applied on top (trainable when
+    `for_training`). Quantized compressed-tensors checkpoints are dequantized for training."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    local = is_local(path_or_id)
+    src = str(Path(str(path_or_id)).expanduser()) if local else str(path_or_id)
+    raw_config = check_model_dir(Path(src)) if local else None
+    try:
+        config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
+    except ValueError as e:  # unknown model_type, remote code refused
+        raise UserError(f"{src}: cannot read config ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise UserError(
+            f"could not load {src!r} from the hub ({str(e).splitlines()[0]}); there may be no network: "
+            "pass a local model directory"
+        ) from None
+    _check_causal_lm(config, src, trust_remote_code)
+    tokenizer = load_tokenizer(src, trust_remote_code=trust_remote_code)
+
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype,
+        "use_safetensors": True,
+        "trust_remote_code": trust_remote_code,
+    }
+    quantized = (
+        is_compressed_tensors(raw_config)
+        if raw_config is not None
+        else (
+            is_compressed_tensors(getattr(config, "quantization_config", None) or {})
+            if isinstance(getattr(config, "quantization_config", None), dict)
+            else False
+        )
+    )
+    if quantized and for_training:
+        kwargs["quantization_config"] = _dequantizing_config()
+    if device.startswith("cuda"):
+        kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    except (OSError, ValueError, ImportError) as e:
+        raise UserError(f"could not load the model from {src}: {str(e).splitlines()[0]}") from None
+    if not device.startswith("cuda"):
+        model = model.to(device)
+
+    n_embed = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embed:
+        raise UserError(
+            f"{src}: tokenizer has {len(tokenizer)} tokens but the model's embedding has only {n_embed} "
+            "rows; "
+            "tokenizer and weights do not belong together"
+        )
+    if adapter is not None:
+        model = _apply_adapter(model, Path(str(adapter)).expanduser(), trainable=for_training)
+    if not for_training:
+        model.eval()
+    return model, tokenizer
+
+
+def _dequantizing_config() -> Any:
+    """compressed-tensors config that loads dense weights on the quantized grid (for training).
+    transformers >= 5 calls this `dequantize=True`; older releases `run_compressed=False`."""
+    from transformers import CompressedTensorsConfig
+
+    try:
+        return CompressedTensorsConfig(dequantize=True)
+    except TypeError:  # transformers 4.x
+        return CompressedTensorsConfig(run_compressed=False)
+
+
+def _apply_adapter(model: Any, adapter: Path, *, trainable: bool) -> Any:
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"adapter {adapter} has no adapter_config.json (expected a PEFT adapter folder)")
+    if not any(adapter.glob("*.safetensors")):
+        raise UserError(f"adapter {adapter} has no *.safetensors weights")
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise UserError(f"could not apply adapter {adapter}: {str(e).splitlines()[0]}") from None
+
+
+def _hash_file(h: Any, path: Path) -> None:
+    """Whole file when small; for large weight files the size plus evenly spaced chunks (a changed
+    checkpoint changes nearly every chunk), so fingerprinting a 16 GB model takes milliseconds."""
+    size = path.stat().st_size
+    h.update(f"{path.name}:{size}\n".encode())
+    with path.open("rb") as f:
+        if size <= _FULL_HASH_BYTES:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return
+        for i in range(_SAMPLE_CHUNKS):
+            f.seek(i * (size - _CHUNK_BYTES) // (_SAMPLE_CHUNKS - 1))
+            h.update(f.read(_CHUNK_BYTES))
+
+
+def fingerprint_dir(path: str | os.PathLike, h: Any = None) -> str:
+    """Stable hash of a model (or adapter) folder's config, tokenizer and weight files."""
+    h = h or hashlib.sha256()
+    p = Path(path).expanduser()
+    names = [n for n in _FINGERPRINT_FILES if (p / n).is_file()]
+    names += sorted(q.name for q in p.glob("*.safetensors"))
+    for name in names:
+        _hash_file(h, p / name)
+    return h.hexdigest()
+
+
+def fingerprint_model_source(
+    path_or_id: str | os.PathLike,
+    *,
+    dtype: Any = "auto",
+    device: str = "auto",
+    adapter: str | os.PathLike | None = None,
+) -> str:
+    """Cache key for a model as it will be loaded: files (or hub id), dtype and adapter."""
+    h = hashlib.sha256()
+    h.update(f"dtype={resolve_dtype(dtype, resolve_device(device))}\n".encode())
+    if is_local(path_or_id):
+        fingerprint_dir(path_or_id, h)
+    else:
+        h.update(f"hub:{path_or_id}\n".encode())
+    if adapter is not None:
+        h.update(b"adapter\n")
+        fingerprint_dir(adapter, h)
+    return h.hexdigest()[:16]
+
+
+def fingerprint_module(model: Any) -> str:
+    """Fingerprint of an in-memory model (after training, say): config + strided samples of every
+    parameter. Cheap even for large models; any real weight update changes the samples."""
+    import torch
+
+    h = hashlib.sha256()
+    cfg = getattr(model, "config", None)
+    if cfg is not None:
+        h.update(cfg.to_json_string(use_diff=False).encode())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            sample = flat[::step].to("cpu", torch.float32).contiguous()
+            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}\n".encode())
+            h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]

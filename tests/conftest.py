@@ -1,0 +1,124 @@
+"""Shared fixtures: tiny Llama models + a character-level tokenizer, built once per session.
+
+A character-level tokenizer makes tokenization unique (re-tokenizing a generated text gives the same
+ids), so teacher-forced scores can be compared with generation exactly. Weights are random with a
+large init scale so greedy decoding has clear winners (no float near-ties between code paths).
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import pytest
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+CHARS = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
+
+
+def build_char_tokenizer(out_dir: Path):
+    """A PreTrainedTokenizerFast with one token per character, <s> prepended, </s> as eos."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + CHARS)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    tok.save_pretrained(out_dir)
+    return tok
+
+
+def build_tiny_llama(
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    vocab_size: int | None = None,
+    hidden: int = 64,
+    layers: int = 2,
+    init: float = 0.3,
+):
+    """Save a random LlamaForCausalLM (safetensors) + char tokenizer to out_dir; return (model, tok)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = build_char_tokenizer(out_dir)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size or len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=init,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(out_dir)
+    return model, tok
+
+
+def train_memorizer(out_dir: Path, texts: list[str], *, steps: int = 300, seed: int = 0):
+    """A tiny Llama overfitted on `texts` (each ends with </s> when it contains it), so greedy decoding
+    reproduces them: a real model with known output, for stop-at-answer tests."""
+    import torch
+
+    model, tok = build_tiny_llama(out_dir, seed=seed, hidden=96, layers=2, init=0.02)
+    rows = []
+    for t in texts:
+        body, eos = (t[: -len("</s>")], True) if t.endswith("</s>") else (t, False)
+        ids = tok(body)["input_ids"] + ([tok.eos_token_id] if eos else [])
+        rows.append(ids)
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tok.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    att = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row)
+        labels[r, : len(row)] = torch.tensor(row)
+        att[r, : len(row)] = 1
+    torch.manual_seed(seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.01:
+            break
+    model.eval()
+    model.save_pretrained(out_dir)
+    return model, tok
+
+
+# Two memorized solutions: one ends with eos after the answer line (like the reference model),
+# one keeps talking after it (so only the answer-line stopping criterion ends it).
+MEMORIZED = {
+    "Question: add 2 and 3\n": "Step 1: 2 + 3 = 5.\nThe answer is: 5\n</s>",
+    "Question: double 4\n": "Step 1: 4 * 2 = 8.\nThe answer is: 8\nStep 2: and more chatter here\nxx",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tiny_llama")
+    build_tiny_llama(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def memorizer_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("memorizer")
+    train_memorizer(d, [p + c for p, c in MEMORIZED.items()])
+    return d
