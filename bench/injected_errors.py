@@ -242,7 +242,8 @@ def main() -> None:
     print(f"{'type':<12}{'n':>6}{'position':>10}{'type acc':>10}")
     for t, c in res["per_type"].items():
         print(f"{t:<12}{c['n']:>6}{c['position']:>10.3f}{c['type']:>10.3f}")
-    print(f"{'all':<12}{n:>6}{res['position_exact']:>10.3f}{res['type_accuracy']:>10.3f}   targets >= 0.95 / >= 0.90")
+    print(f"{'all':<12}{n:>6}{res['position_exact']:>10.3f}{res['type_accuracy']:>10.3f}", end="")
+    print("   targets >= 0.95 / >= 0.90")
     print("confusion:", res["confusion"])
     print(f"{seconds:.2f}s; wrote {args.out}")
 

@@ -105,7 +105,8 @@ def locate_file(
             except KeyError as e:
                 keys = ", ".join(sorted(row)[:12])
                 raise UserError(
-                    f"{where}: missing field '{path}' (no '{e.args[0]}'); keys here: {keys}; check --{name}-field"
+                    f"{where}: missing field '{path}' (no '{e.args[0]}'); keys here: {keys}; "
+                    f"check --{name}-field"
                 ) from None
         gold = values["answer"] if answer_field else _gold_from_reference(values["reference"])
         att = locate(

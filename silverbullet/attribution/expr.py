@@ -69,15 +69,16 @@ class _Symbolic(Exception):
 
 # --------------------------------------------------------------------------- tokenizer
 
-_MIXED_RE = re.compile(r"(\d{1,6})[ \t]+(\d{1,6})/(\d{1,6})(?![\d.])")
-_GLUED_FRAC_RE = re.compile(r"(\d{1,6})/(\d{1,6})(?![\d.])")
-_NUM_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d*)?|\.\d+")
-_CMD_RE = re.compile(r"\\([A-Za-z]+)")
-_NAME_RE = re.compile(r"[A-Za-z]+")
+_MIXED_RE = re.compile(r"(\d{1,6})[ \t]+(\d{1,6})/(\d{1,6})(?![\d.])", re.ASCII)
+_GLUED_FRAC_RE = re.compile(r"(\d{1,6})/(\d{1,6})(?![\d.])", re.ASCII)
+_NUM_RE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d*)?|\.\d+", re.ASCII)
+_CMD_RE = re.compile(r"\\([A-Za-z]+)", re.ASCII)
+_NAME_RE = re.compile(r"[A-Za-z]+", re.ASCII)
 _TIMES_CMDS = {"times", "cdot", "ast"}
 _DIV_CMDS = {"div"}
 _FRAC_CMDS = {"frac", "dfrac", "tfrac", "cfrac"}
 _SKIP_CMDS = {"left", "right", "displaystyle", "quad", "qquad", "text", "mathrm", "textbf"}
+_DIGITS = frozenset("0123456789")
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {")", "]", "}"}
 _SINGLE = {
@@ -109,18 +110,18 @@ def tokenize(text: str) -> list[Token]:
     while i < n:
         c = text[i]
         if c in " \t\n$,":  # '$' = currency or LaTeX delimiter; stray commas separate nothing
-            if c == "," and toks and toks[-1][0] == "num" and i + 1 < n and text[i + 1].isdigit():
+            if c == "," and toks and toks[-1][0] == "num" and i + 1 < n and text[i + 1] in _DIGITS:
                 raise _Unparseable("comma between numbers")
             i += 1
             continue
-        if c.isdigit() and (not toks or toks[-1][0] == "op") and (mm := _MIXED_RE.match(text, i)):
+        if c in _DIGITS and (not toks or toks[-1][0] == "op") and (mm := _MIXED_RE.match(text, i)):
             if int(mm.group(3)) and int(mm.group(2)) < int(mm.group(3)):  # "1 1/2" = 3/2
                 whole, num, den = (int(g) for g in mm.groups())
                 toks.append(("num", Fraction(whole) + Fraction(num, den)))
                 i = mm.end()
                 continue
         if (
-            c.isdigit()
+            c in _DIGITS
             and toks
             and toks[-1] == ("op", "/")
             and text[i - 1] in " \t"
@@ -130,7 +131,7 @@ def tokenize(text: str) -> list[Token]:
                 toks.append(("num", Fraction(int(mm.group(1)), int(mm.group(2)))))
                 i = mm.end()
                 continue
-        if c.isdigit() or (c == "." and i + 1 < n and text[i + 1].isdigit()):
+        if c in _DIGITS or (c == "." and i + 1 < n and text[i + 1] in _DIGITS):
             m = _NUM_RE.match(text, i)
             assert m is not None
             lit = m.group(0)
@@ -182,7 +183,7 @@ def tokenize(text: str) -> list[Token]:
                 continue
             else:
                 toks.append(("name", "\\" + cmd))
-        elif c.isalpha():
+        elif c.isascii() and c.isalpha():
             m = _NAME_RE.match(text, i)
             assert m is not None
             word = m.group(0)
@@ -421,6 +422,8 @@ def parse(text: str) -> tuple[tuple | None, str, str]:
         return None, UNPARSEABLE, str(e) or "unparseable"
     except RecursionError:  # pragma: no cover - depth caps make this unreachable
         return None, REJECTED, "nesting too deep"
+    except Exception as e:  # pragma: no cover - a safety net: untrusted text must never crash a run
+        return None, UNPARSEABLE, f"internal: {type(e).__name__}"
 
 
 def evaluate_ast(node: tuple, time_limit_s: float = TIME_LIMIT_S) -> ExprResult:

@@ -75,7 +75,7 @@ class ParsedSteps:
 
 # --------------------------------------------------------------------------- lexing a line
 
-_ANN_RE = re.compile(r"<<([^<>]{0,500})>>")
+_ANN_RE = re.compile(r"<<([^<>]{0,500})>>", re.ASCII)
 _LEX_RE = re.compile(
     r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+)"
     r"|(?P<cmd>\\[A-Za-z]+|\\%)"
@@ -85,7 +85,8 @@ _LEX_RE = re.compile(
     r"|(?P<lp>[(\[{])|(?P<rp>[)\]}])"
     r"|(?P<dollar>\$)"
     r"|(?P<ws>\s+)"
-    r"|(?P<other>.)"
+    r"|(?P<other>.)",
+    re.ASCII,
 )
 _UNIT_LOOKAHEAD = 3
 
@@ -197,7 +198,7 @@ def _text_equations(line: str, source: str = "text") -> tuple[list[Equation], li
     return eqs, nums
 
 
-_WRITTEN_AFTER_RE = re.compile(r"\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)")
+_WRITTEN_AFTER_RE = re.compile(r"\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.ASCII)
 
 
 def _annotation_equations(line: str) -> tuple[list[Equation], str]:
@@ -221,7 +222,7 @@ def _annotation_equations(line: str) -> tuple[list[Equation], str]:
 
 # --------------------------------------------------------------------------- public API
 
-_WORD_RE = re.compile(r"[a-z]+")
+_WORD_RE = re.compile(r"[a-z]+", re.ASCII)
 _STOP = frozenset(
     "a an the of to and so is are was were in for on at it he she they his her this that".split()
 )
@@ -291,7 +292,8 @@ _NUMBER_WORDS = {
     "minute": 60, "minutes": 60, "day": 24, "days": 24, "year": 12, "years": 12, "month": 30,
     "months": 12, "percent": 100, "cents": 100, "cent": 100, "feet": 12, "foot": 12, "yard": 3,
     "yards": 3, "gallon": 4, "quart": 4, "pound": 16, "pounds": 16, "ounces": 16, "score": 20,
-    "decade": 10, "weekday": 5, "weekdays": 5, "century": 100, "weekend": 2, "twins": 2, "triplets": 3, "both": 2, "square": 2,
+    "decade": 10, "weekday": 5, "weekdays": 5,
+    "century": 100, "weekend": 2, "twins": 2, "triplets": 3, "both": 2, "square": 2,
 }  # fmt: skip
 _FRACTION_WORDS = {"half": Fraction(1, 2), "third": Fraction(1, 3), "quarter": Fraction(1, 4),
                    "fourth": Fraction(1, 4), "fifth": Fraction(1, 5), "tenth": Fraction(1, 10)}  # fmt: skip

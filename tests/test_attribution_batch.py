@@ -1,0 +1,67 @@
+"""Batch locate over JSONL: dotted fields, gold from the reference, one row out per row in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from silverbullet.attribution.batch import locate_file
+from silverbullet.errors import UserError
+
+ROW = {
+    "question": "Ann has 24 marbles. Tom has 3 times as many. Tom gives 15 away. How many does Tom have?",
+    "ground_truth": "Tom has 3 * 24 = <<3*24=72>>72.\nHe keeps 72 - 15 = <<72-15=57>>57.\n#### 57",
+    "m": {"solution": "Tom has 3 * 24 = <<3*24=74>>74.\nHe keeps 74 - 15 = <<74-15=59>>59.\nA: 59"},
+    "ok": {"solution": "Tom has 3 * 24 = <<3*24=72>>72.\nHe keeps 72 - 15 = <<72-15=57>>57.\nA: 57"},
+}
+
+
+def write(tmp_path: Path, lines: list[str]) -> Path:
+    p = tmp_path / "in.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_dotted_fields_and_gold_from_reference(tmp_path: Path) -> None:
+    src = write(tmp_path, [json.dumps(ROW), json.dumps({**ROW, "m": ROW["ok"]})])
+    out = tmp_path / "out" / "att.jsonl"
+    summary = locate_file(src, out, "question", "m.solution", "ground_truth")
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert summary["rows"] == 2 and summary["flagged"] == 1
+    assert rows[0]["first_faulty_step"] == 0 and rows[0]["error_type"] == "execution"
+    assert rows[0]["final_answer_correct"] is False and rows[1]["final_answer_correct"] is True
+    assert {"first_faulty_step", "error_type", "final_answer_correct", "n_steps", "evidence"} <= set(rows[0])
+
+
+def test_answer_field(tmp_path: Path) -> None:
+    src = write(tmp_path, [json.dumps({**ROW, "gold": "59"})])
+    out = tmp_path / "o.jsonl"
+    locate_file(src, out, "question", "m.solution", answer_field="gold")
+    assert json.loads(out.read_text())["final_answer_correct"] is True
+
+
+@pytest.mark.parametrize(
+    "lines,needle",
+    [
+        ([], "empty file"),
+        (["   "], "empty file"),
+        ([json.dumps(ROW), "{not json"], ":2: malformed JSON"),
+        ([json.dumps({"question": "q"})], "missing field 'm.solution'"),
+        (["[1, 2]"], "expected a JSON object"),
+        ([json.dumps({**ROW, "m": {"solution": [1]}})], "not text"),
+    ],
+)
+def test_bad_input(tmp_path: Path, lines: list[str], needle: str) -> None:
+    src = write(tmp_path, lines)
+    with pytest.raises(UserError) as e:
+        locate_file(src, tmp_path / "o.jsonl", "question", "m.solution", "ground_truth")
+    msg = str(e.value)
+    assert needle in msg and str(src) in msg and "\n" not in msg
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such file"):
+        locate_file(tmp_path / "nope.jsonl", tmp_path / "o.jsonl", "q", "c")

@@ -1,0 +1,85 @@
+"""Step parsing and the step checker."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from silverbullet.attribution.check import check_step, is_rounding
+from silverbullet.attribution.steps import analyse_step, parse_steps, question_numbers
+
+STEP_CASES = [
+    # (line, result, operands)
+    ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.", 9, [16, 3, 4]),
+    ("Tom has 3 times as many marbles as Ann, so 3 * 24 = 72.", 72, [3, 24]),
+    ("$12/60 = $0.2 per minute", Fraction(1, 5), [12, 60]),
+    ("0.2 x 50 = $10", 10, [Fraction(1, 5), 50]),
+    ("5 apples * $2 = $10", 10, [5, 2]),
+    ("so she pays $5/glass * 16 glasses = $<<5*16=80>>80.", 80, [5, 16]),
+    ("Together 20 sheep + 160 sheep + 80 sheep = <<20+160+80=260>>260 sheep", 260, [20, 160, 80]),
+    ("The total is 1,200 + 300 = 1,500 dollars.", 1500, [1200, 300]),
+    ("Seattle has 20 sheep", 20, []),
+    ("She is a 3-year-old with 5 + 2 = 7 toys", 7, [5, 2]),
+]
+
+
+@pytest.mark.parametrize("line,result,operands", STEP_CASES)
+def test_step_parsing(line: str, result, operands) -> None:
+    s = analyse_step(line)
+    assert s.result == Fraction(result)
+    assert list(s.operands) == [Fraction(o) for o in operands]
+
+
+def test_annotation_not_double_counted() -> None:
+    s = analyse_step("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.")
+    assert [e.source for e in s.equations] == ["annotation"]
+
+
+def test_symbolic_latex_is_not_a_failure() -> None:
+    s = analyse_step("we get $\\frac{9}{s} = 3$ so s = 3")
+    assert s.symbolic
+    assert check_step(s).status != "faulty"
+
+
+CHECK_CASES = [
+    ("3 * 24 = 72", "ok"),
+    ("3 * 24 = 74", "faulty"),
+    ("10/3 = 3.33", "ok"),  # a rounding
+    ("10/3 = 3.3", "ok"),
+    ("10/3 = 4.33", "faulty"),
+    ("1 hour = 60 minutes", "unchecked"),
+    ("She has 5 apples.", "unchecked"),
+    ("16 - 3 - 4 = <<16-3-4=9>>9", "ok"),
+    ("16 - 3 - 4 = <<16-3-4=10>>10", "faulty"),
+    ("16 - 3 - 4 = <<16-3-4=9>>10 eggs", "faulty"),  # written result disagrees with the annotation
+    ("x = 3*4 = 12", "ok"),
+    ("20 / 240 * 100% = 8.333", "ok"),
+]
+
+
+@pytest.mark.parametrize("line,status", CHECK_CASES)
+def test_check_step(line: str, status: str) -> None:
+    assert check_step(analyse_step(line)).status == status
+
+
+def test_check_evidence() -> None:
+    c = check_step(analyse_step("so 3 * 24 = 74."))
+    ev = c.first_fault.evidence()
+    assert ev["lhs_value"] == "72" and ev["claimed"] == "74"
+
+
+def test_rounding_policy() -> None:
+    assert is_rounding(Fraction(10, 3), Fraction(333, 100))
+    assert not is_rounding(Fraction(72), Fraction(74))
+    assert is_rounding(Fraction(7, 2), Fraction(3))  # whole items from a non-integer
+
+
+def test_parse_steps_excludes_answer_line() -> None:
+    p = parse_steps("Step 1: 3 * 24 = 72.\nStep 2: 72 - 15 = 57.\nThe answer is: 57\n")
+    assert len(p.steps) == 2 and p.answer_value == 57
+
+
+def test_question_numbers_words() -> None:
+    q = question_numbers("She eats three eggs and half a dozen muffins, 1,200 in total, 15% off.")
+    assert {Fraction(3), Fraction(1, 2), Fraction(12), Fraction(1200), Fraction(15)} <= q

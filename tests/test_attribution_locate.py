@@ -1,0 +1,120 @@
+"""First faulty step and error type, on the reference task's format and on GSM8K-style text."""
+
+from __future__ import annotations
+
+import pytest
+
+from silverbullet.attribution.locate import locate
+
+Q = (
+    "Ann has 24 marbles. Tom has 3 times as many marbles as Ann. Tom gives 15 marbles to Lee. "
+    "How many marbles does Tom have now?"
+)
+REF = (
+    "Step 1: Tom has 3 times as many marbles as Ann, so 3 * 24 = 72.\n"
+    "Step 2: Tom gives away 15, so 72 - 15 = 57.\nThe answer is: 57\n"
+)
+
+
+def sol(a: str, b: str, ans: str) -> str:
+    return (
+        f"Step 1: Tom has 3 times as many marbles as Ann, so {a}.\n"
+        f"Step 2: Tom gives away 15, so {b}.\nThe answer is: {ans}\n"
+    )
+
+
+CASES = [
+    # (candidate, first_faulty_step, error_type)
+    (sol("3 * 24 = 74", "74 - 15 = 59", "59"), 0, "execution"),
+    (sol("3 + 24 = 27", "27 - 15 = 12", "12"), 0, "method"),
+    (sol("3 * 42 = 126", "126 - 15 = 111", "111"), 0, "conceptual"),
+    (sol("3 * 24 = 72", "74 - 15 = 59", "59"), 1, "reasoning"),
+    (sol("3 * 24 = 72", "72 - 15 = 58", "58"), 1, "execution"),
+]
+
+
+@pytest.mark.parametrize("cand,step,etype", CASES)
+def test_with_reference(cand: str, step: int, etype: str) -> None:
+    a = locate(Q, cand, REF)
+    assert (a.first_faulty_step, a.error_type) == (step, etype), a.evidence
+    assert a.final_answer_correct is False
+    assert a.n_steps == 2
+
+
+@pytest.mark.parametrize("cand,step,etype", [c for c in CASES if c[2] != "method"])
+def test_gold_answer_only(cand: str, step: int, etype: str) -> None:
+    a = locate(Q, cand, gold_answer="57")
+    assert (a.first_faulty_step, a.error_type) == (step, etype)
+
+
+def test_no_reference_no_gold_local_checks() -> None:
+    a = locate(Q, CASES[0][0])
+    assert a.first_faulty_step == 0 and a.final_answer_correct is None
+
+
+def test_correct_solution_is_clean() -> None:
+    a = locate(Q, REF, REF)
+    assert a.first_faulty_step is None and a.error_type is None and a.final_answer_correct is True
+
+
+def test_alternative_route_with_right_answer_is_clean() -> None:
+    cand = "Step 1: 24 * 3 = 72 marbles for Tom.\nStep 2: He keeps 72 - 15 = 57.\nThe answer is: 57"
+    assert locate(Q, cand, REF).first_faulty_step is None
+
+
+def test_evidence_names_check_and_reference_step() -> None:
+    a = locate(Q, CASES[1][0], REF)
+    assert a.evidence["check"] == "reference_divergence"
+    assert a.aligned_reference_step == 0
+    assert a.evidence["reference_text"].endswith("3 * 24 = 72.")
+
+
+GSM_Q = (
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins "
+    "for her friends every day with four. She sells the remainder at the farmers' market daily for $2 "
+    "per fresh duck egg. How much in dollars does she make every day at the farmers' market?"
+)
+GSM_REF = (
+    "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n"
+    "She makes 9 * 2 = $<<9*2=18>>18 every day at the farmer's market.\n#### 18"
+)
+
+
+def test_dropped_quantity_blames_the_partial_step() -> None:
+    cand = (
+        "She eats 3 eggs, so she has 16 - 3 = <<16-3=13>>13 eggs left\n"
+        "She makes 13 * 2 = $<<13*2=26>>26\nA: 26"
+    )
+    a = locate(GSM_Q, cand, GSM_REF)
+    assert a.first_faulty_step == 0
+
+
+def test_partial_sum_then_wrong_operation() -> None:
+    cand = (
+        "She eats 3 + 4 = <<3+4=7>>7 eggs\n"
+        "The ducks lay 16 * 7 = <<16*7=112>>112 eggs\n"
+        "She makes 112 * 2 = $<<112*2=224>>224\nA: 224"
+    )
+    a = locate(GSM_Q, cand, GSM_REF)
+    assert (a.first_faulty_step, a.error_type) == (1, "method")
+
+
+def test_only_answer_line_wrong() -> None:
+    cand = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\nShe makes 9 * 2 = $<<9*2=18>>18.\nA: 5"
+    a = locate(GSM_Q, cand, GSM_REF)
+    assert a.first_faulty_step is None and a.fault_in_answer_line and a.error_type == "reasoning"
+
+
+def test_repetition_is_reasoning() -> None:
+    line = "Tom has 3 * 24 = 72 marbles now."
+    cand = f"Step 1: {line}\nStep 2: {line}\nThe answer is: 72"
+    a = locate(Q, cand, gold_answer="57")
+    assert a.first_faulty_step == 1 and a.error_type == "reasoning"
+
+
+def test_record_is_json_serialisable() -> None:
+    import json
+
+    from silverbullet.records import to_dict
+
+    json.dumps(to_dict(locate(Q, CASES[2][0], REF)))
