@@ -149,14 +149,24 @@ def _divergence(
         return
     cand_leaves, ref_leaves = _leaves(steps), _leaves(ref.steps)
 
-    def in_ref(v: Fraction | None) -> bool:
-        return v is None or v in ref_values
+    ref_computed: set[Fraction] = {gold} if gold is not None else set()
+    for r in ref.steps:
+        if r.result is not None:
+            ref_computed.add(r.result)
+        for e in r.equations:
+            for side in (e.lhs_eval, e.rhs_eval):
+                if side.ok and side.value is not None:
+                    ref_computed.add(side.value)
+
+    def in_ref(v: Fraction | None, computed: bool = False) -> bool:
+        """A computed value must be one the reference computes, not merely a given number."""
+        return v is None or v in (ref_computed if computed else ref_values)
 
     # good[i]: the step's value is in the reference's dataflow, or feeds a later good step
     good = [False] * n
     for i in range(n - 1, -1, -1):
         s = steps[i]
-        if in_ref(s.result):
+        if in_ref(s.result, computed=bool(s.operands)):
             good[i] = True
             continue
         good[i] = any(s.result in steps[j].operands and good[j] for j in range(i + 1, n))
