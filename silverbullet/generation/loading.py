@@ -106,14 +106,23 @@ def is_compressed_tensors(config: dict) -> bool:
 
 
 def _check_causal_lm(config: Any, where: str, trust_remote_code: bool) -> None:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+    """The config must map to a causal-LM class, and so must its saved architecture (a BertModel
+    checkpoint would otherwise load as BertLMHeadModel with a random head)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING,
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    )
 
-    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
-        return
     auto_map = getattr(config, "auto_map", None) or {}
     if trust_remote_code and "AutoModelForCausalLM" in auto_map:
         return
-    arch = ", ".join(getattr(config, "architectures", None) or []) or "unknown architecture"
+    archs = list(getattr(config, "architectures", None) or [])
+    causal: set[str] = set()
+    for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        causal.update(v if isinstance(v, (list, tuple)) else [v])
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING and (not archs or any(a in causal for a in archs)):
+        return
+    arch = ", ".join(archs) or "unknown architecture"
     raise UserError(
         f"{where}: model_type {config.model_type!r} ({arch}) is not a causal language model; "
         "silverbullet needs a decoder-only LM (AutoModelForCausalLM)"

@@ -1,0 +1,135 @@
+"""HFGenerator on tiny local Llamas: batching, margins, teacher forcing, stopping at the answer line."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import MEMORIZED
+
+from silverbullet.generation import GenerationConfig, Generator, HFGenerator
+from silverbullet.generation.hf import answer_line_end, cut_after_answer, token_ends
+
+PROMPTS = [
+    "Question: What is 2 + 2?\n",
+    "Question: hi\n",
+    "Question: A much longer question, with many more characters than the others?\n",
+    "Question: Tom has 3 apples.\n",
+]
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_model_dir) -> HFGenerator:
+    return HFGenerator(tiny_model_dir, tag="tiny", device="cpu")
+
+
+def test_is_a_generator(gen):
+    assert isinstance(gen, Generator)
+    assert gen.continue_from == gen.generate or gen.continue_from.__func__ is HFGenerator.generate
+
+
+def test_left_padded_batch_equals_single_prompt(gen):
+    cfg = GenerationConfig(max_new_tokens=24, batch_size=8)
+    batched = gen.generate(PROMPTS, cfg)
+    singles = [gen.generate([p], cfg)[0] for p in PROMPTS]
+    assert [b.text for b in batched] == [s.text for s in singles]
+    assert [b.n_tokens for b in batched] == [s.n_tokens for s in singles]
+    # order is restored even when batches split the length-sorted prompts
+    small = gen.generate(PROMPTS, cfg.replace(batch_size=3))
+    assert [b.text for b in small] == [b.text for b in batched]
+
+
+def test_margins_nonnegative_and_aligned(gen):
+    outs = gen.generate(PROMPTS, GenerationConfig(max_new_tokens=20, margins=True))
+    for o in outs:
+        assert o.margins is not None and o.token_ends is not None
+        assert len(o.margins) == len(o.token_ends) == o.n_tokens
+        assert all(m >= 0 and math.isfinite(m) for m in o.margins)
+        assert o.token_ends == sorted(o.token_ends)
+        assert not o.token_ends or o.token_ends[-1] == len(o.text)
+    plain = gen.generate(PROMPTS, GenerationConfig(max_new_tokens=20))
+    assert [p.text for p in plain] == [o.text for o in outs]
+    assert all(p.margins is None and p.token_ends is None for p in plain)
+
+
+def test_score_matches_generate_margins(gen):
+    out = gen.generate([PROMPTS[0]], GenerationConfig(max_new_tokens=20, margins=True))[0]
+    sc = gen.score(PROMPTS[0], out.text)
+    assert len(sc.margins) == out.n_tokens
+    assert sc.margins == pytest.approx(out.margins, abs=1e-4)
+    assert sc.token_ends == out.token_ends
+    # greedy picked every token: each is the model's top-1, so its log-prob is the row maximum
+    assert all(lp <= 0 for lp in sc.logprobs)
+    assert sc.margins[0] > 0
+
+
+def test_score_batch_equals_single(gen):
+    pairs = [(PROMPTS[0], "Step 1: 2 + 2 = 4.\n"), (PROMPTS[2], "The answer is: 9\n"), (PROMPTS[1], "")]
+    many = gen.score_batch(pairs)
+    for (p, c), m in zip(pairs, many, strict=True):
+        one = gen.score(p, c)
+        assert m.token_ids == one.token_ids
+        assert m.logprobs == pytest.approx(one.logprobs, abs=1e-4)
+    assert many[2].margins == []
+    assert many[0].token_ends[-1] == len(pairs[0][1])
+
+
+def test_sampling_is_seeded(gen):
+    cfg = GenerationConfig(max_new_tokens=16, temperature=1.0, seed=3, margins=True)
+    a, b = gen.generate(PROMPTS[:2], cfg), gen.generate(PROMPTS[:2], cfg)
+    assert [x.text for x in a] == [x.text for x in b]
+    assert all(m >= 0 for o in a for m in o.margins)
+
+
+def test_fingerprint_stable_and_lazy(tiny_model_dir):
+    g1 = HFGenerator(tiny_model_dir, tag="a", device="cpu")
+    g2 = HFGenerator(tiny_model_dir, tag="b", device="cpu")
+    assert g1.fingerprint == g2.fingerprint
+    assert g1._model is None  # fingerprinting did not load the model
+    assert HFGenerator(tiny_model_dir, device="cpu", dtype="bfloat16").fingerprint != g1.fingerprint
+
+
+def test_in_memory_model(gen):
+    wrapped = HFGenerator(model=gen.model, tokenizer=gen.tokenizer, tag="mem")
+    cfg = GenerationConfig(max_new_tokens=10)
+    assert wrapped.generate(PROMPTS[:1], cfg)[0].text == gen.generate(PROMPTS[:1], cfg)[0].text
+    assert len(wrapped.fingerprint) == 16
+
+
+def test_stops_at_answer_line(memorizer_dir):
+    g = HFGenerator(memorizer_dir, tag="mem", device="cpu")
+    prompts = list(MEMORIZED)
+    outs = g.generate(prompts, GenerationConfig(max_new_tokens=120, margins=True))
+    # prompt 0 ends with eos after the answer line; prompt 1 keeps talking and is cut there
+    assert outs[0].text == "Step 1: 2 + 3 = 5.\nThe answer is: 5\n"
+    assert outs[1].text == "Step 1: 4 * 2 = 8.\nThe answer is: 8\n"
+    for o in outs:
+        assert o.n_tokens == len(o.text)  # one token per character
+        assert o.token_ends[-1] == len(o.text)
+        assert o.n_tokens < 120  # stopped early, not at max_new_tokens
+
+
+def test_answer_line_helpers():
+    assert answer_line_end("Step 1: x\nThe answer is: 5\nmore") == len("Step 1: x\nThe answer is: 5\n")
+    assert answer_line_end("The answer is: 5") is None  # not finished yet
+    assert cut_after_answer("a\nThe answer is: 7\nb\n") == "a\nThe answer is: 7\n"
+    assert cut_after_answer("no answer yet") == "no answer yet"
+
+
+def test_token_ends(gen):
+    ids = gen.tokenizer("abc\nd", add_special_tokens=False)["input_ids"]
+    assert token_ends(gen.tokenizer, ids) == [1, 2, 3, 4, 5]
+    assert token_ends(gen.tokenizer, ids, limit=3) == [1, 2, 3, 3, 3]
+    assert token_ends(gen.tokenizer, []) == []
+
+
+def test_empty_prompt_list(gen):
+    assert gen.generate([], GenerationConfig()) == []
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        GenerationConfig(max_new_tokens=0)
+    assert GenerationConfig().greedy
+    assert GenerationConfig().cache_settings() == {"max_new_tokens": 320, "temperature": 0.0}
+    assert "seed" in GenerationConfig(temperature=0.7).cache_settings()

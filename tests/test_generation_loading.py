@@ -1,0 +1,109 @@
+"""load_causal_lm: local checkpoints load; every broken checkpoint gives a one-line UserError."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import build_char_tokenizer, build_tiny_llama
+
+from silverbullet.errors import UserError
+from silverbullet.generation.loading import fingerprint_dir, is_local, load_causal_lm
+
+
+def test_loads_local_dir(tiny_model_dir):
+    model, tok = load_causal_lm(tiny_model_dir, device="cpu", dtype="float32")
+    assert not model.training
+    assert tok.pad_token_id is not None
+    assert model.get_input_embeddings().num_embeddings >= len(tok)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_causal_lm(tmp_path / "nope", device="cpu")
+
+
+def test_dir_without_config(tmp_path):
+    with pytest.raises(UserError, match="no config.json"):
+        load_causal_lm(tmp_path, device="cpu")
+
+
+def test_pickle_only_weights(tmp_path, tiny_model_dir):
+    d = tmp_path / "bin_only"
+    shutil.copytree(tiny_model_dir, d)
+    for f in d.glob("*.safetensors"):
+        f.unlink()
+    (d / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(UserError, match="safetensors are required"):
+        load_causal_lm(d, device="cpu")
+
+
+def test_not_a_causal_lm(tmp_path, tiny_model_dir):
+    d = tmp_path / "bert"
+    shutil.copytree(tiny_model_dir, d)
+    (d / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    with pytest.raises(UserError, match="not a causal language model"):
+        load_causal_lm(d, device="cpu")
+
+
+def test_missing_tokenizer(tmp_path, tiny_model_dir):
+    d = tmp_path / "no_tok"
+    d.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model_dir / f, d / f)
+    with pytest.raises(UserError, match="no tokenizer files"):
+        load_causal_lm(d, device="cpu")
+
+
+def test_tokenizer_larger_than_embedding(tmp_path):
+    d = tmp_path / "small_vocab"
+    build_tiny_llama(d, vocab_size=50)  # the char tokenizer has ~100 tokens
+    with pytest.raises(UserError, match="tokenizer has .* tokens but the model's embedding has only 50"):
+        load_causal_lm(d, device="cpu")
+
+
+def test_adapter_errors(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match="adapter_config.json"):
+        load_causal_lm(tiny_model_dir, device="cpu", adapter=tmp_path)
+
+
+def test_adapter_applies(tmp_path, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_causal_lm(tiny_model_dir, device="cpu")
+    peft_model = get_peft_model(
+        model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
+    peft_model.save_pretrained(tmp_path / "adapter")
+    loaded, _ = load_causal_lm(tiny_model_dir, device="cpu", adapter=tmp_path / "adapter")
+    assert type(loaded).__name__ == "PeftModelForCausalLM"
+    trainable, _ = load_causal_lm(
+        tiny_model_dir, device="cpu", adapter=tmp_path / "adapter", for_training=True
+    )
+    assert any(p.requires_grad for p in trainable.parameters())
+
+
+def test_unknown_dtype(tiny_model_dir):
+    with pytest.raises(UserError, match="unknown dtype"):
+        load_causal_lm(tiny_model_dir, device="cpu", dtype="float8")
+
+
+def test_is_local():
+    assert is_local("./model") and is_local("/abs/path") and is_local("~/m")
+    assert not is_local("Qwen/Qwen2.5-0.5B") and not is_local("gpt2")
+
+
+def test_fingerprint_dir_changes_with_weights(tmp_path):
+    build_tiny_llama(tmp_path / "a", seed=0)
+    build_tiny_llama(tmp_path / "b", seed=0)
+    build_tiny_llama(tmp_path / "c", seed=1)
+    assert fingerprint_dir(tmp_path / "a") == fingerprint_dir(tmp_path / "b")
+    assert fingerprint_dir(tmp_path / "a") != fingerprint_dir(tmp_path / "c")
+
+
+def test_char_tokenizer_roundtrip(tmp_path):
+    tok = build_char_tokenizer(tmp_path)
+    ids = tok("Step 1: 2 + 3 = 5.\n")["input_ids"]
+    assert ids[0] == tok.bos_token_id
+    assert tok.decode(ids, skip_special_tokens=True) == "Step 1: 2 + 3 = 5.\n"

@@ -1,0 +1,53 @@
+"""compressed-tensors checkpoints (as llm-compressor writes them) load for inference and training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import build_tiny_llama
+
+from silverbullet.generation import GenerationConfig, HFGenerator
+from silverbullet.generation.loading import is_compressed_tensors, load_causal_lm
+
+pytest.importorskip("llmcompressor")
+
+
+@pytest.fixture(scope="module")
+def quantized_dir(tmp_path_factory):
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    root = tmp_path_factory.mktemp("quant")
+    build_tiny_llama(root / "fp", hidden=128)  # W4A16 groups of 128 need dims divisible by 128
+    model = oneshot(
+        model=str(root / "fp"),
+        recipe=QuantizationModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"]),
+    )
+    model.save_pretrained(root / "q", save_compressed=True)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (root / "q" / f).write_bytes((root / "fp" / f).read_bytes())
+    return root / "q"
+
+
+def test_detects_compressed_tensors(quantized_dir):
+    assert is_compressed_tensors(json.loads((quantized_dir / "config.json").read_text()))
+
+
+def test_inference_matches_dequantized_training_load(quantized_dir):
+    import torch
+
+    trained, tok = load_causal_lm(quantized_dir, device="cpu", for_training=True)
+    q_proj = trained.model.layers[0].self_attn.q_proj
+    assert q_proj.weight.dtype == torch.float32  # dense, trainable weights ...
+    # ... that lie on the 4-bit grid: weight / scale are integers in [-8, 7] (group size 128)
+    codes = q_proj.weight / q_proj.weight_scale.repeat_interleave(128, dim=1)
+    assert torch.allclose(codes, codes.round(), atol=1e-3)
+    assert codes.round().min() >= -8 and codes.round().max() <= 7
+
+    cfg = GenerationConfig(max_new_tokens=16, margins=True)
+    prompts = ["Question: hi\n", "Question: what is 3 + 4?\n"]
+    quant = HFGenerator(quantized_dir, tag="q", device="cpu").generate(prompts, cfg)
+    dense = HFGenerator(model=trained.eval(), tokenizer=tok, tag="dq").generate(prompts, cfg)
+    assert [o.text for o in quant] == [o.text for o in dense]
+    assert quant[0].margins == pytest.approx(dense[0].margins, abs=1e-3)
