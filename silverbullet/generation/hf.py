@@ -171,7 +171,7 @@ class HFGenerator:
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            if self.path_or_id is not None and self._model is None:
+            if self.path_or_id is not None:  # from files: the same before and after loading
                 self._fingerprint = fingerprint_model_source(
                     self.path_or_id, dtype=self.dtype, device=self.device, adapter=self.adapter
                 )
