@@ -223,18 +223,21 @@ class _Builder:
 
     def finish(self, q: Quantity, history: list[Quantity]) -> tuple[str, int]:
         """The question sentence; may add one combining step (total / difference / money)."""
-        people = [h for h in history if h.owner[0].isupper() and h.owner != q.owner]
+        latest = {h.owner: h for h in history}  # an owner's current count, not a stale one
+        people = [h for h in latest.values() if h.owner[0].isupper() and h.owner != q.owner]
         rest = self.n_steps - len(self.steps)
         if rest >= 1 and people and q.owner[0].isupper():
             other = self.rng.choice(people)
             if self.rng.random() < 0.5 and q.value + other.value <= MAX_VALUE:
                 r = q.value + other.value
-                self.step(f"{q.owner} and {other.owner} together", f"{q.value} + {other.value}", r, "together")
+                self.step(f"{q.owner} has {q.value} and {other.owner} has {other.value}",
+                          f"{q.value} + {other.value}", r, "together")
                 return f"How many {q.item} do {q.owner} and {other.owner} have together?", r
             if q.value != other.value:
                 big, small_ = (q, other) if q.value > other.value else (other, q)
                 r = big.value - small_.value
-                self.step(f"{big.owner} has more than {small_.owner}", f"{big.value} - {small_.value}", r, "difference")
+                self.step(f"{big.owner} has {big.value} and {small_.owner} has {small_.value}",
+                          f"{big.value} - {small_.value}", r, "difference")
                 return f"How many more {q.item} does {big.owner} have than {small_.owner}?", r
         if rest >= 1 and self.rng.random() < 0.6:
             k = self.rng.randint(2, 9)
