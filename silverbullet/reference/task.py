@@ -47,6 +47,7 @@ class Quantity:
     value: int
     owner: str  # who holds it ("Ann", "each friend", ...)
     item: str
+    given: bool = False  # stated in the question as "<owner> has <value> <item>"
 
 
 @dataclass
@@ -219,12 +220,17 @@ class _Builder:
             return Quantity(n * k, a, self.item)
         v = self.rng.randint(10, 600)
         self.sentences.append(f"{a} has {v} {self.item}.")
-        return Quantity(v, a, self.item)
+        return Quantity(v, a, self.item, given=True)
 
     def finish(self, q: Quantity, history: list[Quantity]) -> tuple[str, int]:
         """The question sentence; may add one combining step (total / difference / money)."""
-        latest = {h.owner: h for h in history}  # an owner's current count, not a stale one
-        people = [h for h in latest.values() if h.owner[0].isupper() and h.owner != q.owner]
+        # The other holder is the previous result or a count the question states outright, and
+        # always the owner's current count (never a stale one).
+        latest = {h.owner: h for h in history}
+        people = [
+            h for h in latest.values()
+            if h.owner[0].isupper() and h.owner != q.owner and (h is history[-1] or h.given)
+        ]
         rest = self.n_steps - len(self.steps)
         if rest >= 1 and people and q.owner[0].isupper():
             other = self.rng.choice(people)
