@@ -124,3 +124,32 @@ def truncate_after_answer(text: str) -> str:
         if any(rx.match(line) for rx in ANSWER_LINE_RES[:1]):
             break
     return "\n".join(out).rstrip() + ("\n" if out else "")
+
+
+def step_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the reasoning lines that `parse_solution` returns as steps, in order.
+
+    Lets later stages cut a generation at a step boundary (the prefix before a faulty step) and map
+    per-token margins onto steps, with exactly the same notion of "line" as the parser.
+    """
+    text = text[:MAX_SOLUTION_CHARS]
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for line in text.split("\n"):
+        start, end = pos, pos + len(line)
+        pos = end + 1
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("Question:") and not spans:
+            continue
+        if any(rx.match(line) for rx in ANSWER_LINE_RES):
+            break
+        spans.append((start, end))
+    return spans
+
+
+def renumber_step(line: str, number: int) -> str:
+    """Give a step line the number `number` ("Step 3: x" -> "Step 2: x"); add a prefix if absent."""
+    m = STEP_PREFIX_RE.match(line)
+    body = line[m.end():] if m else line.strip()
+    return f"Step {number}: {body}"

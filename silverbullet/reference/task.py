@@ -26,15 +26,49 @@ SPLIT_SEEDS = {"train": 1_000_003, "repair": 2_000_003, "eval": 3_000_017}
 MAX_VALUE = 9_999
 
 NAMES = [
-    "Ann", "Tom", "Lee", "Mia", "Sam", "Ava", "Ben", "Zoe", "Max", "Ivy", "Leo", "Eva", "Jack",
-    "Lily", "Noah", "Emma", "Owen", "Ruby", "Liam", "Nora", "Omar", "Rosa", "Hugo", "Jade",
+    "Ann",
+    "Tom",
+    "Lee",
+    "Mia",
+    "Sam",
+    "Ava",
+    "Ben",
+    "Zoe",
+    "Max",
+    "Ivy",
+    "Leo",
+    "Eva",
+    "Jack",
+    "Lily",
+    "Noah",
+    "Emma",
+    "Owen",
+    "Ruby",
+    "Liam",
+    "Nora",
+    "Omar",
+    "Rosa",
+    "Hugo",
+    "Jade",
 ]
 # (plural item, container word) pairs: the container is used by "packs of" / "boxes of" phrasing.
 ITEMS = [
-    ("apples", "bags"), ("marbles", "jars"), ("stickers", "sheets"), ("pencils", "boxes"),
-    ("cookies", "trays"), ("stamps", "albums"), ("cards", "decks"), ("books", "shelves"),
-    ("eggs", "cartons"), ("shells", "buckets"), ("coins", "purses"), ("flowers", "vases"),
-    ("beads", "strings"), ("candies", "bags"), ("toys", "boxes"), ("balloons", "packs"),
+    ("apples", "bags"),
+    ("marbles", "jars"),
+    ("stickers", "sheets"),
+    ("pencils", "boxes"),
+    ("cookies", "trays"),
+    ("stamps", "albums"),
+    ("cards", "decks"),
+    ("books", "shelves"),
+    ("eggs", "cartons"),
+    ("shells", "buckets"),
+    ("coins", "purses"),
+    ("flowers", "vases"),
+    ("beads", "strings"),
+    ("candies", "bags"),
+    ("toys", "boxes"),
+    ("balloons", "packs"),
 ]
 OTHER_THINGS = ["hats", "cats", "plants", "pens", "cups", "kites", "socks", "rings"]
 UNITS_PER_DAY = [("pages", "reads", "book"), ("miles", "runs", "track"), ("laps", "swims", "pool")]
@@ -179,9 +213,7 @@ class _Builder:
             r = q.value + n * k
             if r > MAX_VALUE:
                 return None
-            self.sentences.append(
-                f"Then {q.owner} buys {n} {self.container} with {k} {q.item} in each."
-            )
+            self.sentences.append(f"Then {q.owner} buys {n} {self.container} with {k} {q.item} in each.")
             self.step(f"{n} {self.container} of {k} each", f"{n} * {k}", n * k, "packs")
             self.step(f"{q.owner} adds them", f"{q.value} + {n * k}", r, "buys")
         return Quantity(r, q.owner, q.item)
@@ -228,22 +260,29 @@ class _Builder:
         # always the owner's current count (never a stale one).
         latest = {h.owner: h for h in history}
         people = [
-            h for h in latest.values()
-            if h.owner[0].isupper() and h.owner != q.owner and (h is history[-1] or h.given)
+            h for h in latest.values() if h.owner[0].isupper() and h.owner != q.owner and (h is history[-1] or h.given)
         ]
         rest = self.n_steps - len(self.steps)
         if rest >= 1 and people and q.owner[0].isupper():
             other = self.rng.choice(people)
             if self.rng.random() < 0.5 and q.value + other.value <= MAX_VALUE:
                 r = q.value + other.value
-                self.step(f"{q.owner} has {q.value} and {other.owner} has {other.value}",
-                          f"{q.value} + {other.value}", r, "together")
+                self.step(
+                    f"{q.owner} has {q.value} and {other.owner} has {other.value}",
+                    f"{q.value} + {other.value}",
+                    r,
+                    "together",
+                )
                 return f"How many {q.item} do {q.owner} and {other.owner} have together?", r
             if q.value != other.value:
                 big, small_ = (q, other) if q.value > other.value else (other, q)
                 r = big.value - small_.value
-                self.step(f"{big.owner} has {big.value} and {small_.owner} has {small_.value}",
-                          f"{big.value} - {small_.value}", r, "difference")
+                self.step(
+                    f"{big.owner} has {big.value} and {small_.owner} has {small_.value}",
+                    f"{big.value} - {small_.value}",
+                    r,
+                    "difference",
+                )
                 return f"How many more {q.item} does {big.owner} have than {small_.owner}?", r
         if rest >= 1 and self.rng.random() < 0.6:
             k = self.rng.randint(2, 9)
@@ -285,9 +324,14 @@ class _Builder:
 
 
 OPS = {
-    "times": _Builder.op_times, "more": _Builder.op_more, "fewer": _Builder.op_fewer,
-    "half": _Builder.op_half, "gives": _Builder.op_gives, "buys": _Builder.op_buys,
-    "split": _Builder.op_split, "percent": _Builder.op_percent,
+    "times": _Builder.op_times,
+    "more": _Builder.op_more,
+    "fewer": _Builder.op_fewer,
+    "half": _Builder.op_half,
+    "gives": _Builder.op_gives,
+    "buys": _Builder.op_buys,
+    "split": _Builder.op_split,
+    "percent": _Builder.op_percent,
 }
 OP_WEIGHTS = {"times": 3, "more": 3, "fewer": 3, "half": 2, "gives": 3, "buys": 2, "split": 2, "percent": 2}
 

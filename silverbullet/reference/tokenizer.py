@@ -37,7 +37,10 @@ def to_hf(tok: Tokenizer):
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, padding_side="left",
+        tokenizer_object=tok,
+        eos_token=EOS,
+        pad_token=PAD,
+        padding_side="left",
         clean_up_tokenization_spaces=False,
     )
 

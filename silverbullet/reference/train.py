@@ -112,9 +112,10 @@ def quick_eval(model, tok, n: int, device: str, batch: int = 256) -> float:
         chunk = problems[i : i + batch]
         enc = tok([build_prompt(p.question) for p in chunk], return_tensors="pt", padding=True)
         enc = {k: v.to(device) for k, v in enc.items()}
-        out = model.generate(**enc, max_new_tokens=320, do_sample=False, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id)
-        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            **enc, max_new_tokens=320, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+        )
+        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         correct += sum(is_correct(extract_answer(t), str(p.answer)) for t, p in zip(texts, chunk))
     model.train()
     return correct / n
@@ -137,7 +138,9 @@ def train(cfg: TrainConfig, mcfg: ModelConfig | None = None, log=print) -> dict:
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95), fused=device == "cuda",
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        fused=device == "cuda",
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     perm = torch.randperm(len(ids), generator=gen)

@@ -1,0 +1,239 @@
+"""The `silverbullet` command line: one thin command per stage, each mapping onto a config dataclass.
+
+diagnose -> silverbullet.diagnose      locate   -> silverbullet.attribution.batch
+repair   -> silverbullet.repair        check    -> silverbullet.check
+report   -> silverbullet.report        quantize -> silverbullet.quantize
+reference train/eval -> silverbullet.reference
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from silverbullet.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Find where a quantized LLM's math reasoning first breaks, and repair it.",
+)
+reference_app = typer.Typer(no_args_is_help=True, help="Train and evaluate the project's reference model.")
+app.add_typer(reference_app, name="reference")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise UserError(f"{name} must be a positive number, got {value}")
+
+
+@app.command()
+def diagnose(
+    reference: str = typer.Option("data/reference-model", help="Full-precision model: local path or hub id."),
+    quantized: str | None = typer.Option(None, help="Quantized model (default: the demo quantized reference)."),
+    benchmark: str = typer.Option("synthetic", help="Benchmark name (synthetic, gsm8k, math, ...) or JSONL path."),
+    split: str = typer.Option("eval", help="Benchmark split."),
+    limit: int | None = typer.Option(500, help="Number of problems (0 = all)."),
+    backend: str = typer.Option("hf", help="Generation backend: hf or vllm."),
+    out: str = typer.Option("runs/diagnose", help="Run directory (re-running resumes)."),
+    batch_size: int = typer.Option(64, help="Generation batch size."),
+    seed: int = typer.Option(0, help="Seed for problem selection."),
+    confirm: bool = typer.Option(True, help="Causal confirmation: swap in the reference step and continue."),
+    margins: bool = typer.Option(True, help="Measure token margins at the failure frontier."),
+    cache: bool = typer.Option(True, help="Use the on-disk generation cache."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+) -> None:
+    """Measure both models, locate the quantized model's first faulty steps, summarise."""
+    from silverbullet.diagnose import DiagnoseConfig, run_diagnose
+
+    _positive("--limit", limit or None)
+    _positive("--batch-size", batch_size)
+    cfg = DiagnoseConfig(
+        reference=reference,
+        quantized=quantized,
+        benchmark=benchmark,
+        split=split,
+        limit=limit or None,
+        seed=seed,
+        backend=backend,
+        out=out,
+        batch_size=batch_size,
+        confirm=confirm,
+        margins=margins,
+        cache=cache,
+        device=device,
+    )
+    summary = run_diagnose(cfg, console=console)
+    print_summary(summary)
+    out_console.print(f"run directory: {out}")
+
+
+def print_summary(s: dict) -> None:
+    t = Table(title=f"diagnose: {s['benchmark']}/{s['split']}, n={s['n']}")
+    t.add_column("")
+    t.add_column("reference", justify="right")
+    t.add_column("quantized", justify="right")
+    ci = s["accuracy_ci"]
+    t.add_row(
+        "accuracy",
+        f"{s['accuracy']['reference']:.1%} [{ci['reference'][0]:.1%}, {ci['reference'][1]:.1%}]",
+        f"{s['accuracy']['quantized']:.1%} [{ci['quantized'][0]:.1%}, {ci['quantized'][1]:.1%}]",
+    )
+    for et in ("execution", "method", "conceptual", "reasoning", "none"):
+        t.add_row(
+            f"errors: {et}",
+            str(s["error_types"]["reference"].get(et, 0)),
+            str(s["error_types"]["quantized"].get(et, 0)),
+        )
+    out_console.print(t)
+    f, m, c = s["flips"], s["margins"], s["confirmation"]
+    out_console.print(
+        f"flips: {f['ref_right_quant_wrong']} right->wrong, {f['ref_wrong_quant_right']} wrong->right "
+        f"(rate {f['rate']:.1%})\n"
+        f"first faulty step (0-based) of flips: {s['first_fault_position']['absolute']}\n"
+        f"margin at frontier {m['frontier_mean']} vs elsewhere {m['elsewhere_mean']} "
+        f"(reference on same prefix {m['reference_at_frontier_mean']}; collapse: {m['collapse']})\n"
+        f"causal confirmation: {c['confirmed']}/{c['n']} = {c['rate']}"
+    )
+
+
+@app.command()
+def locate(
+    input: Path = typer.Option(..., "--input", help="JSONL file of solutions."),
+    question_field: str = typer.Option(..., help="Field with the question (dotted paths allowed)."),
+    candidate_field: str = typer.Option(..., help="Field with the solution to attribute."),
+    reference_field: str | None = typer.Option(None, help="Field with a reference (correct) solution."),
+    answer_field: str | None = typer.Option(None, help="Field with the gold final answer."),
+    id_field: str | None = typer.Option(None, help="Field with a row id."),
+    out: Path = typer.Option(..., "--out", help="Output JSONL, one row per input row."),
+) -> None:
+    """Attribute solutions you already have (no generation): first faulty step and error type."""
+    from silverbullet.attribution.batch import locate_file
+
+    summary = locate_file(
+        input,
+        out,
+        question_field=question_field,
+        candidate_field=candidate_field,
+        reference_field=reference_field,
+        answer_field=answer_field,
+        id_field=id_field,
+    )
+    out_console.print_json(json.dumps(summary))
+
+
+@app.command()
+def quantize(
+    model: str = typer.Option("data/reference-model", help="Model to quantize (local path or hub id)."),
+    method: str = typer.Option("gptq", help="rtn, gptq, awq or smoothquant (W8A8)."),
+    bits: int = typer.Option(4, help="Weight bits (2-8)."),
+    group_size: int = typer.Option(128, help="Group size (0 = per output channel)."),
+    out: str | None = typer.Option(None, help="Output dir (default runs/_models/<model>-<setting>)."),
+    calibration: str = typer.Option("synthetic", help="Benchmark or JSONL for calibration text (train split)."),
+    samples: int = typer.Option(256, help="Calibration samples."),
+) -> None:
+    """Quantize a model with llm-compressor into a compressed-tensors checkpoint."""
+    from silverbullet.quantize import QuantizeConfig
+    from silverbullet.quantize import quantize as run
+
+    _positive("--samples", samples)
+    path = run(
+        QuantizeConfig(
+            model=model,
+            method=method,
+            bits=bits,
+            group_size=group_size,
+            out=out,
+            calibration=calibration,
+            calibration_samples=samples,
+        ),
+        log=out_console.print,
+    )
+    out_console.print(str(path))
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option("data/reference-model", help="Model path or hub id."),
+    benchmark: str = typer.Option("synthetic"),
+    split: str = typer.Option("eval"),
+    limit: int | None = typer.Option(1000),
+    adapter: str | None = typer.Option(None, help="PEFT adapter directory."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
+) -> None:
+    """Accuracy of one model on a benchmark (by number of steps where known)."""
+    from silverbullet.benchmarks import load_benchmark
+    from silverbullet.measure import evaluate_model
+
+    _positive("--limit", limit)
+    problems = load_benchmark(benchmark, split=split, limit=limit)
+    res = evaluate_model(model, problems, adapter=adapter, progress=True)
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=1))
+    out_console.print_json(json.dumps(res))
+
+
+@reference_app.command("train")
+def reference_train(
+    out: str = typer.Option("data/reference-model", help="Where to save the model."),
+    steps: int = typer.Option(3000),
+    batch_size: int = typer.Option(512),
+    lr: float = typer.Option(3e-3),
+    max_minutes: float = typer.Option(6.7, help="Stop (and save) after this much training time."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto"),
+    n_problems: int = typer.Option(800_000, help="Distinct training problems."),
+) -> None:
+    """Train the reference model from scratch (GPU: ~8 minutes on one H100)."""
+    from silverbullet.reference.train import TrainConfig, train
+
+    _positive("--steps", steps)
+    train(
+        TrainConfig(
+            out=out,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            max_minutes=max_minutes,
+            seed=seed,
+            device=device,
+            n_problems=n_problems,
+            warmup=200,
+            eval_every=0,
+        ),
+        log=console.print,
+    )
+
+
+@reference_app.command("eval")
+def reference_eval(
+    model: str = typer.Option("data/reference-model"),
+    n: int = typer.Option(1000, help="Eval-split problems."),
+    json_out: Path | None = typer.Option(None, "--json"),
+) -> None:
+    """Greedy exact-answer accuracy on the eval split, by number of steps."""
+    evaluate(model=model, benchmark="synthetic", split="eval", limit=n, adapter=None, json_out=json_out)
+
+
+def main() -> None:
+    """Entry point: expected mistakes become one readable line and exit code 2, not a traceback."""
+    try:
+        app()
+    except UserError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""`silverbullet diagnose`: measure both models, locate the quantized model's first faulty steps,
+measure margins at the failure frontier, confirm causally, and summarise.
+
+Stages (each writes its own file in the run directory, see docs/run-format.md, and resumes):
+problems -> generations/{reference,quantized}.jsonl -> attribution.jsonl -> summary.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from silverbullet.attribution import locate
+from silverbullet.errors import UserError
+from silverbullet.generation.base import GenerationConfig, Generator
+from silverbullet.grading import is_correct
+from silverbullet.measure import append_rows, measure, read_jsonl_rows, repair_torn_tail
+from silverbullet.prompting import build_prompt, extract_answer, renumber_step, step_spans
+from silverbullet.records import Generation, Problem, to_dict
+
+ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
+DEFAULT_REFERENCE = "data/reference-model"
+# The demo's quantized setting: chosen from bench/results/quantization.json as the setting that
+# costs the shipped reference model a real, repairable 10-40 points (see data/reference-model/README.md).
+DEMO_QUANT = {"method": "gptq", "bits": 2, "group_size": 32}
+
+
+@dataclass
+class DiagnoseConfig:
+    reference: str = DEFAULT_REFERENCE
+    quantized: str | None = None  # None: the demo quantized variant of the reference model
+    benchmark: str = "synthetic"
+    split: str = "eval"
+    limit: int | None = 500
+    seed: int = 0
+    backend: str = "hf"  # hf | vllm
+    out: str = "runs/diagnose"
+    batch_size: int = 64
+    max_new_tokens: int = 320
+    device: str = "auto"
+    margins: bool = True
+    confirm: bool = True
+    cache: bool = True
+    progress: bool = True
+
+    # Fields that may change between a run and its resume without changing its results.
+    _RESUMABLE = ("batch_size", "progress", "cache", "device", "out")
+
+    def identity(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in self._RESUMABLE}
+
+
+def demo_quantized_path(reference: str = DEFAULT_REFERENCE) -> str:
+    """The demo quantized checkpoint, built on first use (about half a minute on CPU)."""
+    from silverbullet.quantize import QuantizeConfig, quantize
+
+    cfg = QuantizeConfig(model=reference, **DEMO_QUANT)
+    out = cfg.out_dir()
+    if not (out / "config.json").exists():
+        quantize(cfg, log=lambda m: None)
+    return str(out)
+
+
+def make_generator(path: str, tag: str, cfg: DiagnoseConfig, adapter: str | None = None) -> Generator:
+    """The backend named by the config, behind the on-disk generation cache."""
+    if cfg.backend == "hf":
+        from silverbullet.generation.hf import HFGenerator
+
+        gen: Generator = HFGenerator(path, tag=tag, device=cfg.device, adapter=adapter)
+    elif cfg.backend == "vllm":
+        try:
+            from silverbullet.generation import vllm as vllm_backend
+        except ImportError as e:  # pragma: no cover - the module itself has no hard import of vllm
+            raise UserError(f"the vLLM backend is not available ({e}); see docs/vllm.md") from e
+        gen = vllm_backend.create(path, tag=tag, adapter=adapter)
+    else:
+        raise UserError(f"--backend {cfg.backend!r} is not known; use hf or vllm")
+    if cfg.cache:
+        from silverbullet.generation.cache import CachedGenerator
+
+        gen = CachedGenerator(gen)
+    return gen
+
+
+def _check_run_dir(out: Path, cfg: DiagnoseConfig) -> None:
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        try:
+            old = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{cfg_path} is not valid JSON ({e}); delete the run directory or use --out") from e
+        mine = cfg.identity()
+        diff = [k for k in mine if k in old and old[k] != mine[k]]
+        if diff:
+            k = diff[0]
+            raise UserError(
+                f"{out} holds a run made with another config ({k}: {old[k]!r} there, {mine[k]!r} now); "
+                f"use --out with a new directory, or delete {out}"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(cfg_path, json.dumps(asdict(cfg), indent=1))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval for a proportion (honest at small n and near 0 or 1)."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return [round(max(0.0, mid - half), 4), round(min(1.0, mid + half), 4)]
+
+
+# ---------------------------------------------------------------------------------- attribution
+
+
+def attribute(problem: Problem, gen: Generation, ref_gen: Generation | None) -> dict:
+    """Locate one wrong solution. The reference is the reference model's solution when it is right
+    (the paper's setting: where do the two models part ways), else the gold solution if any."""
+    if ref_gen is not None and ref_gen.correct:
+        ref_text, ref_source = ref_gen.text, "reference_model"
+    else:
+        ref_text, ref_source = problem.solution, "gold" if problem.solution else None
+    att = locate(problem.question, gen.text, reference_text=ref_text, gold_answer=problem.answer, problem_id=problem.id)
+    row = to_dict(att)
+    spans = step_spans(gen.text)
+    k = att.first_faulty_step
+    row.update(
+        model=gen.model,
+        flip=bool(ref_gen is not None and ref_gen.correct and not gen.correct),
+        question=problem.question,
+        gold_answer=problem.answer,
+        reference_source=ref_source,
+        faulty_line=None,
+        reference_line=None,
+    )
+    if k is not None and k < len(spans):
+        row["prefix"] = gen.text[: spans[k][0]]
+        row["faulty_line"] = gen.text[spans[k][0] : spans[k][1]]
+        row["frontier_chars"] = list(spans[k])
+        j = att.aligned_reference_step
+        ref_spans = step_spans(ref_text or "")
+        if j is not None and ref_text and j < len(ref_spans):
+            row["reference_line"] = renumber_step(ref_text[ref_spans[j][0] : ref_spans[j][1]], k + 1)
+    else:
+        row["prefix"] = gen.text[: spans[-1][1] + 1] if spans else ""
+    return row
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def frontier_margins(gen: Generation, span: tuple[int, int], spans: list[tuple[int, int]]) -> tuple:
+    """Mean margin over the tokens of the faulty line vs over the tokens of the other step lines."""
+    if not gen.margins or not gen.token_ends:
+        return None, None
+    at, elsewhere = [], []
+    start = 0
+    for m, end in zip(gen.margins, gen.token_ends):
+        mid = (start + end) / 2
+        start = end
+        if span[0] <= mid < span[1]:
+            at.append(m)
+        elif any(a <= mid < b for a, b in spans if (a, b) != tuple(span)):
+            elsewhere.append(m)
+    return _mean(at), _mean(elsewhere)
+
+
+def add_margins_and_confirmation(
+    rows: list[dict],
+    problems: dict[str, Problem],
+    gens: dict[str, Generation],
+    ref_gen: Generator,
+    quant_gen: Generator,
+    cfg: DiagnoseConfig,
+) -> None:
+    """Frontier margins (quantized and reference on the same prefix) and causal confirmation."""
+    todo = [r for r in rows if r.get("faulty_line") and r["model"] == "quantized"]
+    for r in todo:
+        g = gens[r["problem_id"]]
+        spans = step_spans(g.text)
+        r["margin_at_frontier"], r["margin_elsewhere"] = frontier_margins(g, tuple(r["frontier_chars"]), spans)
+    if cfg.margins and todo:
+        pairs = [(build_prompt(r["question"]) + r["prefix"], r["faulty_line"]) for r in todo]
+        scored = _score_batch(ref_gen, pairs)
+        for r, s in zip(todo, scored):
+            r["reference_margin_at_frontier"] = _mean(list(s.margins))
+    confirmable = [r for r in todo if r.get("reference_line") and r["flip"]]
+    if cfg.confirm and confirmable:
+        prompts = [build_prompt(r["question"]) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]
+        outs = quant_gen.generate(
+            prompts, GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+        )
+        for r, o in zip(confirmable, outs):
+            full = r["prefix"] + r["reference_line"] + "\n" + o.text
+            ans = extract_answer(full)
+            p = problems[r["problem_id"]]
+            r["confirmed"] = is_correct(ans, p.answer, p.meta.get("grading", "numeric"))
+            r["confirmation_text"] = o.text
+
+
+def _score_batch(gen: Generator, pairs: list[tuple[str, str]]) -> list:
+    inner = getattr(gen, "inner", gen)
+    if hasattr(inner, "score_batch"):
+        return inner.score_batch(pairs)
+    return [gen.score(p, c) for p, c in pairs]
+
+
+# ---------------------------------------------------------------------------------- summary
+
+
+def summarise(
+    cfg: DiagnoseConfig,
+    problems: list[Problem],
+    gens: dict[str, dict[str, Generation]],
+    rows: list[dict],
+    timings: dict,
+    fingerprints: dict,
+) -> dict:
+    n = len(problems)
+    ref, quant = gens["reference"], gens["quantized"]
+    k_ref = sum(ref[p.id].correct for p in problems)
+    k_q = sum(quant[p.id].correct for p in problems)
+    r2w = sum(ref[p.id].correct and not quant[p.id].correct for p in problems)
+    w2r = sum(not ref[p.id].correct and quant[p.id].correct for p in problems)
+    types: dict[str, Counter] = {"quantized": Counter(), "reference": Counter()}
+    for r in rows:
+        types[r["model"]][r["error_type"] or "none"] += 1
+    shares = {}
+    for m, c in types.items():
+        typed = sum(c[t] for t in ERROR_TYPES)
+        shares[m] = {t: round(c[t] / typed, 4) if typed else 0.0 for t in ERROR_TYPES}
+    flips = [r for r in rows if r["model"] == "quantized" and r["flip"]]
+    absolute: Counter = Counter()
+    relative: Counter = Counter()
+    for r in flips:
+        k = r["first_faulty_step"]
+        if k is None:
+            absolute["none"] += 1
+            continue
+        absolute[str(k)] += 1
+        frac = k / max(1, r["n_steps"])
+        b = min(4, int(frac * 5))
+        relative[f"{b / 5:.1f}-{(b + 1) / 5:.1f}"] += 1
+    at = [r["margin_at_frontier"] for r in flips if r.get("margin_at_frontier") is not None]
+    el = [r["margin_elsewhere"] for r in flips if r.get("margin_elsewhere") is not None]
+    rf = [r["reference_margin_at_frontier"] for r in flips if r.get("reference_margin_at_frontier") is not None]
+    conf = [r["confirmed"] for r in flips if r.get("confirmed") is not None]
+    import torch
+    import transformers
+
+    from silverbullet import __version__
+
+    return {
+        "schema": 1,
+        "command": "diagnose",
+        "run": Path(cfg.out).name,
+        "benchmark": cfg.benchmark,
+        "split": cfg.split,
+        "n": n,
+        "seed": cfg.seed,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "models": {
+            "reference": {"path": cfg.reference, "fingerprint": fingerprints["reference"]},
+            "quantized": {"path": cfg.quantized, "fingerprint": fingerprints["quantized"]},
+        },
+        "accuracy": {"reference": round(k_ref / n, 4) if n else 0.0, "quantized": round(k_q / n, 4) if n else 0.0},
+        "accuracy_ci": {"reference": wilson(k_ref, n), "quantized": wilson(k_q, n)},
+        "correct": {"reference": k_ref, "quantized": k_q},
+        "flips": {"ref_right_quant_wrong": r2w, "ref_wrong_quant_right": w2r, "rate": round(r2w / n, 4) if n else 0.0},
+        "error_types": {m: {t: c[t] for t in (*ERROR_TYPES, "none")} for m, c in types.items()},
+        "error_type_shares": shares,
+        "first_fault_position": {
+            "absolute": dict(sorted(absolute.items())),
+            "relative": dict(sorted(relative.items())),
+        },
+        "margins": {
+            "frontier_mean": _mean(at),
+            "elsewhere_mean": _mean(el),
+            "reference_at_frontier_mean": _mean(rf),
+            "n": len(at),
+            "collapse": bool(at and el and _mean(at) < 0.5 * _mean(el)),
+        },
+        "confirmation": {
+            "n": len(conf),
+            "confirmed": sum(conf),
+            "rate": round(sum(conf) / len(conf), 4) if conf else None,
+        },
+        "timings": timings,
+        "versions": {
+            "silverbullet": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------- the command
+
+
+def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
+    """Run (or resume) a diagnosis and return its summary (also written to summary.json)."""
+    from silverbullet.benchmarks import load_benchmark
+
+    t_start = time.time()
+    if cfg.quantized is None:
+        cfg = dataclasses.replace(cfg, quantized=demo_quantized_path(cfg.reference))
+    out = Path(cfg.out)
+    _check_run_dir(out, cfg)
+    problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
+    if not problems:
+        raise UserError(f"benchmark {cfg.benchmark!r} split {cfg.split!r} has no problems; check --benchmark/--split")
+    _atomic_write(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
+    by_id = {p.id: p for p in problems}
+    gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, margins=cfg.margins)
+    generators = {
+        "reference": make_generator(cfg.reference, "reference", cfg),
+        "quantized": make_generator(cfg.quantized, "quantized", cfg),
+    }
+    gens: dict[str, dict[str, Generation]] = {}
+    timings: dict = {"generation_seconds": {}}
+    for tag, gen in generators.items():
+        t0 = time.time()
+        with _progress(console, f"generating ({tag})", cfg.progress) as update:
+            out_gens = measure(gen, problems, gen_cfg, out / "generations" / f"{tag}.jsonl", on_progress=update)
+        gens[tag] = {g.problem_id: g for g in out_gens}
+        timings["generation_seconds"][tag] = round(time.time() - t0, 1)
+
+    t0 = time.time()
+    att_path = out / "attribution.jsonl"
+    repair_torn_tail(att_path)
+    rows = read_jsonl_rows(att_path)
+    done = {(r["problem_id"], r["model"]) for r in rows}
+    wrong = [
+        (p, tag)
+        for p in problems
+        for tag in ("quantized", "reference")
+        if not gens[tag][p.id].correct and (p.id, tag) not in done
+    ]
+    chunk = 64
+    with _progress(console, "locating first faulty steps", cfg.progress) as update:
+        update(0, len(wrong))
+        for i in range(0, len(wrong), chunk):
+            new = [
+                attribute(p, gens[tag][p.id], gens["reference"][p.id] if tag == "quantized" else None)
+                for p, tag in wrong[i : i + chunk]
+            ]
+            add_margins_and_confirmation(
+                new, by_id, gens["quantized"], generators["reference"], generators["quantized"], cfg
+            )
+            append_rows(att_path, new)
+            rows.extend(new)
+            update(min(i + chunk, len(wrong)), len(wrong))
+    order = {p.id: i for i, p in enumerate(problems)}
+    rows.sort(key=lambda r: (order.get(r["problem_id"], 0), r["model"]))
+    timings["attribution_seconds"] = round(time.time() - t0, 1)
+    timings["total_seconds"] = round(time.time() - t_start, 1)
+    fps = {tag: g.fingerprint for tag, g in generators.items()}
+    summary = summarise(cfg, problems, gens, rows, timings, fps)
+    _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+class _progress:
+    """A rich progress bar that degrades to nothing (tests, CI logs)."""
+
+    def __init__(self, console, description: str, show: bool):
+        self.console, self.description, self.show = console, description, show
+
+    def __enter__(self):
+        if not self.show:
+            return lambda done, total: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.bar.__enter__()
+        self.task = self.bar.add_task(self.description, total=None)
+
+        def update(done: int, total: int) -> None:
+            self.bar.update(self.task, completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc):
+        if self.show:
+            self.bar.__exit__(*exc)
+        return False

@@ -1,0 +1,136 @@
+"""Generate solutions for problems and grade them: the "measure" stage, resumable.
+
+Rows are appended to `generations/<tag>.jsonl` chunk by chunk as they are produced, with an fsync,
+so a killed run loses at most the chunk in flight; a re-run reads the file, skips the problem ids
+already there (ignoring a torn last line) and continues. Everything that evaluates a model
+(diagnose, repair's re-measure, the quantization table, the model card) goes through here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from silverbullet.generation.base import GenerationConfig, Generator
+from silverbullet.grading import is_correct
+from silverbullet.prompting import build_prompt, extract_answer
+from silverbullet.records import Generation, Problem, to_dict
+
+
+def read_jsonl_rows(path: Path) -> list[dict]:
+    """Rows of a run file; a torn (half-written) last line from a killed run is dropped."""
+    if not path.exists():
+        return []
+    rows = []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i >= len(lines) - 2:  # the last line: a write interrupted by a kill
+                break
+            raise
+    return rows
+
+
+def repair_torn_tail(path: Path) -> None:
+    """Cut a half-written last line so appends start on a clean line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def measure(
+    generator: Generator,
+    problems: list[Problem],
+    config: GenerationConfig,
+    out_path: Path | None = None,
+    chunk: int = 64,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[Generation]:
+    """Generate and grade every problem; with `out_path`, resume from and append to that file."""
+    done: dict[str, dict] = {}
+    if out_path is not None:
+        repair_torn_tail(out_path)
+        done = {r["problem_id"]: r for r in read_jsonl_rows(out_path)}
+    todo = [p for p in problems if p.id not in done]
+    total = len(problems)
+    if on_progress:
+        on_progress(total - len(todo), total)
+    for start in range(0, len(todo), chunk):
+        batch = todo[start : start + chunk]
+        outs = generator.generate([build_prompt(p.question) for p in batch], config)
+        rows = []
+        for p, o in zip(batch, outs):
+            answer = extract_answer(o.text)
+            g = Generation(
+                problem_id=p.id,
+                model=generator.tag,
+                text=o.text,
+                answer=answer,
+                correct=is_correct(answer, p.answer, p.meta.get("grading", "numeric")),
+                n_tokens=o.n_tokens,
+                seconds=round(o.seconds, 4),
+                margins=[round(m, 4) for m in o.margins] if o.margins is not None else None,
+                token_ends=o.token_ends,
+            )
+            rows.append(to_dict(g))
+            done[p.id] = rows[-1]
+        if out_path is not None:
+            append_rows(out_path, rows)
+        if on_progress:
+            on_progress(total - len(todo) + start + len(batch), total)
+    return [Generation(**{k: done[p.id].get(k) for k in Generation.__dataclass_fields__}) for p in problems]
+
+
+def accuracy_by(problems: list[Problem], gens: list[Generation], key: str = "n_steps") -> dict[str, float]:
+    """Accuracy grouped by a problem meta field (e.g. number of steps)."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for p, g in zip(problems, gens):
+        groups[str(p.meta.get(key))].append(g.correct)
+    return {k: round(sum(v) / len(v), 4) for k, v in sorted(groups.items())}
+
+
+def evaluate_model(
+    path: str,
+    problems: list[Problem],
+    tag: str = "model",
+    batch_size: int = 64,
+    device: str = "auto",
+    adapter: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Accuracy of a checkpoint on problems, with timing: the building block of the tables."""
+    from silverbullet.generation.hf import HFGenerator
+
+    gen = HFGenerator(path, tag=tag, device=device, adapter=adapter)
+    t0 = time.time()
+    gens = measure(gen, problems, GenerationConfig(batch_size=batch_size, progress=progress))
+    secs = time.time() - t0
+    return {
+        "model": str(path),
+        "n": len(problems),
+        "accuracy": round(sum(g.correct for g in gens) / max(1, len(gens)), 4),
+        "accuracy_by_steps": accuracy_by(problems, gens),
+        "seconds": round(secs, 1),
+        "tokens": sum(g.n_tokens for g in gens),
+    }

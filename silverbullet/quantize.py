@@ -1,0 +1,138 @@
+"""Post-training quantization through llm-compressor, writing compressed-tensors checkpoints.
+
+We do not write our own quantizers: llm-compressor's RTN (`QuantizationModifier`), GPTQ, AWQ and
+SmoothQuant are what people ship with, and their compressed-tensors output loads in transformers
+and vLLM alike. This module only turns a small config (method, bits, group size) into a recipe,
+supplies calibration text, and records what was done next to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from silverbullet.errors import UserError
+
+METHODS = ("rtn", "gptq", "awq", "smoothquant")
+QUANT_CONFIG_FILE = "silverbullet_quantization.json"
+
+
+@dataclass
+class QuantizeConfig:
+    model: str = "data/reference-model"
+    method: str = "gptq"  # rtn | gptq | awq | smoothquant (W8A8)
+    bits: int = 4
+    group_size: int = 128  # 0 = one scale per output channel
+    symmetric: bool = True
+    out: str | None = None  # default: runs/_models/<model>-<method>-w<bits>g<group>
+    calibration: str = "synthetic"  # benchmark name or JSONL path for calibration text
+    calibration_samples: int = 256
+    max_seq_length: int = 384
+    seed: int = 0
+    ignore: list[str] = field(default_factory=lambda: ["lm_head"])
+
+    def tag(self) -> str:
+        if self.method == "smoothquant":
+            return "smoothquant-w8a8"
+        g = f"g{self.group_size}" if self.group_size else "ch"
+        return f"{self.method}-w{self.bits}{g}"
+
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("runs/_models") / f"{Path(self.model).name}-{self.tag()}"
+
+
+def _weight_args(cfg: QuantizeConfig):
+    from compressed_tensors.quantization import QuantizationArgs
+
+    if cfg.group_size:
+        return QuantizationArgs(
+            num_bits=cfg.bits, type="int", symmetric=cfg.symmetric, strategy="group", group_size=cfg.group_size
+        )
+    return QuantizationArgs(num_bits=cfg.bits, type="int", symmetric=cfg.symmetric, strategy="channel")
+
+
+def build_recipe(cfg: QuantizeConfig) -> list:
+    """The llm-compressor modifiers for a config (weight-only unless SmoothQuant)."""
+    if cfg.method not in METHODS:
+        raise UserError(f"--method {cfg.method!r} is not known; use one of {', '.join(METHODS)}")
+    if not 2 <= cfg.bits <= 8:
+        raise UserError(f"--bits {cfg.bits} is out of range; use 2 to 8")
+    from compressed_tensors.quantization import QuantizationScheme
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+
+    if cfg.method == "smoothquant":
+        from llmcompressor.modifiers.smoothquant import SmoothQuantModifier
+
+        return [
+            SmoothQuantModifier(smoothing_strength=0.8),
+            GPTQModifier(targets="Linear", scheme="W8A8", ignore=cfg.ignore),
+        ]
+    groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=_weight_args(cfg))}
+    if cfg.method == "rtn":
+        return [QuantizationModifier(config_groups=groups, ignore=cfg.ignore)]
+    if cfg.method == "gptq":
+        return [GPTQModifier(config_groups=groups, ignore=cfg.ignore)]
+    from llmcompressor.modifiers.awq import AWQModifier
+
+    return [AWQModifier(config_groups=groups, ignore=cfg.ignore)]
+
+
+def calibration_texts(cfg: QuantizeConfig) -> list[str]:
+    """Calibration text: full solutions from a *training* split, never evaluation problems."""
+    from silverbullet.benchmarks import load_benchmark
+    from silverbullet.prompting import build_prompt
+
+    problems = load_benchmark(cfg.calibration, split="train", limit=cfg.calibration_samples, seed=cfg.seed)
+    return [build_prompt(p.question) + (p.solution or f"The answer is: {p.answer}\n") for p in problems]
+
+
+def quantize(cfg: QuantizeConfig, log=print) -> Path:
+    """Quantize `cfg.model` and save a compressed-tensors checkpoint; returns its directory."""
+    from silverbullet.generation.loading import load_causal_lm
+
+    recipe = build_recipe(cfg)
+    out = cfg.out_dir()
+    t0 = time.time()
+    model, tok = load_causal_lm(cfg.model, device="cpu", dtype="float32")
+    needs_data = cfg.method != "rtn"
+    kwargs = {}
+    if needs_data:
+        from datasets import Dataset
+
+        texts = calibration_texts(cfg)
+        enc = tok(texts, truncation=True, max_length=cfg.max_seq_length, add_special_tokens=False)
+        kwargs = dict(
+            dataset=Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}),
+            num_calibration_samples=len(texts),
+            max_seq_length=cfg.max_seq_length,
+        )
+    from llmcompressor import oneshot
+
+    _quiet_loguru()
+    model = oneshot(model=model, recipe=recipe, tokenizer=tok, **kwargs)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, save_compressed=True)
+    tok.save_pretrained(out)
+    info = {
+        "config": asdict(cfg),
+        "tag": cfg.tag(),
+        "seconds": round(time.time() - t0, 1),
+        "source_model": str(cfg.model),
+    }
+    (out / QUANT_CONFIG_FILE).write_text(json.dumps(info, indent=1))
+    log(f"quantized {cfg.model} with {cfg.tag()} -> {out} in {info['seconds']}s")
+    return out
+
+
+def _quiet_loguru() -> None:
+    try:
+        from loguru import logger
+
+        logger.remove()
+        logger.add(lambda m: None, level="ERROR")
+    except ImportError:  # pragma: no cover
+        pass
