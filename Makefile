@@ -1,0 +1,45 @@
+# silverbullet: every common action has a target. `make demo` and `make test` are the README's two commands.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint reference quantize diagnose repair report check bench vllm-env test-vllm clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU build of torch from local disk first: an unpinned torch would pull gigabytes of CUDA.
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[quantize,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on the embedded default: diagnose the shipped reference model against its demo
+# quantized variant, then repair it, and print the before/after table.
+demo: $(STAMP)
+	$(BIN)/silverbullet diagnose --out runs/demo --limit 300
+	$(BIN)/silverbullet repair --from runs/demo --out runs/demo-repair
+	$(BIN)/silverbullet report runs/demo
+
+test: $(STAMP)
+	$(BIN)/ruff check silverbullet tests bench
+	$(BIN)/python -m pytest -q -m "not vllm" --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check silverbullet tests bench
+
+reference: $(STAMP)
+	$(BIN)/silverbullet reference train --out data/reference-model
+	$(BIN)/silverbullet reference eval --model data/reference-model --json data/reference-model/eval.json
+
+bench: $(STAMP)
+	$(BIN)/python bench/quantization.py
+	$(BIN)/python bench/checker_gsm8k.py
+	$(BIN)/python bench/injected_errors.py
+	$(BIN)/python bench/real_errors.py
+	$(BIN)/python bench/locate_speed.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache
