@@ -1,0 +1,124 @@
+"""Markdown: the run report (report.md) and the check summary (for a CI job's $GITHUB_STEP_SUMMARY).
+
+Model text goes into `<code>` with HTML escaped and table pipes neutralised, so it can neither break
+the table nor inject markup when GitHub renders it.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+from silverbullet.report.plots import ERROR_KINDS
+
+if TYPE_CHECKING:
+    from silverbullet.check import CheckResult
+    from silverbullet.report import RunData
+
+MAX_FLIPS = 30  # the Markdown lists at most this many flips (report.html has them all)
+STATUS = {"pass": "✅ pass", "fail": "❌ fail", "skip": "➖ skip"}
+
+
+def cell(x: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    return html.escape("" if x is None else str(x), quote=False).replace("|", "&#124;").replace("\n", " ")
+
+
+def code(x: Any) -> str:
+    return f"<code>{cell(x)}</code>" if x not in (None, "") else "-"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def check_markdown(result: CheckResult) -> str:
+    s = result.summary
+    verdict = "✅ PASS" if result.passed else f"❌ FAIL ({len(result.failures)} check(s) failed)"
+    lines = [
+        f"## silverbullet check: {verdict}",
+        "",
+        f"Run `{cell(s.get('run', result.run_dir.name))}`: {cell(s.get('benchmark'))}/{cell(s.get('split'))}, "
+        f"n={s['n']}; reference {s['accuracy']['reference']:.1%}, quantized {s['accuracy']['quantized']:.1%}.",
+        "",
+        _table(
+            ["check", "value", "threshold", "status", "note"],
+            [[f"`{r.name}`", cell(r.value_text), cell(r.threshold_text), STATUS[r.status], cell(r.note)]
+             for r in result.rows],
+        ),
+    ]
+    if result.baseline is not None:
+        b = result.baseline
+        noise = " The drop is within sampling noise, so it is not a failure." if b.within_noise else ""
+        lines += ["", f"Baseline: `{cell(b.path)}`.{noise}"]
+    for w in result.warnings:
+        lines += ["", f"> **warning:** {cell(w)}"]
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(data: RunData) -> str:
+    from silverbullet.report import repaired_accuracy
+
+    s = data.summary
+    acc_rows = []
+    for tag, acc, ci in data.accuracy_bars():
+        acc_rows.append([tag, f"{acc:.1%}", f"[{ci[0]:.1%}, {ci[1]:.1%}]" if ci else "-"])
+    f, m, c = s["flips"], s.get("margins", {}), s.get("confirmation", {})
+    types = s["error_types"]
+    lines = [
+        f"# silverbullet report: {cell(s.get('run', data.run_dir.name))}",
+        "",
+        f"{cell(s.get('benchmark'))}/{cell(s.get('split'))}, n={s['n']}, created {cell(s.get('created'))}. "
+        "Plots and side-by-side solutions: `report.html` in the same directory.",
+        "",
+        "## Accuracy",
+        "",
+        _table(["model", "accuracy", "95% Wilson interval"], acc_rows),
+        "",
+        f"Flips: **{f['ref_right_quant_wrong']}** right -> wrong ({f['rate']:.1%} of problems), "
+        f"{f.get('ref_wrong_quant_right', 0)} wrong -> right.",
+    ]
+    if data.repair and repaired_accuracy(data.repair) is not None:
+        r = data.repair
+        lines.append(
+            f"Repair: recovery {r.get('recovery', '-')}, flips fixed {r.get('flips_fixed', '-')}, "
+            f"flips introduced {r.get('flips_introduced', '-')}."
+        )
+    lines += [
+        "",
+        "## Error types (first faulty step of each wrong answer)",
+        "",
+        _table(["type", *types.keys()], [[k, *(types[t].get(k, 0) for t in types)] for k in ERROR_KINDS]),
+        "",
+        "## First fault position (flips)",
+        "",
+        _table(["first faulty step", "flips"],
+               [[str(int(k) + 1) if k.isdigit() else cell(k), v]
+                for k, v in s["first_fault_position"]["absolute"].items()]),
+        "",
+        _table(["relative position", "flips"], [[cell(k), v] for k, v in s["first_fault_position"]["relative"].items()]),
+        "",
+        "## Margins and confirmation",
+        "",
+        f"Mean margin at the frontier {m.get('frontier_mean')} vs elsewhere {m.get('elsewhere_mean')} "
+        f"(reference model on the same prefix: {m.get('reference_at_frontier_mean')}; collapse: {m.get('collapse')}). "
+        f"Causal confirmation: {c.get('confirmed', '-')}/{c.get('n', '-')} flips fixed by swapping in the reference step.",
+        "",
+        f"## Flipped problems ({len(data.flips)})",
+        "",
+    ]
+    rows = []
+    for r in data.flips[:MAX_FLIPS]:
+        k = r.get("first_faulty_step")
+        rows.append([code(r["problem_id"]), k + 1 if isinstance(k, int) else "-", cell(r.get("error_type") or "none"),
+                     code(r.get("faulty_line")), code(r.get("reference_line")),
+                     {True: "yes", False: "no"}.get(r.get("confirmed"), "-")])
+    if rows:
+        lines.append(_table(["problem", "step", "type", "quantized (faulty)", "reference", "confirmed"], rows))
+        if len(data.flips) > MAX_FLIPS:
+            lines += ["", f"... and {len(data.flips) - MAX_FLIPS} more in report.html."]
+    else:
+        lines.append("No flips.")
+    return "\n".join(lines) + "\n"
