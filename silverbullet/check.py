@@ -303,8 +303,9 @@ def error_type_rows(s: dict[str, Any], t: CheckThresholds) -> list[CheckRow]:
             note = ""
         missing = "no typed faults among the quantized model's errors: nothing to share out"
         rows.append(
-            _limit_row(f"max_{kind}_share", float(share) if typed and share is not None else None, t, "%", note,
-                       missing)
+            _limit_row(
+                f"max_{kind}_share", float(share) if typed and share is not None else None, t, "%", note, missing
+            )
         )
     return rows
 
@@ -439,8 +440,13 @@ def check_table(result: CheckResult):
     s = result.summary
     title = f"check: {s.get('run', result.run_dir.name)} ({s.get('benchmark', '?')}/{s.get('split', '?')}, n={s['n']})"
     table = Table(title=title, show_lines=False)
-    for col, kw in (("check", {}), ("value", {"justify": "right"}), ("threshold", {"justify": "right"}),
-                    ("status", {}), ("note", {"overflow": "fold"})):
+    for col, kw in (
+        ("check", {}),
+        ("value", {"justify": "right"}),
+        ("threshold", {"justify": "right"}),
+        ("status", {}),
+        ("note", {"overflow": "fold"}),
+    ):
         table.add_column(col, **kw)
     for r in result.rows:
         src = f" ({r.source})" if r.threshold is not None and r.source != "default" else ""

@@ -50,14 +50,16 @@ KEYS = tuple(f.name for f in fields(CheckThresholds) if f.name != "sources")
 
 
 def _validate(key: str, value: Any, origin: str) -> float:
+    """`origin` prefixes the message: "FILE [table]: key" for files, the flag name for the CLI."""
+    where = f"{origin}: {key}" if origin else "--" + key.replace("_", "-")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"{origin}: {key} must be a number, got {value!r}")
+        raise UserError(f"{where} must be a number, got {value!r}")
     value = float(value)
     if key in FRACTION_KEYS and not 0.0 <= value <= 1.0:
         hint = f"; did you mean {value / 100:g}?" if 1.0 < value <= 100.0 else ""
-        raise UserError(f"{origin}: {key} is a fraction between 0 and 1, got {value:g}{hint}")
+        raise UserError(f"{where} is a fraction between 0 and 1, got {value:g}{hint}")
     if key in POINT_KEYS and value < 0:
-        raise UserError(f"{origin}: {key} is in accuracy points and cannot be negative, got {value:g}")
+        raise UserError(f"{where} is in accuracy points and cannot be negative, got {value:g}")
     return value
 
 
@@ -125,6 +127,6 @@ def resolve_thresholds(
             raise UserError(f"unknown threshold {key!r}; known: {', '.join(KEYS)}")
         if value is None:
             continue
-        setattr(t, key, _validate(key, value, "--" + key.replace("_", "-")))
+        setattr(t, key, _validate(key, value, ""))
         t.sources[key] = "cli"
     return t

@@ -28,7 +28,7 @@ REPORT_KEYS = (
     "first_fault_position.relative",
     "margins",
 )
-WINDOW = 24  # tokens either side of the frontier in the margin curve
+WINDOW = 32  # tokens either side of the frontier in the margin curve
 
 
 @dataclass
@@ -100,7 +100,9 @@ def load_run(run_dir: Path) -> RunData:
         try:
             repair = json.loads((run / "repair_summary.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise UserError(f"{run / 'repair_summary.json'} is not valid JSON ({e}); re-run `silverbullet repair`") from None
+            raise UserError(
+                f"{run / 'repair_summary.json'} is not valid JSON ({e}); re-run `silverbullet repair`"
+            ) from None
     gens = {}
     for f in sorted((run / "generations").glob("*.jsonl")):
         gens[f.stem] = {str(r["problem_id"]): r for r in _jsonl(f) if "problem_id" in r}

@@ -11,8 +11,7 @@ import json
 from typing import Any
 
 from silverbullet.prompting import step_spans
-from silverbullet.report import RunData
-from silverbullet.report import plots
+from silverbullet.report import RunData, plots
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;
@@ -109,20 +108,20 @@ def flip_details(data: RunData, row: dict[str, Any], open_: bool = False) -> str
     where = f"step {k + 1}" if isinstance(k, int) else ("answer line" if row.get("fault_in_answer_line") else "no step")
     confirmed = {True: "yes", False: "no"}.get(row.get("confirmed"), "not tested")
     return f"""
-<details class="flip" data-type="{esc(etype)}"{' open' if open_ else ''}>
+<details class="flip" data-type="{esc(etype)}"{" open" if open_ else ""}>
 <summary><b>{esc(pid)}</b> first fault: {esc(where)} <span class="tag {esc(etype)}">{esc(etype)}</span>
- <span class="muted">confirmed: {esc(confirmed)}; margin at frontier {_fmt(row.get('margin_at_frontier'))}
- vs elsewhere {_fmt(row.get('margin_elsewhere'))}</span></summary>
-<p><b>Question.</b> {esc(row.get('question'))}<br><b>Gold answer.</b> {esc(row.get('gold_answer'))}</p>
+ <span class="muted">confirmed: {esc(confirmed)}; margin at frontier {_fmt(row.get("margin_at_frontier"))}
+ vs elsewhere {_fmt(row.get("margin_elsewhere"))}</span></summary>
+<p><b>Question.</b> {esc(row.get("question"))}<br><b>Gold answer.</b> {esc(row.get("gold_answer"))}</p>
 <div class="sbs">
 <div><b>{esc(r_label)}</b> <span class="muted">(aligned step in green)</span>
-<pre class="sol">{highlight(r_text, r_span, 'aligned')}</pre></div>
+<pre class="sol">{highlight(r_text, r_span, "aligned")}</pre></div>
 <div><b>quantized</b> <span class="muted">(first faulty step in red)</span>
-<pre class="sol">{highlight(q_text, fault_span(q_text, row), 'fault')}</pre></div>
+<pre class="sol">{highlight(q_text, fault_span(q_text, row), "fault")}</pre></div>
 </div>
-<p><b>Faulty line:</b> <code>{esc(row.get('faulty_line'))}</code><br>
-<b>Reference line:</b> <code>{esc(row.get('reference_line'))}</code></p>
-<b>Evidence</b>{_evidence(row.get('evidence'))}
+<p><b>Faulty line:</b> <code>{esc(row.get("faulty_line"))}</code><br>
+<b>Reference line:</b> <code>{esc(row.get("reference_line"))}</code></p>
+<b>Evidence</b>{_evidence(row.get("evidence"))}
 </details>"""
 
 
@@ -147,8 +146,10 @@ def _key_numbers(data: RunData) -> str:
     rows += [
         ("flips (right -> wrong)", f"{f['ref_right_quant_wrong']} ({f['rate']:.1%} of n)"),
         ("flips (wrong -> right)", str(f.get("ref_wrong_quant_right", "-"))),
-        ("margin at frontier / elsewhere", f"{_fmt(m.get('frontier_mean'))} / {_fmt(m.get('elsewhere_mean'))}"
-                                           f" (collapse: {m.get('collapse')})"),
+        (
+            "margin at frontier / elsewhere",
+            f"{_fmt(m.get('frontier_mean'))} / {_fmt(m.get('elsewhere_mean'))} (collapse: {m.get('collapse')})",
+        ),
         ("causal confirmation", f"{c.get('confirmed', '-')}/{c.get('n', '-')}"),
     ]
     return "<table>" + "".join(f"<tr><th>{esc(a)}</th><td class='num'>{esc(b)}</td></tr>" for a, b in rows) + "</table>"
@@ -164,13 +165,24 @@ def render_html(data: RunData) -> str:
     )
     figs = [
         (plots.accuracy_bars(data.accuracy_bars()), "accuracy", "Accuracy of each model on the same problems.", ""),
-        (plots.error_types(s["error_types"]), "error types",
-         "Error type of each wrong answer's first faulty step (none: no step located).", ""),
-        (plots.first_fault_histogram(s["first_fault_position"]), "first fault position",
-         "Where the quantized model's flipped solutions first go wrong.", "wide"),
-        (plots.margin_curve(data.curve), "margin curve",
-         "Quantized per-token margins aligned on the first token of the faulty step, averaged over located faults.",
-         "wide"),
+        (
+            plots.error_types(s["error_types"]),
+            "error types",
+            "Error type of each wrong answer's first faulty step (none: no step located).",
+            "",
+        ),
+        (
+            plots.first_fault_histogram(s["first_fault_position"]),
+            "first fault position",
+            "Where the quantized model's flipped solutions first go wrong.",
+            "wide",
+        ),
+        (
+            plots.margin_curve(data.curve),
+            "margin curve",
+            "Quantized per-token margins aligned on the first token of the faulty step, averaged over located faults.",
+            "wide",
+        ),
     ]
     fig_html = "".join(
         f'<figure class="{cls}">{_img(png, alt)}<figcaption>{esc(cap)}</figcaption></figure>'
@@ -189,8 +201,8 @@ def render_html(data: RunData) -> str:
 <style>{CSS}</style><script>{JS}</script></head>
 <body>
 <h1>{esc(title)}</h1>
-<p class="sub">{esc(s.get('benchmark'))}/{esc(s.get('split'))}, n={esc(s['n'])}, seed {esc(s.get('seed'))},
-created {esc(s.get('created'))}<br>{model_line}</p>
+<p class="sub">{esc(s.get("benchmark"))}/{esc(s.get("split"))}, n={esc(s["n"])}, seed {esc(s.get("seed"))},
+created {esc(s.get("created"))}<br>{model_line}</p>
 {_key_numbers(data)}
 <h2>Plots</h2>
 <div class="plots">{fig_html}</div>

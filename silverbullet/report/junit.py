@@ -46,8 +46,9 @@ def junit_xml(result: CheckResult) -> str:
     for tag in ("reference", "quantized"):
         ET.SubElement(props, "property", {"name": f"accuracy.{tag}", "value": str(s["accuracy"][tag])})
     for r in result.rows:
-        case = ET.SubElement(suite, "testcase", {"name": r.name, "classname": f"silverbullet.check.{run}",
-                                                 "time": "0.000"})
+        case = ET.SubElement(
+            suite, "testcase", {"name": r.name, "classname": f"silverbullet.check.{run}", "time": "0.000"}
+        )
         detail = f"value {r.value_text}, threshold {r.threshold_text}: {r.note}"
         if r.status == "fail":
             el = ET.SubElement(case, "failure", {"message": detail, "type": "ThresholdExceeded"})

@@ -45,8 +45,10 @@ def check_markdown(result: CheckResult) -> str:
         "",
         _table(
             ["check", "value", "threshold", "status", "note"],
-            [[f"`{r.name}`", cell(r.value_text), cell(r.threshold_text), STATUS[r.status], cell(r.note)]
-             for r in result.rows],
+            [
+                [f"`{r.name}`", cell(r.value_text), cell(r.threshold_text), STATUS[r.status], cell(r.note)]
+                for r in result.rows
+            ],
         ),
     ]
     if result.baseline is not None:
@@ -94,17 +96,24 @@ def report_markdown(data: RunData) -> str:
         "",
         "## First fault position (flips)",
         "",
-        _table(["first faulty step", "flips"],
-               [[str(int(k) + 1) if k.isdigit() else cell(k), v]
-                for k, v in s["first_fault_position"]["absolute"].items()]),
+        _table(
+            ["first faulty step", "flips"],
+            [
+                [str(int(k) + 1) if k.isdigit() else cell(k), v]
+                for k, v in s["first_fault_position"]["absolute"].items()
+            ],
+        ),
         "",
-        _table(["relative position", "flips"], [[cell(k), v] for k, v in s["first_fault_position"]["relative"].items()]),
+        _table(
+            ["relative position", "flips"], [[cell(k), v] for k, v in s["first_fault_position"]["relative"].items()]
+        ),
         "",
         "## Margins and confirmation",
         "",
         f"Mean margin at the frontier {m.get('frontier_mean')} vs elsewhere {m.get('elsewhere_mean')} "
         f"(reference model on the same prefix: {m.get('reference_at_frontier_mean')}; collapse: {m.get('collapse')}). "
-        f"Causal confirmation: {c.get('confirmed', '-')}/{c.get('n', '-')} flips fixed by swapping in the reference step.",
+        f"Causal confirmation: {c.get('confirmed', '-')}/{c.get('n', '-')} flips fixed by swapping in "
+        "the reference step.",
         "",
         f"## Flipped problems ({len(data.flips)})",
         "",
@@ -112,9 +121,16 @@ def report_markdown(data: RunData) -> str:
     rows = []
     for r in data.flips[:MAX_FLIPS]:
         k = r.get("first_faulty_step")
-        rows.append([code(r["problem_id"]), k + 1 if isinstance(k, int) else "-", cell(r.get("error_type") or "none"),
-                     code(r.get("faulty_line")), code(r.get("reference_line")),
-                     {True: "yes", False: "no"}.get(r.get("confirmed"), "-")])
+        rows.append(
+            [
+                code(r["problem_id"]),
+                k + 1 if isinstance(k, int) else "-",
+                cell(r.get("error_type") or "none"),
+                code(r.get("faulty_line")),
+                code(r.get("reference_line")),
+                {True: "yes", False: "no"}.get(r.get("confirmed"), "-"),
+            ]
+        )
     if rows:
         lines.append(_table(["problem", "step", "type", "quantized (faulty)", "reference", "confirmed"], rows))
         if len(data.flips) > MAX_FLIPS:

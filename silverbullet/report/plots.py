@@ -95,17 +95,22 @@ def margin_curve(curve: dict[str, Any]) -> bytes:
     xs, ys, ns = curve.get("offsets", []), curve.get("mean", []), curve.get("count", [])
     pts = [(x, y) for x, y, n in zip(xs, ys, ns) if n]
     if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", color=COLORS["quantized"],
-                label=f"quantized, faulty solutions (n={curve.get('n', 0)})")
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker=".",
+            color=COLORS["quantized"],
+            label=f"quantized, faulty solutions (n={curve.get('n', 0)})",
+        )
     if curve.get("correct_mean") is not None:
         ax.axhline(curve["correct_mean"], ls="--", color="#777", lw=1, label="quantized, correct solutions (mean)")
-    ax.axvline(0, color="#C44E52", lw=1)
-    ax.text(0.3, ax.get_ylim()[1] * 0.95 if pts else 1, "frontier", color="#C44E52", va="top")
+    ax.axvline(0, color="#C44E52", lw=1, label="frontier: first token of the faulty step")
     ax.set_xlabel("token offset from the first token of the faulty step")
     ax.set_ylabel("margin (log-prob top-1 - top-2)")
     ax.set_title("Token margins around the failure frontier")
     if not pts:
         ax.text(0.5, 0.5, "no margins recorded in this run", transform=ax.transAxes, ha="center", color="#777")
-    ax.legend(frameon=False, loc="lower right")
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, loc="lower left")
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
