@@ -181,6 +181,49 @@ def evaluate(
     out_console.print_json(json.dumps(res))
 
 
+@app.command()
+def check(
+    run_dir: Path = typer.Argument(..., help="Run directory of `silverbullet diagnose` (or its summary.json)."),
+    max_accuracy_drop: float | None = typer.Option(None, help="Max (reference - quantized) accuracy, points."),
+    max_flip_rate: float | None = typer.Option(None, help="Max share of problems flipped right->wrong (0-1)."),
+    max_execution_share: float | None = typer.Option(None, help="Max share of execution errors (typed faults)."),
+    max_method_share: float | None = typer.Option(None, help="Max share of method errors among typed faults."),
+    min_frontier_margin: float | None = typer.Option(None, help="Min mean margin on the faulty lines."),
+    baseline: Path | None = typer.Option(None, help="Previous release's run dir or summary.json."),
+    baseline_tolerance: float | None = typer.Option(None, help="Accepted accuracy drop vs baseline, points."),
+    config: Path | None = typer.Option(None, help="Thresholds file (default ./silverbullet.toml)."),
+    junit: Path | None = typer.Option(None, help="Write JUnit XML here."),
+    markdown: Path | None = typer.Option(None, help="Write a Markdown summary here."),
+) -> None:
+    """Gate a quantized release: exit 0 pass, 1 regression, 2 usage or input error."""
+    from silverbullet.check import print_check, run_check
+    from silverbullet.settings import resolve_thresholds
+
+    t = resolve_thresholds(
+        dict(
+            max_accuracy_drop=max_accuracy_drop,
+            max_flip_rate=max_flip_rate,
+            max_execution_share=max_execution_share,
+            max_method_share=max_method_share,
+            min_frontier_margin=min_frontier_margin,
+            baseline_tolerance=baseline_tolerance,
+        ),
+        config=config,
+    )
+    result = run_check(run_dir, t, baseline=baseline, junit=junit, markdown=markdown)
+    print_check(result, out_console)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
+    """Write report.html (self-contained, with plots) and report.md into the run directory."""
+    from silverbullet.report import write_report
+
+    for p in write_report(run_dir):
+        out_console.print(str(p))
+
+
 @reference_app.command("train")
 def reference_train(
     out: str = typer.Option("data/reference-model", help="Where to save the model."),

@@ -28,7 +28,7 @@ ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
 DEFAULT_REFERENCE = "data/reference-model"
 # The demo's quantized setting: chosen from bench/results/quantization.json as the setting that
 # costs the shipped reference model a real, repairable 10-40 points (see data/reference-model/README.md).
-DEMO_QUANT = {"method": "gptq", "bits": 2, "group_size": 32}
+DEMO_QUANT = {"method": "rtn", "bits": 2, "group_size": 0}  # RTN W2 per-channel: -23 points
 
 
 @dataclass

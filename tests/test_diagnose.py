@@ -15,9 +15,9 @@ MODEL = str(ROOT / "data" / "reference-model")
 
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
-    """A damaged quantized reference model (RTN 2-bit, no calibration: fast)."""
+    """The demo damaged quantized reference model (RTN 2-bit per channel, no calibration: fast)."""
     out = tmp_path_factory.mktemp("q") / "rtn-w2"
-    return str(quantize(QuantizeConfig(model=MODEL, method="rtn", bits=2, group_size=32, out=str(out)),
+    return str(quantize(QuantizeConfig(model=MODEL, method="rtn", bits=2, group_size=0, out=str(out)),
                         log=lambda m: None))
 
 
