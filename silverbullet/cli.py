@@ -99,7 +99,8 @@ def print_summary(s: dict) -> None:
         f"flips: {f['ref_right_quant_wrong']} right->wrong, {f['ref_wrong_quant_right']} wrong->right "
         f"(rate {f['rate']:.1%})\n"
         f"first faulty step (0-based) of flips: {s['first_fault_position']['absolute']}\n"
-        f"margin at frontier {m['frontier_mean']} vs elsewhere {m['elsewhere_mean']} "
+        f"margin at frontier: mean {m['frontier_mean']}, min {m.get('frontier_min_mean')}; other steps: mean "
+        f"{m['elsewhere_mean']}, min {m.get('elsewhere_min_mean')} "
         f"(reference on same prefix {m['reference_at_frontier_mean']}; collapse: {m['collapse']})\n"
         f"causal confirmation: {c['confirmed']}/{c['n']} = {c['rate']}"
     )

@@ -164,20 +164,28 @@ def _mean(xs: list[float]) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
 
 
-def frontier_margins(gen: Generation, span: tuple[int, int], spans: list[tuple[int, int]]) -> tuple:
-    """Mean margin over the tokens of the faulty line vs over the tokens of the other step lines."""
+def frontier_margins(gen: Generation, span: tuple[int, int], spans: list[tuple[int, int]]) -> dict:
+    """Margins on the faulty line vs the other step lines: the mean over tokens, and the minimum
+    (the step's most uncertain decision, where a flip happens) averaged over the other steps."""
     if not gen.margins or not gen.token_ends:
-        return None, None
-    at, elsewhere = [], []
+        return {}
+    per_step: dict[tuple[int, int], list[float]] = {tuple(sp): [] for sp in spans}
     start = 0
     for m, end in zip(gen.margins, gen.token_ends):
         mid = (start + end) / 2
         start = end
-        if span[0] <= mid < span[1]:
-            at.append(m)
-        elif any(a <= mid < b for a, b in spans if (a, b) != tuple(span)):
-            elsewhere.append(m)
-    return _mean(at), _mean(elsewhere)
+        for sp in per_step:
+            if sp[0] <= mid < sp[1]:
+                per_step[sp].append(m)
+                break
+    at = per_step.get(tuple(span), [])
+    others = [v for sp, v in per_step.items() if sp != tuple(span) and v]
+    return {
+        "margin_at_frontier": _mean(at),
+        "margin_elsewhere": _mean([m for v in others for m in v]),
+        "min_margin_at_frontier": round(min(at), 4) if at else None,
+        "min_margin_elsewhere": _mean([min(v) for v in others]),
+    }
 
 
 def add_margins_and_confirmation(
@@ -193,7 +201,7 @@ def add_margins_and_confirmation(
     for r in todo:
         g = gens[r["problem_id"]]
         spans = step_spans(g.text)
-        r["margin_at_frontier"], r["margin_elsewhere"] = frontier_margins(g, tuple(r["frontier_chars"]), spans)
+        r.update(frontier_margins(g, tuple(r["frontier_chars"]), spans))
     if cfg.margins and todo:
         pairs = [(build_prompt(r["question"]) + r["prefix"], r["faulty_line"]) for r in todo]
         scored = _score_batch(ref_gen, pairs)
@@ -258,6 +266,8 @@ def summarise(
         relative[f"{b / 5:.1f}-{(b + 1) / 5:.1f}"] += 1
     at = [r["margin_at_frontier"] for r in flips if r.get("margin_at_frontier") is not None]
     el = [r["margin_elsewhere"] for r in flips if r.get("margin_elsewhere") is not None]
+    at_min = [r["min_margin_at_frontier"] for r in flips if r.get("min_margin_at_frontier") is not None]
+    el_min = [r["min_margin_elsewhere"] for r in flips if r.get("min_margin_elsewhere") is not None]
     rf = [r["reference_margin_at_frontier"] for r in flips if r.get("reference_margin_at_frontier") is not None]
     conf = [r["confirmed"] for r in flips if r.get("confirmed") is not None]
     import torch
@@ -291,9 +301,12 @@ def summarise(
         "margins": {
             "frontier_mean": _mean(at),
             "elsewhere_mean": _mean(el),
+            "frontier_min_mean": _mean(at_min),
+            "elsewhere_min_mean": _mean(el_min),
             "reference_at_frontier_mean": _mean(rf),
             "n": len(at),
-            "collapse": bool(at and el and _mean(at) < 0.5 * _mean(el)),
+            # The paper's claim, operationally: the step that flips holds the model's least certain token.
+            "collapse": bool(at_min and el_min and _mean(at_min) < 0.5 * _mean(el_min)),
         },
         "confirmation": {
             "n": len(conf),
