@@ -26,6 +26,12 @@ from silverbullet.quantize import QuantizeConfig, quantize  # noqa: E402
 SETTINGS = [  # lowest bits first: the repairable regime of a small model is at 2-3 bits
     ("gptq", 2, 32),
     ("rtn", 2, 32),
+    ("gptq", 2, 0),
+    ("rtn", 2, 0),
+    ("gptq", 2, 128),
+    ("rtn", 2, 128),
+    ("gptq", 2, 64),
+    ("rtn", 2, 64),
     ("gptq", 3, 0),
     ("rtn", 3, 0),
     ("gptq", 2, 16),

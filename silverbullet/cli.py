@@ -183,6 +183,64 @@ def evaluate(
 
 
 @app.command()
+def repair(
+    from_run: str | None = typer.Option(None, "--from", help="A diagnose run on the evaluation split to reuse."),
+    out: str = typer.Option("runs/repair", help="Run directory for the repair."),
+    method: str = typer.Option("sft", help="sft, dpo or sft+dpo."),
+    max_examples: int = typer.Option(332, help="Cap on Silver Bullet examples (the paper used 332)."),
+    repair_limit: int = typer.Option(1500, help="Problems to diagnose on the repair split."),
+    eval_limit: int = typer.Option(500, help="Evaluation problems (when --from is not given)."),
+    reference: str = typer.Option("data/reference-model", help="Full-precision model."),
+    quantized: str | None = typer.Option(None, help="Quantized model (default: the demo quantized reference)."),
+    epochs: float = typer.Option(3.0, help="Training epochs."),
+    learning_rate: float = typer.Option(1e-3, help="LoRA learning rate (SFT)."),
+    control: bool = typer.Option(False, help="Untargeted control: full-solution SFT with the same budget."),
+) -> None:
+    """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
+    from silverbullet.repair.pipeline import RepairConfig, run_repair
+    from silverbullet.repair.train import RepairTrainConfig
+
+    for name, v in (("--max-examples", max_examples), ("--repair-limit", repair_limit), ("--eval-limit", eval_limit)):
+        _positive(name, v)
+    if epochs <= 0 or learning_rate <= 0:
+        raise UserError("--epochs and --learning-rate must be positive")
+    cfg = RepairConfig(
+        reference=reference,
+        quantized=quantized,
+        from_run=from_run,
+        out=out,
+        eval_limit=eval_limit,
+        repair_limit=repair_limit,
+        max_examples=max_examples,
+        control=control,
+        train=RepairTrainConfig(method=method, epochs=epochs, learning_rate=learning_rate),
+    )
+    s = run_repair(cfg, console=console, log=console.print)
+    print_repair(s)
+
+
+def print_repair(s: dict) -> None:
+    t = Table(title=f"repair ({s['method']}, {s['examples']} examples), n={s['n']} evaluation problems")
+    for col in ("reference", "quantized", "repaired", "recovery", "flips fixed", "flips introduced"):
+        t.add_column(col, justify="right")
+    a = s["accuracy"]
+    rec = "n/a" if s["recovery"] is None else f"{s['recovery']:.0%}"
+    t.add_row(
+        f"{a['reference']:.1%}",
+        f"{a['quantized']:.1%}",
+        f"{a['repaired']:.1%}",
+        rec,
+        str(s["flips_fixed"]),
+        f"{s['flips_introduced']} ({s['flips_introduced_rate']:.1%})",
+    )
+    out_console.print(t)
+    out_console.print(
+        f"adapter {s['adapter_bytes'] / 1e6:.2f} MB next to a {s['base_bytes'] / 1e6:.2f} MB "
+        f"quantized base; training {s['timings']['train_seconds']}s"
+    )
+
+
+@app.command()
 def check(
     run_dir: Path = typer.Argument(..., help="Run directory of `silverbullet diagnose` (or its summary.json)."),
     max_accuracy_drop: float | None = typer.Option(None, help="Max (reference - quantized) accuracy, points."),

@@ -193,7 +193,7 @@ def load_causal_lm(
             else False
         )
     )
-    if quantized and for_training:
+    if quantized and (for_training or adapter is not None):  # PEFT needs dense weights (still on the grid)
         kwargs["quantization_config"] = _dequantizing_config()
     if device.startswith("cuda"):
         kwargs["device_map"] = {"": device}
@@ -213,6 +213,8 @@ def load_causal_lm(
         )
     if adapter is not None:
         model = _apply_adapter(model, Path(str(adapter)).expanduser(), trainable=for_training)
+        if not for_training:  # W + BA in place: the same function, at plain-model generation speed
+            model = model.merge_and_unload()
     if not for_training:
         model.eval()
     return model, tokenizer

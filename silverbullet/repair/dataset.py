@@ -1,0 +1,165 @@
+"""Build and curate the Silver Bullet SFT and DPO sets from first faulty steps.
+
+An example teaches the quantized model the step where it first went wrong, in the exact context it
+went wrong in: prompt = question + its own (correct) steps before the fault; chosen / completion =
+the reference model's step there and the rest of its solution; rejected = the quantized model's
+faulty step and what followed. TRL appends an end-of-sequence token to every completion, so
+completions run to the answer line (where the model really stops), never a lone step.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from silverbullet.attribution.check import check_step
+from silverbullet.attribution.steps import analyse_step
+from silverbullet.errors import UserError
+from silverbullet.measure import read_jsonl_rows
+from silverbullet.prompting import ANSWER_LINE_RES, STEP_PREFIX_RE, build_prompt, renumber_step, step_spans
+
+PAPER_SIZE = 332  # the paper's Silver Bullet set size
+
+
+@dataclass
+class DatasetConfig:
+    max_examples: int = PAPER_SIZE
+    balance: bool = True  # round-robin over error types so no type crowds out the others
+    seed: int = 0
+
+
+def continuation_from(text: str, step_index: int, first_number: int) -> str | None:
+    """The solution from reasoning step `step_index` to its answer line, steps renumbered from
+    `first_number` (so a reference continuation fits after the quantized prefix)."""
+    spans = step_spans(text)
+    if step_index >= len(spans):
+        return None
+    lines = []
+    for n, (a, b) in enumerate(spans[step_index:], start=first_number):
+        lines.append(renumber_step(text[a:b], n))
+    tail = text[spans[-1][1] :].split("\n")
+    answer = next((ln for ln in tail if any(rx.match(ln) for rx in ANSWER_LINE_RES)), None)
+    if answer is None:
+        return None
+    return "\n".join(lines + [answer.strip()]) + "\n"
+
+
+def _normalise(s: str) -> str:
+    return re.sub(r"\s+", " ", STEP_PREFIX_RE.sub("", s)).strip().lower()
+
+
+def candidates(run_dir: Path) -> list[dict]:
+    """Every usable (prompt, chosen, rejected) triple of a diagnose run, with provenance."""
+    att_path = run_dir / "attribution.jsonl"
+    if not att_path.exists():
+        raise UserError(f"{att_path} not found; run `silverbullet diagnose --out {run_dir}` first")
+    ref = {r["problem_id"]: r for r in read_jsonl_rows(run_dir / "generations" / "reference.jsonl")}
+    quant = {r["problem_id"]: r for r in read_jsonl_rows(run_dir / "generations" / "quantized.jsonl")}
+    out = []
+    for a in read_jsonl_rows(att_path):
+        if a["model"] != "quantized" or not a.get("flip") or a.get("first_faulty_step") is None:
+            continue
+        j, k = a.get("aligned_reference_step"), a["first_faulty_step"]
+        r, q = ref.get(a["problem_id"]), quant.get(a["problem_id"])
+        if j is None or r is None or q is None or not r["correct"]:
+            continue
+        chosen = continuation_from(r["text"], j, k + 1)
+        rejected = continuation_from(q["text"], k, k + 1)
+        if not chosen or not rejected or chosen == rejected:
+            continue
+        first = chosen.split("\n", 1)[0]
+        if check_step(analyse_step(STEP_PREFIX_RE.sub("", first), k)).status == "faulty":
+            continue  # the chosen step must pass the step checker
+        out.append(
+            {
+                "prompt": build_prompt(a["question"]) + a["prefix"],
+                "chosen": chosen,
+                "rejected": rejected,
+                "problem_id": a["problem_id"],
+                "question": a["question"],
+                "step_index": k,
+                "error_type": a.get("error_type") or "none",
+            }
+        )
+    return out
+
+
+def curate(rows: list[dict], cfg: DatasetConfig) -> list[dict]:
+    """Drop duplicate prefixes, balance by error type, cap the size (deterministic)."""
+    seen, unique = set(), []
+    for r in rows:
+        key = _normalise(r["prompt"]) + "|" + _normalise(r["chosen"].split("\n", 1)[0])
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    rng = random.Random(cfg.seed)
+    if not cfg.balance:
+        rng.shuffle(unique)
+        return unique[: cfg.max_examples]
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for r in unique:
+        by_type[r["error_type"]].append(r)
+    for v in by_type.values():
+        rng.shuffle(v)
+    out: list[dict] = []
+    queues = [by_type[t] for t in sorted(by_type)]
+    while len(out) < cfg.max_examples and any(queues):
+        for q in queues:
+            if q and len(out) < cfg.max_examples:
+                out.append(q.pop())
+    return out
+
+
+def assert_disjoint(examples: list[dict], eval_questions: set[str]) -> None:
+    """Repair data must never contain an evaluation problem (that would measure memory, not repair)."""
+    leaked = [e["problem_id"] for e in examples if e["question"] in eval_questions]
+    if leaked:
+        raise UserError(
+            f"{len(leaked)} repair examples are evaluation problems (e.g. {leaked[0]}); "
+            "build the repair set from another split"
+        )
+
+
+def write_sets(examples: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    """TRL's standard formats: prompt/completion (SFT) and prompt/chosen/rejected (DPO)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prov = ("problem_id", "step_index", "error_type")
+    sft = out_dir / "silverbullet_sft.jsonl"
+    dpo = out_dir / "silverbullet_dpo.jsonl"
+    _write(sft, [{"prompt": e["prompt"], "completion": e["chosen"], **{k: e[k] for k in prov}} for e in examples])
+    _write(
+        dpo,
+        [
+            {"prompt": e["prompt"], "chosen": e["chosen"], "rejected": e["rejected"], **{k: e[k] for k in prov}}
+            for e in examples
+        ],
+    )
+    return sft, dpo
+
+
+def control_set(run_dir: Path, n: int, seed: int = 0) -> list[dict]:
+    """The untargeted control: ordinary full-solution SFT on the reference model's correct
+    solutions (same budget), to measure what targeting first faults is worth."""
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
+    ref = [r for r in read_jsonl_rows(run_dir / "generations" / "reference.jsonl") if r["correct"]]
+    random.Random(seed).shuffle(ref)
+    return [
+        {
+            "prompt": build_prompt(problems[r["problem_id"]]["question"]),
+            "completion": r["text"],
+            "problem_id": r["problem_id"],
+            "step_index": 0,
+            "error_type": "control",
+        }
+        for r in ref[:n]
+    ]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)

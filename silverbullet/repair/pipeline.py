@@ -1,0 +1,197 @@
+"""`silverbullet repair`: diagnose a *repair* split, build the Silver Bullet sets, train a LoRA
+adapter on the quantized model, and re-measure on the *evaluation* split.
+
+The evaluation problems never feed the repair data (checked), so recovery measures repair, not
+memory. Every stage writes into the run directory and is skipped on a re-run when its output exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from silverbullet.diagnose import DiagnoseConfig, attribute, demo_quantized_path, run_diagnose
+from silverbullet.errors import UserError
+from silverbullet.generation.base import GenerationConfig
+from silverbullet.measure import measure, read_jsonl_rows
+from silverbullet.records import Generation, Problem
+from silverbullet.repair.dataset import DatasetConfig, assert_disjoint, candidates, control_set, curate, write_sets
+from silverbullet.repair.train import RepairTrainConfig, train_adapter
+
+
+@dataclass
+class RepairConfig:
+    reference: str = "data/reference-model"
+    quantized: str | None = None  # None: the demo quantized reference model
+    from_run: str | None = None  # a diagnose run on the evaluation split to reuse (its generations)
+    out: str = "runs/repair"
+    benchmark: str = "synthetic"
+    eval_split: str = "eval"
+    eval_limit: int | None = 500
+    repair_split: str = "repair"
+    repair_limit: int = 1500  # problems diagnosed on the repair split (about 23% flip at the demo setting)
+    max_examples: int = 332
+    control: bool = False  # train on full reference solutions instead (the untargeted control)
+    batch_size: int = 64
+    seed: int = 0
+    progress: bool = True
+    train: RepairTrainConfig = field(default_factory=RepairTrainConfig)
+
+
+def recovery(ref_acc: float, quant_acc: float, repaired_acc: float) -> float | None:
+    """(repaired - quantized) / (reference - quantized); None when quantization cost nothing."""
+    gap = ref_acc - quant_acc
+    return None if gap <= 0 else round((repaired_acc - quant_acc) / gap, 4)
+
+
+def _eval_run(cfg: RepairConfig, out: Path, console) -> Path:
+    if cfg.from_run:
+        run = Path(cfg.from_run)
+        if not (run / "summary.json").exists():
+            raise UserError(f"{run}/summary.json not found; pass --from a finished `silverbullet diagnose` run")
+        return run
+    dcfg = DiagnoseConfig(
+        reference=cfg.reference,
+        quantized=cfg.quantized,
+        benchmark=cfg.benchmark,
+        split=cfg.eval_split,
+        limit=cfg.eval_limit,
+        out=str(out / "eval-split"),
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        progress=cfg.progress,
+    )
+    run_diagnose(dcfg, console=console)
+    return out / "eval-split"
+
+
+def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
+    t_start = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    eval_run = _eval_run(cfg, out, console)
+    eval_cfg = json.loads((eval_run / "config.json").read_text())
+    reference, quantized = eval_cfg["reference"], eval_cfg["quantized"]
+    if cfg.quantized is None and not quantized:
+        quantized = demo_quantized_path(cfg.reference)
+    problems = [Problem(**p) for p in read_jsonl_rows(eval_run / "problems.jsonl")]
+    gens = {
+        tag: {r["problem_id"]: r for r in read_jsonl_rows(eval_run / "generations" / f"{tag}.jsonl")}
+        for tag in ("reference", "quantized")
+    }
+
+    # 1. first faulty steps on the repair split
+    rcfg = DiagnoseConfig(
+        reference=reference,
+        quantized=quantized,
+        benchmark=eval_cfg["benchmark"],
+        split=cfg.repair_split,
+        limit=cfg.repair_limit,
+        out=str(out / "repair-split"),
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        confirm=False,
+        margins=False,
+        progress=cfg.progress,
+    )
+    log(f"diagnosing {cfg.repair_limit} problems of the {cfg.repair_split} split")
+    run_diagnose(rcfg, console=console)
+
+    # 2. the Silver Bullet sets (or the control set)
+    repair_dir = out / "repair-split"
+    if cfg.control:
+        examples = control_set(repair_dir, cfg.max_examples, cfg.seed)
+        for e in examples:
+            e["question"] = e["prompt"].removeprefix("Question: ").strip()
+            e["chosen"] = e["completion"]
+            e["rejected"] = ""
+    else:
+        examples = curate(candidates(repair_dir), DatasetConfig(max_examples=cfg.max_examples, seed=cfg.seed))
+    if not examples:
+        raise UserError(f"no usable repair examples in {repair_dir}; diagnose more problems (--repair-limit)")
+    assert_disjoint(examples, {p.question for p in problems})
+    sft_path, dpo_path = write_sets(examples, out)
+    log(f"{len(examples)} examples -> {sft_path}, {dpo_path}")
+
+    # 3. LoRA on the quantized model
+    train_cfg = dataclasses.replace(cfg.train, method="sft" if cfg.control else cfg.train.method)
+    adapter = out / "adapter"
+    train_info = train_adapter(quantized, sft_path, dpo_path, adapter, train_cfg)
+    log(f"trained {train_cfg.method} adapter in {train_info['train_seconds']}s -> {adapter}")
+
+    # 4. re-measure on the evaluation split
+    from silverbullet.generation.hf import HFGenerator
+
+    t0 = time.time()
+    rep_gen = HFGenerator(quantized, tag="repaired", adapter=str(adapter), device="cpu")
+    rep_path = out / "generations" / "repaired.jsonl"
+    if rep_path.exists():
+        rep_path.unlink()  # a new adapter: old repaired generations are stale
+    repaired = measure(rep_gen, problems, GenerationConfig(batch_size=cfg.batch_size), rep_path)
+    remeasure_seconds = round(time.time() - t0, 1)
+    summary = summarise_repair(problems, gens, repaired, examples, train_info, cfg)
+    summary["timings"] = {
+        "train_seconds": train_info["train_seconds"],
+        "remeasure_seconds": remeasure_seconds,
+        "total_seconds": round(time.time() - t_start, 1),
+    }
+    summary["eval_run"] = str(eval_run)
+    (out / "repair_summary.json").write_text(json.dumps(summary, indent=1))
+    if not cfg.from_run:
+        pass
+    elif Path(cfg.from_run).resolve() != out.resolve():  # let `report` on the eval run show the repaired bar
+        (Path(cfg.from_run) / "repair_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def summarise_repair(
+    problems: list[Problem],
+    gens: dict,
+    repaired: list[Generation],
+    examples: list[dict],
+    train_info: dict,
+    cfg: RepairConfig,
+) -> dict:
+    n = len(problems)
+    ref = [gens["reference"][p.id]["correct"] for p in problems]
+    q = [gens["quantized"][p.id]["correct"] for p in problems]
+    r = [g.correct for g in repaired]
+    acc = {"reference": round(sum(ref) / n, 4), "quantized": round(sum(q) / n, 4), "repaired": round(sum(r) / n, 4)}
+    fixed = sum(not a and b for a, b in zip(q, r))
+    introduced = sum(a and not b for a, b in zip(q, r))
+    types: Counter = Counter()
+    positions: Counter = Counter()
+    by_id = {p.id: p for p in problems}
+    for g in repaired:
+        if not g.correct:
+            row = attribute(by_id[g.problem_id], g, _gen(gens["reference"][g.problem_id]))
+            types[row["error_type"] or "none"] += 1
+            positions[str(row["first_faulty_step"])] += 1
+    return {
+        "schema": 1,
+        "command": "repair",
+        "n": n,
+        "method": "control-sft" if cfg.control else cfg.train.method,
+        "accuracy": acc,
+        "recovery": recovery(acc["reference"], acc["quantized"], acc["repaired"]),
+        "flips_fixed": fixed,
+        "flips_introduced": introduced,
+        "flips_introduced_rate": round(introduced / n, 4),
+        "examples": len(examples),
+        "examples_by_error_type": dict(Counter(e["error_type"] for e in examples)),
+        "after_repair": {"error_types": dict(types), "first_fault_position": dict(sorted(positions.items()))},
+        "adapter_bytes": train_info["adapter_bytes"],
+        "base_bytes": train_info["base_bytes"],
+        "train": {
+            **{k: v for k, v in train_info.items() if k not in ("adapter_bytes", "base_bytes")},
+            "config": asdict(cfg.train),
+        },
+    }
+
+
+def _gen(row: dict) -> Generation:
+    return Generation(**{k: row.get(k) for k in Generation.__dataclass_fields__})
