@@ -1,0 +1,140 @@
+"""Repair: dataset building and curation, TRL formats, a real LoRA pass that leaves the base on its grid."""
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from silverbullet.diagnose import DiagnoseConfig, run_diagnose
+from silverbullet.errors import UserError
+from silverbullet.quantize import QuantizeConfig, quantize
+from silverbullet.repair.dataset import (
+    DatasetConfig,
+    assert_disjoint,
+    candidates,
+    continuation_from,
+    curate,
+    write_sets,
+)
+from silverbullet.repair.pipeline import recovery
+from silverbullet.repair.train import RepairTrainConfig, train_adapter
+
+MODEL = str(Path(__file__).resolve().parents[1] / "data" / "reference-model")
+
+
+def test_continuation_is_renumbered_and_ends_at_the_answer():
+    text = "Step 1: a, so 1 + 1 = 2.\nStep 2: b, so 2 * 3 = 6.\nStep 3: c, so 6 - 1 = 5.\nThe answer is: 5\n"
+    assert continuation_from(text, 1, 4) == "Step 4: b, so 2 * 3 = 6.\nStep 5: c, so 6 - 1 = 5.\nThe answer is: 5\n"
+    assert continuation_from(text, 7, 1) is None
+    assert continuation_from("Step 1: no answer line", 0, 1) is None
+
+
+def _row(i, et, prompt=None):
+    return {
+        "prompt": prompt or f"Question: q{i}\n",
+        "chosen": f"Step 1: x{i}\n",
+        "rejected": "Step 1: y\n",
+        "problem_id": f"p{i}",
+        "question": f"q{i}",
+        "step_index": 0,
+        "error_type": et,
+    }
+
+
+def test_curate_dedups_balances_and_caps():
+    rows = [_row(i, "execution") for i in range(20)] + [_row(100 + i, "method") for i in range(3)]
+    rows.append(_row(0, "execution"))  # duplicate prefix + step
+    out = curate(rows, DatasetConfig(max_examples=8))
+    assert len(out) == 8
+    assert sum(r["error_type"] == "method" for r in out) == 3  # the rare type is not crowded out
+    assert len({r["problem_id"] for r in out}) == 8
+    assert curate(rows, DatasetConfig(max_examples=8)) == out  # deterministic
+
+
+def test_disjointness_is_enforced():
+    with pytest.raises(UserError, match="evaluation problems"):
+        assert_disjoint([_row(1, "execution")], {"q1"})
+    assert_disjoint([_row(1, "execution")], {"q2"})  # no leak: no error
+
+
+def test_recovery_arithmetic():
+    assert recovery(0.9, 0.7, 0.88) == 0.9
+    assert recovery(0.9, 0.9, 0.95) is None  # nothing to recover
+    assert recovery(0.9, 0.7, 0.6) == -0.5
+
+
+@pytest.fixture(scope="module")
+def repair_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repair")
+    q = str(
+        quantize(
+            QuantizeConfig(model=MODEL, method="rtn", bits=2, group_size=0, out=str(root / "q")), log=lambda m: None
+        )
+    )
+    run_diagnose(
+        DiagnoseConfig(
+            reference=MODEL,
+            quantized=q,
+            split="repair",
+            limit=32,
+            out=str(root / "run"),
+            cache=False,
+            progress=False,
+            confirm=False,
+            margins=False,
+            batch_size=32,
+        )
+    )
+    return root, q
+
+
+def test_sets_from_a_real_diagnose_run_load_with_datasets(repair_run):
+    root, _ = repair_run
+    rows = candidates(root / "run")
+    assert rows, "the demo quantization flips some repair-split problems"
+    for r in rows:
+        assert r["prompt"].startswith("Question: ") and r["chosen"] != r["rejected"]
+        assert r["chosen"].rstrip().splitlines()[-1].startswith("The answer is:")
+    sft, dpo = write_sets(curate(rows, DatasetConfig()), root / "sets")
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files=str(dpo), split="train")
+    assert {"prompt", "chosen", "rejected", "problem_id", "step_index", "error_type"} <= set(ds.column_names)
+    assert set(load_dataset("json", data_files=str(sft), split="train").column_names) >= {"prompt", "completion"}
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_lora_pass_trains_only_the_adapter(repair_run, method):
+    root, q = repair_run
+    sft, dpo = write_sets(curate(candidates(root / "run"), DatasetConfig(max_examples=6)), root / f"s-{method}")
+    base_before = {f: f.read_bytes() for f in Path(q).glob("*.safetensors")}
+    info = train_adapter(
+        q, sft, dpo, root / f"adapter-{method}", RepairTrainConfig(method=method, epochs=1, batch_size=4, device="cpu")
+    )
+    assert info[method]["steps"] >= 1
+    files = list((root / f"adapter-{method}").glob("*.safetensors"))
+    with safe_open(str(files[0]), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all("lora_" in k for k in keys)  # nothing but LoRA matrices was saved
+    assert {f: f.read_bytes() for f in Path(q).glob("*.safetensors")} == base_before  # base untouched
+    assert json.loads((root / f"adapter-{method}" / "adapter_config.json").read_text())["r"] == 16
+
+
+def test_base_weights_stay_on_the_quantized_grid_after_training(repair_run):
+    import torch
+
+    from silverbullet.generation.loading import load_causal_lm
+
+    root, q = repair_run
+    adapter = root / "adapter-sft"
+    if not adapter.exists():
+        pytest.skip("needs the sft adapter from the previous test")
+    model, _ = load_causal_lm(q, device="cpu", adapter=str(adapter), for_training=True)
+    fresh, _ = load_causal_lm(q, device="cpu", for_training=True)
+    base = dict(model.named_parameters())
+    for name, p in fresh.named_parameters():
+        if name.endswith("q_proj.weight"):
+            peft_name = next(k for k in base if k.endswith(name.replace(".weight", ".base_layer.weight")))
+            assert torch.equal(base[peft_name], p)  # bit-identical base
+            assert torch.unique(p[0]).numel() <= 4  # 2-bit grid: at most 4 levels per output channel
