@@ -20,7 +20,7 @@ setup: $(STAMP)
 # quantized variant, then repair it, and print the before/after table.
 demo: $(STAMP)
 	$(BIN)/silverbullet diagnose --out runs/demo --limit 300
-	$(BIN)/silverbullet repair --from runs/demo --out runs/demo-repair
+	$(BIN)/silverbullet repair --from runs/demo --out runs/demo-repair --repair-limit 800
 	$(BIN)/silverbullet report runs/demo
 
 test: $(STAMP)

@@ -1,0 +1,103 @@
+"""The command line as a user runs it: exit codes, one-line errors, no tracebacks."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GSM8K_SOLUTIONS = ROOT.parent / "shared" / "data" / "gsm8k" / "example_model_solutions.jsonl"
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "silverbullet.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_help_lists_every_command():
+    r = run("--help")
+    assert r.returncode == 0
+    for cmd in ("diagnose", "locate", "repair", "check", "report", "quantize", "evaluate", "reference"):
+        assert cmd in r.stdout
+
+
+@pytest.mark.skipif(not GSM8K_SOLUTIONS.exists(), reason="needs ../shared/data")
+def test_locate_on_real_model_solutions(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(GSM8K_SOLUTIONS.read_text().splitlines(keepends=True)[:20]))
+    out = tmp_path / "out.jsonl"
+    r = run(
+        "locate",
+        "--input",
+        str(src),
+        "--question-field",
+        "question",
+        "--reference-field",
+        "ground_truth",
+        "--candidate-field",
+        "6b_finetuning.solution",
+        "--out",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 20
+    assert {"first_faulty_step", "error_type", "final_answer_correct", "n_steps", "evidence"} <= rows[0].keys()
+    truth = [json.loads(x)["6b_finetuning"]["is_correct"] for x in src.read_text().splitlines()]
+    assert [r["final_answer_correct"] for r in rows] == truth
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (
+            (
+                "locate",
+                "--input",
+                "missing.jsonl",
+                "--question-field",
+                "q",
+                "--candidate-field",
+                "c",
+                "--out",
+                "o.jsonl",
+            ),
+            "missing.jsonl",
+        ),
+        (
+            ("diagnose", "--benchmark", "no-such-benchmark", "--quantized", "data/reference-model", "--out", "{tmp}/r"),
+            "no-such-benchmark",
+        ),
+        (("diagnose", "--limit", "-3", "--out", "{tmp}/r"), "--limit"),
+        (("quantize", "--bits", "1", "--out", "{tmp}/q"), "--bits"),
+        (("quantize", "--method", "foo", "--out", "{tmp}/q"), "--method"),
+        (("check", "{tmp}/nothing-here"), "does not exist"),
+        (("repair", "--from", "{tmp}/nothing-here", "--out", "{tmp}/rep"), "summary.json"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+    r = run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert needle in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_malformed_jsonl_names_the_line(tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"q": "a", "c": "Step 1: 1 + 1 = 2.\\nThe answer is: 2"}\n{not json}\n')
+    r = run(
+        "locate",
+        "--input",
+        str(src),
+        "--question-field",
+        "q",
+        "--candidate-field",
+        "c",
+        "--out",
+        str(tmp_path / "o.jsonl"),
+    )
+    assert r.returncode == 2 and "bad.jsonl:2:" in r.stderr and "Traceback" not in r.stderr
