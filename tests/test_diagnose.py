@@ -17,8 +17,9 @@ MODEL = str(ROOT / "data" / "reference-model")
 def quantized(tmp_path_factory):
     """The demo damaged quantized reference model (RTN 2-bit per channel, no calibration: fast)."""
     out = tmp_path_factory.mktemp("q") / "rtn-w2"
-    return str(quantize(QuantizeConfig(model=MODEL, method="rtn", bits=2, group_size=0, out=str(out)),
-                        log=lambda m: None))
+    return str(
+        quantize(QuantizeConfig(model=MODEL, method="rtn", bits=2, group_size=0, out=str(out)), log=lambda m: None)
+    )
 
 
 def test_quantized_checkpoint_is_compressed_tensors_and_reloads(quantized):
@@ -27,13 +28,22 @@ def test_quantized_checkpoint_is_compressed_tensors_and_reloads(quantized):
     assert (Path(quantized) / "silverbullet_quantization.json").exists()
     from silverbullet.generation.hf import HFGenerator
 
-    out = HFGenerator(quantized, device="cpu").generate(["Question: Ann has 12 apples. How many apples does Ann have?\n"])
+    out = HFGenerator(quantized, device="cpu").generate(
+        ["Question: Ann has 12 apples. How many apples does Ann have?\n"]
+    )
     assert out[0].text  # generates something from the compressed checkpoint
 
 
 def _cfg(tmp_path, quantized, **kw):
-    base = dict(reference=MODEL, quantized=quantized, limit=24, out=str(tmp_path / "run"), cache=False,
-                progress=False, batch_size=24)
+    base = dict(
+        reference=MODEL,
+        quantized=quantized,
+        limit=24,
+        out=str(tmp_path / "run"),
+        cache=False,
+        progress=False,
+        batch_size=24,
+    )
     base.update(kw)
     return DiagnoseConfig(**base)
 
@@ -42,8 +52,14 @@ def test_diagnose_end_to_end_and_resume(tmp_path, quantized):
     cfg = _cfg(tmp_path, quantized)
     s = run_diagnose(cfg)
     run = Path(cfg.out)
-    for f in ("config.json", "problems.jsonl", "generations/reference.jsonl", "generations/quantized.jsonl",
-              "attribution.jsonl", "summary.json"):
+    for f in (
+        "config.json",
+        "problems.jsonl",
+        "generations/reference.jsonl",
+        "generations/quantized.jsonl",
+        "attribution.jsonl",
+        "summary.json",
+    ):
         assert (run / f).exists(), f
     assert s["n"] == 24 and s["schema"] == 1
     assert s["accuracy"]["reference"] > s["accuracy"]["quantized"]

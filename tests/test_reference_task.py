@@ -50,14 +50,32 @@ def test_every_solution_verifies_step_by_step():
 def test_variety_of_reasoning():
     ps = list(task.generate("train", 3000))
     ops = Counter(o for p in ps for o in p.ops)
-    for op in ("times", "more", "fewer", "half", "gives", "buys", "packs", "split", "percent", "together",
-               "difference", "money"):
+    for op in (
+        "times",
+        "more",
+        "fewer",
+        "half",
+        "gives",
+        "buys",
+        "packs",
+        "split",
+        "percent",
+        "together",
+        "difference",
+        "money",
+    ):
         assert ops[op] > 20, op
     assert Counter(p.n_steps for p in ps).keys() == {1, 2, 3, 4, 5, 6}
     assert 0.3 < sum(p.has_distractor for p in ps) / len(ps) < 0.7
     kinds = Counter(
-        "more" if "How many more" in p.question else "together" if "together?" in p.question
-        else "dollars" if "How many dollars" in p.question else "each" if "each friend get" in p.question
+        "more"
+        if "How many more" in p.question
+        else "together"
+        if "together?" in p.question
+        else "dollars"
+        if "How many dollars" in p.question
+        else "each"
+        if "each friend get" in p.question
         else "other"
         for p in ps
     )
