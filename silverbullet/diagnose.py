@@ -350,7 +350,9 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
     for tag, gen in generators.items():
         t0 = time.time()
         with _progress(console, f"generating ({tag})", cfg.progress) as update:
-            out_gens = measure(gen, problems, gen_cfg, out / "generations" / f"{tag}.jsonl", on_progress=update)
+            out_gens = measure(
+                gen, problems, gen_cfg, out / "generations" / f"{tag}.jsonl", chunk=cfg.batch_size, on_progress=update
+            )
         gens[tag] = {g.problem_id: g for g in out_gens}
         timings["generation_seconds"][tag] = round(time.time() - t0, 1)
 

@@ -54,7 +54,10 @@ def _fmt(v: Fraction | None) -> str | None:
         return None
     if v.denominator == 1:
         return str(v.numerator)
-    return f"{v} (~{float(v):.6g})"
+    try:
+        return f"{v} (~{float(v):.6g})"
+    except OverflowError:  # a huge rational from hostile text: show it exactly, without a float
+        return str(v)
 
 
 def decimals(v: Fraction) -> int | None:
@@ -90,9 +93,7 @@ def check_equation(eq: Equation) -> EquationCheck:
         return EquationCheck(ROUNDING, eq, a, b)
     if eq.source == "text" and not lv.ops and not rv.ops:
         return EquationCheck(UNCHECKED, eq, a, b)  # "1 hour = 60 minutes", "20% = 0.2" handled above
-    if eq.source == "text" and (
-        is_rounding(a * 100, b) or is_rounding(b * 100, a) or a * 100 == b or b * 100 == a
-    ):
+    if eq.source == "text" and (is_rounding(a * 100, b) or is_rounding(b * 100, a) or a * 100 == b or b * 100 == a):
         return EquationCheck(ROUNDING, eq, a, b)  # "x / y * 100% = 8.333": percent written without '%'
     return EquationCheck(FAULTY, eq, a, b)
 

@@ -1,0 +1,171 @@
+"""Fuzz every function that reads model text: no exception escapes, no call is slow, no code runs.
+
+    python bench/fuzz.py [--n 100000] [--seed 0]
+
+Inputs mix random text, step-like lines with mutated numbers/operators, and hostile strings (Python
+code, dunder access, exponent and factorial towers, huge numbers, deep nesting, NUL bytes, invalid
+UTF-8, right-to-left marks, 1 MB lines). `builtins.eval`/`exec` are trapped for the whole run.
+Prints a table and writes bench/results/fuzz.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+HOSTILE = [
+    "__import__('os').system('touch /tmp/silverbullet_pwned')",
+    "().__class__.__bases__[0].__subclasses__()",
+    "9**9**9**9",
+    "9^9^9^9",
+    "2^2^2^2^2^2^2",
+    "9!!!!!!",
+    "(9!)!",
+    "10^(10^10)",
+    "1" * 1_000_000,
+    "1e999999",
+    "0." + "9" * 100_000,
+    "(" * 10_000 + "1" + ")" * 10_000,
+    "\\frac{" * 5_000 + "1" + "}" * 5_000,
+    "Step 1: 3 \x00 * 4 = 12.",
+    "Step 1: \u202e21 = 4 * 3\u202c.",
+    "Step 1: \ud800 2 + 2 = 4",
+    b"Step 1: \xff\xfe 2 + 2 = 4".decode("utf-8", errors="surrogateescape"),
+    b"\xc3\x28 \xa0\xa1 = 5".decode("utf-8", errors="replace"),
+    "Step 1: " + "1 + " * 200_000 + "1 = 200001.",
+    "x" * 1_000_000,
+    "=" * 100_000,
+    "<<" * 50_000,
+    "\\boxed{" * 2000,
+    "The answer is: " + "9" * 10_000,
+    "#### lambda: exec('1')",
+    "Step 1: eval('2+2') = 4.",
+    "\\sqrt{\\sqrt{\\sqrt{" * 1000,
+    "1/0 = 5",
+    "0/0",
+    "5 % 0 = 1",
+    "-(-(-(-(-1)))) = -1",
+]
+OPS = ["+", "-", "*", "/", "x", "^", "=", "%", "(", ")", "$", ",", ".", "\\times", "\\frac{", "}"]
+
+
+def random_input(rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.05:
+        return rng.choice(HOSTILE)
+    if kind < 0.35:
+        return "".join(chr(rng.randint(0, 0x2FFF)) for _ in range(rng.randint(0, 80)))
+    if kind < 0.55:
+        return "".join(rng.choice("0123456789+-*/^()=.,$% x\n") for _ in range(rng.randint(0, 60)))
+    parts = []
+    for _ in range(rng.randint(1, 6)):
+        a, b = rng.randint(-50, 10 ** rng.randint(1, 8)), rng.randint(0, 999)
+        op = rng.choice(OPS)
+        res = rng.choice([a + b, a * b, a - b, rng.randint(0, 10**6)])
+        parts.append(f"Step {rng.randint(0, 9)}: {rng.choice(['Tom has', 'so', '', 'each'])} {a} {op} {b} = {res}.")
+    answer = rng.choice([str(rng.randint(0, 999)), "$1,200", "\\frac{1}{2}", "x", ""])
+    parts.append("The answer is: " + answer)
+    return "\n".join(parts)
+
+
+def targets():
+    from silverbullet.attribution import locate
+    from silverbullet.attribution.check import check_step
+    from silverbullet.attribution.expr import evaluate
+    from silverbullet.attribution.steps import analyse_step
+    from silverbullet.grading import is_correct, parse_number
+    from silverbullet.prompting import parse_solution, step_spans
+
+    return {
+        "parse_solution": lambda s: parse_solution(s),
+        "step_spans": lambda s: step_spans(s),
+        "analyse+check_step": lambda s: check_step(analyse_step(s[:20_000])),
+        "expr.evaluate": lambda s: evaluate(s),
+        "parse_number": lambda s: parse_number(s),
+        "is_correct(numeric)": lambda s: is_correct(s, "42"),
+        "locate": lambda s: locate(
+            "Ann has 3 apples. How many?", s, reference_text="Step 1: 3 + 0 = 3.\nThe answer is: 3", gold_answer="3"
+        ),
+    }
+
+
+def run(n: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    fns = targets()
+    import sympy  # noqa: F401 - imported before the trap: its own import-time exec is not model text running
+
+    trapped = []
+    real_eval, real_exec = builtins.eval, builtins.exec
+
+    def trap(*a, **k):
+        trapped.append(str(a[:1])[:80])
+        raise RuntimeError("eval/exec called during fuzzing")
+
+    stats = {k: {"calls": 0, "crashes": 0, "max_s": 0.0, "times": []} for k in fns}
+    crashes = []
+    builtins.eval, builtins.exec = trap, trap
+    try:
+        for i in range(n):
+            s = random_input(rng) if i >= len(HOSTILE) else HOSTILE[i]
+            for name, fn in fns.items():
+                if name == "is_correct(numeric)" and i % 10:
+                    continue  # math-verify-free path is cheap; sample it
+                t0 = time.perf_counter()
+                try:
+                    fn(s)
+                except Exception as e:  # noqa: BLE001 - this is what we count
+                    stats[name]["crashes"] += 1
+                    crashes.append({"fn": name, "input": s[:200], "error": f"{type(e).__name__}: {e}"[:200]})
+                dt = time.perf_counter() - t0
+                st = stats[name]
+                st["calls"] += 1
+                st["max_s"] = max(st["max_s"], dt)
+                st["times"].append(dt)
+    finally:
+        builtins.eval, builtins.exec = real_eval, real_exec
+    for st in stats.values():
+        ts = sorted(st.pop("times"))
+        st["p99_s"] = round(ts[int(0.99 * (len(ts) - 1))], 6) if ts else 0.0
+        st["max_s"] = round(st["max_s"], 4)
+    return {
+        "n_inputs": n,
+        "stats": stats,
+        "crashes": crashes[:50],
+        "n_crashes": len(crashes),
+        "eval_exec_calls": len(trapped),
+        "pwned_file_exists": Path("/tmp/silverbullet_pwned").exists(),
+    }
+
+
+def main() -> None:
+    from _meta import run_meta
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="bench/results/fuzz.json")
+    args = ap.parse_args()
+    t0 = time.time()
+    res = run(args.n, args.seed)
+    res["seconds"] = round(time.time() - t0, 1)
+    res["meta"] = run_meta()
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    print(f"{'function':<22} {'calls':>8} {'crashes':>8} {'p99 ms':>8} {'max ms':>8}")
+    for k, st in res["stats"].items():
+        print(f"{k:<22} {st['calls']:>8} {st['crashes']:>8} {1000 * st['p99_s']:>8.2f} {1000 * st['max_s']:>8.1f}")
+    print(
+        f"inputs {res['n_inputs']}, crashes {res['n_crashes']}, eval/exec calls {res['eval_exec_calls']}, "
+        f"{res['seconds']}s"
+    )
+
+
+if __name__ == "__main__":
+    main()
