@@ -72,15 +72,25 @@ def test_adapter_applies(tmp_path, tiny_model_dir):
     from peft import LoraConfig, get_peft_model
 
     model, _ = load_causal_lm(tiny_model_dir, device="cpu")
-    peft_model = get_peft_model(
-        model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    )
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    import torch
+
+    torch.manual_seed(0)
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:  # LoRA starts as a no-op; make it do something
+            torch.nn.init.normal_(p, std=0.5)
     peft_model.save_pretrained(tmp_path / "adapter")
+    x = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        want = peft_model(input_ids=x).logits
     loaded, _ = load_causal_lm(tiny_model_dir, device="cpu", adapter=tmp_path / "adapter")
-    assert type(loaded).__name__ == "PeftModelForCausalLM"
-    trainable, _ = load_causal_lm(
-        tiny_model_dir, device="cpu", adapter=tmp_path / "adapter", for_training=True
-    )
+    # For inference the adapter is merged (W + BA): a plain model with the adapted function.
+    assert type(loaded).__name__ != "PeftModelForCausalLM"
+    base, _ = load_causal_lm(tiny_model_dir, device="cpu")
+    with torch.no_grad():
+        got, plain = loaded(input_ids=x).logits, base(input_ids=x).logits
+    assert torch.allclose(got, want, atol=1e-4) and not torch.allclose(got, plain, atol=1e-3)
+    trainable, _ = load_causal_lm(tiny_model_dir, device="cpu", adapter=tmp_path / "adapter", for_training=True)
     assert any(p.requires_grad for p in trainable.parameters())
 
 
