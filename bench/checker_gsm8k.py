@@ -44,7 +44,7 @@ def meta() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/data/gsm8k")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/gsm8k"))
     ap.add_argument("--out", default=str(ROOT / "bench/results/checker_gsm8k.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()

@@ -182,7 +182,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1200, help="solutions to inject (>= 1000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", default="/work/shared/data/gsm8k")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/gsm8k"))
     ap.add_argument("--out", default=str(ROOT / "bench/results/injected_errors.json"))
     args = ap.parse_args()
     rows = []

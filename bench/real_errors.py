@@ -95,7 +95,7 @@ preds_types: dict[tuple[int, str], str | None] = {}
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="/work/shared/data/gsm8k/example_model_solutions.jsonl")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/gsm8k/example_model_solutions.jsonl"))
     ap.add_argument("--dev", default=str(ROOT / "data/devsets/gsm8k_first_fault_dev.jsonl"))
     ap.add_argument("--out", default=str(ROOT / "bench/results/real_errors.json"))
     args = ap.parse_args()
