@@ -322,6 +322,7 @@ def reference_eval(
     json_out: Path | None = typer.Option(None, "--json"),
 ) -> None:
     """Greedy exact-answer accuracy on the eval split, by number of steps."""
+    _positive("--n", n)
     evaluate(model=model, benchmark="synthetic", split="eval", limit=n, adapter=None, json_out=json_out)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import time
 from collections import Counter
@@ -97,7 +98,9 @@ def _check_run_dir(out: Path, cfg: DiagnoseConfig) -> None:
             raise UserError(f"{cfg_path} is not valid JSON ({e}); delete the run directory or use --out") from e
         mine = cfg.identity()
         diff = [k for k in mine if k in old and old[k] != mine[k]]
-        if diff:
+        # A directory with no results yet (an earlier attempt failed on a typo) is simply reused.
+        has_rows = any(f.stat().st_size for f in [*out.glob("generations/*.jsonl"), *out.glob("attribution.jsonl")])
+        if diff and has_rows:
             k = diff[0]
             raise UserError(
                 f"{out} holds a run made with another config ({k}: {old[k]!r} there, {mine[k]!r} now); "
@@ -109,7 +112,10 @@ def _check_run_dir(out: Path, cfg: DiagnoseConfig) -> None:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
 
 
@@ -334,6 +340,12 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
     if cfg.quantized is None:
         cfg = dataclasses.replace(cfg, quantized=demo_quantized_path(cfg.reference))
     out = Path(cfg.out)
+    if cfg.backend == "hf":  # fail on a bad checkpoint now, not after generating with the other model
+        from silverbullet.generation.loading import check_model_dir, is_local
+
+        for path in (cfg.reference, cfg.quantized):
+            if is_local(path):
+                check_model_dir(Path(path).expanduser())
     _check_run_dir(out, cfg)
     problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     if not problems:

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator
 from silverbullet.grading import is_correct
 from silverbullet.prompting import build_prompt, extract_answer
@@ -32,10 +33,15 @@ def read_jsonl_rows(path: Path) -> list[dict]:
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if i >= len(lines) - 2:  # the last line: a write interrupted by a kill
                 break
-            raise
+            raise UserError(
+                f"{path}:{i + 1}: malformed JSON ({e.msg}) in the middle of a run file (edited by hand?); "
+                "fix or delete that line (its problem is then regenerated), or start a new --out"
+            ) from None
+        if not isinstance(rows[-1], dict):
+            raise UserError(f"{path}:{i + 1}: not a JSON object; fix or delete that line, or start a new --out")
     return rows
 
 

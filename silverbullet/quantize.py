@@ -61,6 +61,8 @@ def build_recipe(cfg: QuantizeConfig) -> list:
         raise UserError(f"--method {cfg.method!r} is not known; use one of {', '.join(METHODS)}")
     if not 2 <= cfg.bits <= 8:
         raise UserError(f"--bits {cfg.bits} is out of range; use 2 to 8")
+    if cfg.group_size < 0:
+        raise UserError(f"--group-size {cfg.group_size} is negative; use 0 (per output channel) or e.g. 32, 128")
     from compressed_tensors.quantization import QuantizationScheme
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 

@@ -97,7 +97,40 @@ def check_model_dir(path: Path) -> dict:
                 "model.save_pretrained(dir, safe_serialization=True)"
             )
         raise UserError(f"{path} has no *.safetensors weight files")
+    for f in sorted(path.glob("*.safetensors")):
+        check_safetensors_file(f)
+    q = config.get("quantization_config")
+    if isinstance(q, dict) and q.get("quant_method") is not None:
+        from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
+
+        if q["quant_method"] not in AUTO_QUANTIZATION_CONFIG_MAPPING:
+            raise UserError(
+                f"{cfg_file}: quantization_config.quant_method {q['quant_method']!r} is not a format this "
+                "backend can run (transformers would silently load the weights unquantized); re-quantize "
+                "with `silverbullet quantize` (compressed-tensors) or try --backend vllm"
+            )
     return config
+
+
+def check_safetensors_file(f: Path) -> None:
+    """A truncated or corrupt weight file is named here, before transformers fails on it obscurely:
+    the 8-byte header length, a JSON header, and data offsets that fit in the file."""
+    size = f.stat().st_size
+    what = f"{f}: corrupt safetensors file"
+    with f.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise UserError(f"{what} ({size} bytes, no header); re-download or re-save the checkpoint")
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, 100_000_000):
+            raise UserError(f"{what} (header longer than the file: truncated?); re-download or re-save it")
+        try:
+            header = json.loads(fh.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            raise UserError(f"{what} (unreadable header); re-download or re-save the checkpoint") from None
+    if 8 + n + end > size:
+        raise UserError(f"{what} (truncated: {size} bytes, the header needs {8 + n + end}); re-download or re-save it")
 
 
 def is_compressed_tensors(config: dict) -> bool:
@@ -170,6 +203,11 @@ def load_causal_lm(
     try:
         config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
     except ValueError as e:  # unknown model_type, remote code refused
+        if raw_config is not None and raw_config.get("auto_map") and not trust_remote_code:
+            raise UserError(
+                f"{src}/config.json: auto_map asks for the checkpoint's own Python code, and silverbullet "
+                "runs no checkpoint code (trust_remote_code is off); use a model transformers supports natively"
+            ) from None
         raise UserError(f"{src}: cannot read config ({str(e).splitlines()[0]})") from None
     except OSError as e:
         raise UserError(
