@@ -341,11 +341,10 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
         cfg = dataclasses.replace(cfg, quantized=demo_quantized_path(cfg.reference))
     out = Path(cfg.out)
     if cfg.backend == "hf":  # fail on a bad checkpoint now, not after generating with the other model
-        from silverbullet.generation.loading import check_model_dir, is_local
+        from silverbullet.generation.loading import preflight
 
         for path in (cfg.reference, cfg.quantized):
-            if is_local(path):
-                check_model_dir(Path(path).expanduser())
+            preflight(path)
     _check_run_dir(out, cfg)
     problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     if not problems:

@@ -162,6 +162,27 @@ def _check_causal_lm(config: Any, where: str, trust_remote_code: bool) -> None:
     )
 
 
+def preflight(path_or_id: str | os.PathLike) -> None:
+    """The checks `load_causal_lm` makes before loading weights (files, safetensors headers, config,
+    causal-LM architecture), without loading: a run can refuse a bad checkpoint before it starts."""
+    if not is_local(path_or_id):
+        return
+    src = str(Path(str(path_or_id)).expanduser())
+    raw_config = check_model_dir(Path(src))
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(src, trust_remote_code=False)
+    except ValueError as e:
+        if raw_config.get("auto_map"):
+            raise UserError(
+                f"{src}/config.json: auto_map asks for the checkpoint's own Python code, and silverbullet "
+                "runs no checkpoint code (trust_remote_code is off); use a model transformers supports natively"
+            ) from None
+        raise UserError(f"{src}: cannot read config ({str(e).splitlines()[0]})") from None
+    _check_causal_lm(config, src, False)
+
+
 def load_tokenizer(path_or_id: str | os.PathLike, *, trust_remote_code: bool = False) -> Any:
     """The tokenizer, with a pad token (eos when it has none) for batched generation."""
     from transformers import AutoTokenizer
