@@ -4,7 +4,8 @@
 
 Inputs mix random text, step-like lines with mutated numbers/operators, and hostile strings (Python
 code, dunder access, exponent and factorial towers, huge numbers, deep nesting, NUL bytes, invalid
-UTF-8, right-to-left marks, 1 MB lines). `builtins.eval`/`exec` are trapped for the whole run.
+UTF-8, right-to-left marks, 1 MB lines). `builtins.eval`/`exec` are trapped for the whole run
+(only math-verify's sympy number literals and module imports pass; see docs/hardening.md).
 Prints a table and writes bench/results/fuzz.json.
 """
 
@@ -14,8 +15,10 @@ import argparse
 import builtins
 import json
 import random
+import re
 import sys
 import time
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -80,17 +83,19 @@ def targets():
     from silverbullet.attribution import locate
     from silverbullet.attribution.check import check_step
     from silverbullet.attribution.expr import evaluate
-    from silverbullet.attribution.steps import analyse_step
+    from silverbullet.attribution.steps import analyse_step, parse_steps
     from silverbullet.grading import is_correct, parse_number
     from silverbullet.prompting import parse_solution, step_spans
 
     return {
         "parse_solution": lambda s: parse_solution(s),
         "step_spans": lambda s: step_spans(s),
-        "analyse+check_step": lambda s: check_step(analyse_step(s[:20_000])),
+        "parse_steps": lambda s: parse_steps(s),
+        "analyse+check_step": lambda s: check_step(analyse_step(s)),
         "expr.evaluate": lambda s: evaluate(s),
         "parse_number": lambda s: parse_number(s),
         "is_correct(numeric)": lambda s: is_correct(s, "42"),
+        "is_correct(latex)": lambda s: is_correct(s, "\\frac{1}{2}", "latex"),
         "locate": lambda s: locate(
             "Ann has 3 apples. How many?", s, reference_text="Step 1: 3 + 0 = 3.\nThe answer is: 3", gold_answer="3"
         ),
@@ -102,22 +107,44 @@ def run(n: int, seed: int) -> dict:
     fns = targets()
     import sympy  # noqa: F401 - imported before the trap: its own import-time exec is not model text running
 
+    fns["is_correct(latex)"]("1")  # warm math-verify's lazy imports before the trap, for the same reason
+
     trapped = []
     real_eval, real_exec = builtins.eval, builtins.exec
 
-    def trap(*a, **k):
-        trapped.append(str(a[:1])[:80])
-        raise RuntimeError("eval/exec called during fuzzing")
+    allowed = {"sympy_number": 0, "module_import": 0}
+    number = re.compile(
+        r"from sympy import \*|(Integer|Float|Rational) \(['\"]?[0-9.eE+\- ]+['\"]? ?\)"
+        r"|Symbol \('[A-Za-z]+' \)|[A-Za-z]+ ?|def monomial_\w+\([A-Za-z, ]+\):[\s\S]*"
+    )
+
+    def guard(real):
+        def trap(*a, **k):
+            src = a[0] if a else None
+            # math-verify's LaTeX parser builds sympy numbers from lexer NUMBER tokens (digits only)
+            # through sympy's parse_expr; a lazy import runs a module file. Neither is model text.
+            if isinstance(src, str) and number.fullmatch(src.strip()):
+                allowed["sympy_number"] += 1
+                return real(*a, **k)
+            if isinstance(src, types.CodeType) and src.co_name == "<module>" and src.co_filename.endswith(".py"):
+                allowed["module_import"] += 1
+                return real(*a, **k)
+            trapped.append(repr(src)[:160])
+            raise RuntimeError("eval/exec called during fuzzing")
+
+        return trap
 
     stats = {k: {"calls": 0, "crashes": 0, "max_s": 0.0, "times": []} for k in fns}
     crashes = []
-    builtins.eval, builtins.exec = trap, trap
+    builtins.eval, builtins.exec = guard(real_eval), guard(real_exec)
     try:
         for i in range(n):
             s = random_input(rng) if i >= len(HOSTILE) else HOSTILE[i]
             for name, fn in fns.items():
                 if name == "is_correct(numeric)" and i % 10:
-                    continue  # math-verify-free path is cheap; sample it
+                    continue  # cheap; sampled
+                if name == "is_correct(latex)" and i % 100 and i >= len(HOSTILE):
+                    continue  # math-verify (sympy, own 3 s timeouts): every hostile string + a 1% sample
                 t0 = time.perf_counter()
                 try:
                     fn(s)
@@ -141,6 +168,8 @@ def run(n: int, seed: int) -> dict:
         "crashes": crashes[:50],
         "n_crashes": len(crashes),
         "eval_exec_calls": len(trapped),
+        "eval_exec_sources": trapped[:10],
+        "allowed_library_eval_exec": allowed,
         "pwned_file_exists": Path("/tmp/silverbullet_pwned").exists(),
     }
 
