@@ -114,7 +114,7 @@ def run(n: int, seed: int) -> dict:
 
     allowed = {"sympy_number": 0, "module_import": 0}
     number = re.compile(
-        r"from sympy import \*|(Integer|Float|Rational) \(['\"]?[0-9.eE+\- ]+['\"]? ?\)"
+        r"from sympy import \*|-?(Integer|Float|Rational) \(['\"]?[0-9.eE+\- ]+['\"]? ?\)"
         r"|Symbol \('[A-Za-z]+' \)|[A-Za-z]+ ?|def monomial_\w+\([A-Za-z, ]+\):[\s\S]*"
     )
 

@@ -54,7 +54,7 @@ trapped: list[str] = []
 # sympy's parse_expr: `exec("from sympy import *")` and `eval("Integer (12 )")` on a lexer NUMBER token
 # (digits only). Those are allowed on the LaTeX grading path only, and only in exactly that shape.
 SYMPY_NUMBER = re.compile(
-    r"from sympy import \*|(Integer|Float|Rational) \(['\"]?[0-9.eE+\- ]+['\"]? ?\)"
+    r"from sympy import \*|-?(Integer|Float|Rational) \(['\"]?[0-9.eE+\- ]+['\"]? ?\)"
     r"|Symbol \('[A-Za-z]+' \)|[A-Za-z]+ ?|def monomial_\w+\([A-Za-z, ]+\):[\s\S]*"
 )
 
@@ -115,10 +115,10 @@ FNS = {
 
 def call_all(s: str) -> None:
     for name, fn in FNS.items():
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: the machine is shared, wall time measures the neighbours
         with no_eval_exec():
             fn(s)  # an exception here fails the test: none may escape
-        dt = time.perf_counter() - t0
+        dt = time.process_time() - t0
         assert dt < LIMIT_S, (name, round(dt, 3), s[:80])
 
 
@@ -228,5 +228,9 @@ def test_ci_sized_fuzz_run():
     assert res["n_crashes"] == 0, res["crashes"][:3]
     assert res["eval_exec_calls"] == 0
     for name, s in res["stats"].items():
-        assert s["max_s"] < 2.0, (name, s)  # the per-call bound is asserted above; this guards a shared CPU
+        # math-verify stops at its own 3 s timeouts (parse, verify) on towers like 9!!!!!!
+        assert s["max_s"] < (7.0 if name == "is_correct(latex)" else 2.0), (
+            name,
+            s,
+        )  # the per-call bound is asserted above; this guards a shared CPU
     assert time.time() - t0 < 30
