@@ -6,7 +6,8 @@ Inputs mix random text, step-like lines with mutated numbers/operators, and host
 code, dunder access, exponent and factorial towers, huge numbers, deep nesting, NUL bytes, invalid
 UTF-8, right-to-left marks, 1 MB lines). `builtins.eval`/`exec` are trapped for the whole run
 (only math-verify's sympy number literals and module imports pass; see docs/hardening.md).
-Prints a table and writes bench/results/fuzz.json.
+Per-call times are CPU seconds (process_time): the machine is shared. Prints a table and writes
+bench/results/fuzz.json.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ HOSTILE = [
     "5 % 0 = 1",
     "-(-(-(-(-1)))) = -1",
 ]
+# Names a compiled sympy parse_expr code object may use on the LaTeX path (math-verify's number tokens).
+SAFE_NAMES = {"Integer", "Float", "Rational", "Symbol", "E", "I", "pi"}
 OPS = ["+", "-", "*", "/", "x", "^", "=", "%", "(", ")", "$", ",", ".", "\\times", "\\frac{", "}"]
 
 
@@ -114,7 +117,7 @@ def run(n: int, seed: int) -> dict:
 
     allowed = {"sympy_number": 0, "module_import": 0}
     number = re.compile(
-        r"from sympy import \*|-?(Integer|Float|Rational) \(['\"]?[0-9.eE+\- ]+['\"]? ?\)"
+        r"from sympy import \*|-?(Integer|Float|Rational) \(['\"]?[\d.eE+\- ]+['\"]? ?\)|-?[\d.]+ ?"
         r"|Symbol \('[A-Za-z]+' \)|[A-Za-z]+ ?|def monomial_\w+\([A-Za-z, ]+\):[\s\S]*"
     )
 
@@ -125,6 +128,9 @@ def run(n: int, seed: int) -> dict:
             # through sympy's parse_expr; a lazy import runs a module file. Neither is model text.
             if isinstance(src, str) and number.fullmatch(src.strip()):
                 allowed["sympy_number"] += 1
+                return real(*a, **k)
+            if isinstance(src, types.CodeType) and src.co_filename == "<string>" and set(src.co_names) <= SAFE_NAMES:
+                allowed["sympy_number"] += 1  # sympy's parse_expr evaluating its compiled number token
                 return real(*a, **k)
             if isinstance(src, types.CodeType) and src.co_name == "<module>" and src.co_filename.endswith(".py"):
                 allowed["module_import"] += 1
@@ -145,13 +151,13 @@ def run(n: int, seed: int) -> dict:
                     continue  # cheap; sampled
                 if name == "is_correct(latex)" and i % 100 and i >= len(HOSTILE):
                     continue  # math-verify (sympy, own 3 s timeouts): every hostile string + a 1% sample
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 try:
                     fn(s)
                 except Exception as e:  # noqa: BLE001 - this is what we count
                     stats[name]["crashes"] += 1
                     crashes.append({"fn": name, "input": s[:200], "error": f"{type(e).__name__}: {e}"[:200]})
-                dt = time.perf_counter() - t0
+                dt = time.process_time() - t0
                 st = stats[name]
                 st["calls"] += 1
                 st["max_s"] = max(st["max_s"], dt)

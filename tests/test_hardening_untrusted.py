@@ -53,8 +53,9 @@ trapped: list[str] = []
 # math-verify's LaTeX parser (latex2sympy2) builds numbers with sympy.Number(token), which goes through
 # sympy's parse_expr: `exec("from sympy import *")` and `eval("Integer (12 )")` on a lexer NUMBER token
 # (digits only). Those are allowed on the LaTeX grading path only, and only in exactly that shape.
+SAFE_NAMES = {"Integer", "Float", "Rational", "Symbol", "E", "I", "pi"}
 SYMPY_NUMBER = re.compile(
-    r"from sympy import \*|-?(Integer|Float|Rational) \(['\"]?[0-9.eE+\- ]+['\"]? ?\)"
+    r"from sympy import \*|-?(Integer|Float|Rational) \(['\"]?[\d.eE+\- ]+['\"]? ?\)|-?[\d.]+ ?"
     r"|Symbol \('[A-Za-z]+' \)|[A-Za-z]+ ?|def monomial_\w+\([A-Za-z, ]+\):[\s\S]*"
 )
 
@@ -75,6 +76,8 @@ def no_eval_exec(allow_sympy_numbers: bool = False):
             src = a[0] if a else None
             if allow_sympy_numbers and isinstance(src, str) and SYMPY_NUMBER.fullmatch(src.strip()):
                 return real[which](*a, **k)
+            if isinstance(src, types.CodeType) and src.co_filename == "<string>" and set(src.co_names) <= SAFE_NAMES:
+                return real[which](*a, **k)  # sympy's parse_expr evaluating its compiled number token
             if isinstance(src, types.CodeType) and src.co_name == "<module>" and src.co_filename.endswith(".py"):
                 return real[which](*a, **k)  # a lazy `import` running a module file, not a string
             trapped.append(repr(src)[:120])
