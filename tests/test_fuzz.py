@@ -14,7 +14,9 @@ def test_fuzz_2000_inputs_no_crash_no_code_execution():
     assert res["eval_exec_calls"] == 0
     assert not res["pwned_file_exists"]
     for name, st in res["stats"].items():
-        assert st["max_s"] < 2.0, (name, st)  # generous: 2 shared CPU cores; typical max is ~30 ms
+        # generous on 2 shared CPU cores; LaTeX grading is bounded by math-verify's own timeouts
+        bound = 8.0 if "latex" in name else 2.0
+        assert st["max_s"] < bound, (name, st)
     assert len(HOSTILE) > 25
 
 
