@@ -53,6 +53,13 @@ def _eval_run(cfg: RepairConfig, out: Path, console) -> Path:
         run = Path(cfg.from_run)
         if not (run / "summary.json").exists():
             raise UserError(f"{run}/summary.json not found; pass --from a finished `silverbullet diagnose` run")
+        try:
+            json.loads((run / "summary.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{run}/summary.json is not valid JSON ({e}); re-run `silverbullet diagnose`") from None
+        for name in ("config.json", "problems.jsonl"):
+            if not (run / name).exists():
+                raise UserError(f"{run}/{name} not found; pass --from a finished `silverbullet diagnose` run")
         return run
     dcfg = DiagnoseConfig(
         reference=cfg.reference,
