@@ -59,7 +59,7 @@ HOSTILE = [
     "-(-(-(-(-1)))) = -1",
 ]
 # Names a compiled sympy parse_expr code object may use on the LaTeX path (math-verify's number tokens).
-SAFE_NAMES = {"Integer", "Float", "Rational", "Symbol", "E", "I", "pi"}
+SAFE_NAMES = {"Integer", "Float", "Rational", "Symbol", "Add", "Mul", "Pow", "E", "I", "pi"}
 OPS = ["+", "-", "*", "/", "x", "^", "=", "%", "(", ")", "$", ",", ".", "\\times", "\\frac{", "}"]
 
 
@@ -117,7 +117,7 @@ def run(n: int, seed: int) -> dict:
 
     allowed = {"sympy_number": 0, "module_import": 0}
     number = re.compile(
-        r"from sympy import \*|-?(Integer|Float|Rational) \(['\"]?[\d.eE+\- ]+['\"]? ?\)|-?[\d.]+ ?"
+        r"from sympy import \*|-?(?:Integer|Float|Rational|Add|Mul|Pow|[\d.eE+\-*/() '\"])+"
         r"|Symbol \('[A-Za-z]+' \)|[A-Za-z]+ ?|def monomial_\w+\([A-Za-z, ]+\):[\s\S]*"
     )
 

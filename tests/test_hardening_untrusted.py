@@ -53,9 +53,9 @@ trapped: list[str] = []
 # math-verify's LaTeX parser (latex2sympy2) builds numbers with sympy.Number(token), which goes through
 # sympy's parse_expr: `exec("from sympy import *")` and `eval("Integer (12 )")` on a lexer NUMBER token
 # (digits only). Those are allowed on the LaTeX grading path only, and only in exactly that shape.
-SAFE_NAMES = {"Integer", "Float", "Rational", "Symbol", "E", "I", "pi"}
+SAFE_NAMES = {"Integer", "Float", "Rational", "Symbol", "Add", "Mul", "Pow", "E", "I", "pi"}
 SYMPY_NUMBER = re.compile(
-    r"from sympy import \*|-?(Integer|Float|Rational) \(['\"]?[\d.eE+\- ]+['\"]? ?\)|-?[\d.]+ ?"
+    r"from sympy import \*|-?(?:Integer|Float|Rational|Add|Mul|Pow|[\d.eE+\-*/() '\"])+"
     r"|Symbol \('[A-Za-z]+' \)|[A-Za-z]+ ?|def monomial_\w+\([A-Za-z, ]+\):[\s\S]*"
 )
 
