@@ -195,6 +195,12 @@ class _Engine:
             rows.append((list(c.token_ids), m))
         return rows
 
+    def close(self) -> None:
+        """Stop the engine core process now (on CPU its busy loop would compete with other work)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
     def prompt_logprobs(self, seqs: list[list[int]]) -> list[list[tuple[float, float]]]:
         """(log p(token), top-1 minus top-2) for every token after the first of each sequence."""
         from vllm import SamplingParams
@@ -233,6 +239,7 @@ def _dp_worker(rank: int, size: int, master: tuple[str, int], llm_kwargs: dict, 
     while True:
         msg = conn.recv()
         if msg is None:
+            engine.close()
             return
         method, args = msg
         try:
@@ -286,7 +293,7 @@ class _DataParallelEngine:
         return self._call("prompt_logprobs", seqs)
 
     def close(self) -> None:
-        for c in self.conns:
+        for c in self.conns:  # each rank closes its engine as it exits
             try:
                 c.send(None)
             except (OSError, BrokenPipeError):
@@ -424,7 +431,7 @@ class VLLMGenerator:
 
     def close(self) -> None:
         """Stop the engine (its worker processes) now instead of at interpreter exit."""
-        if isinstance(self._engine, _DataParallelEngine):
+        if self._engine is not None:
             self._engine.close()
         self._engine = None
 

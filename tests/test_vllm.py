@@ -1,0 +1,265 @@
+"""The vLLM backend against the HF backend, for real on CPU (run in .venv-vllm: `make test-vllm`).
+
+Skipped where vllm is not installed. Each engine takes ~20-90 s to start on 2 cores, so engines are
+session-scoped and HF outputs are computed first (a live vLLM engine busy-polls the CPU).
+
+Tolerances, and why:
+- reference model, float32 in both backends (bf16 weights are exact in fp32): same kernels' maths
+  up to summation order, so margins agree to ~1e-5; we allow 1e-3 per token.
+- W4A16: vLLM's CPU weight-only kernels compute in bfloat16 (8-bit mantissa: ~0.4% relative error
+  per rounding), HF dequantizes to float32. Log-prob margins here are O(1-20), so the per-token
+  error scale is ~0.4% of the logit magnitude through 8 layers; we require the mean absolute
+  difference over agreeing sequences to be < 0.15 and its 95th percentile < 0.5, and answers to
+  agree on >= 99% of problems (a flip needs a near-tie, which bf16 can break either way).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.vllm
+pytest.importorskip("vllm")
+
+from conftest import build_tiny_llama  # noqa: E402
+
+from silverbullet.generation import GenerationConfig, Generator, HFGenerator  # noqa: E402
+from silverbullet.generation.vllm import VLLMGenerator, _shard, create  # noqa: E402
+from silverbullet.prompting import build_prompt, parse_solution  # noqa: E402
+from silverbullet.reference.task import generate as task_problems  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "data" / "reference-model"
+N = 200
+MAIN_PY = Path(os.environ.get("SILVERBULLET_MAIN_VENV", ROOT / ".venv")) / "bin" / "silverbullet"
+
+
+@pytest.fixture(scope="session")
+def prompts() -> list[str]:
+    return [build_prompt(p.question) for p in task_problems("eval", N)]
+
+
+@pytest.fixture(scope="session")
+def w4a16_dir(tmp_path_factory) -> Path:
+    """A W4A16 (int4 weights, group 128, GPTQ) compressed-tensors checkpoint of the reference model.
+    llm-compressor cannot live in this venv (vLLM pins compressed-tensors 0.17, llm-compressor 0.14
+    needs 0.19), so it is made by the main venv's `silverbullet quantize`."""
+    given = os.environ.get("SILVERBULLET_W4A16")
+    if given:
+        return Path(given)
+    if not MAIN_PY.exists():
+        pytest.skip(f"no main venv at {MAIN_PY.parent.parent} to quantize with (run `make setup`)")
+    out = tmp_path_factory.mktemp("w4a16") / "model"
+    cmd = [str(MAIN_PY), "quantize", "--model", str(REFERENCE), "--method", "gptq", "--bits", "4"]
+    cmd += ["--group-size", "128", "--samples", "128", "--out", str(out)]
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=600)
+    return out
+
+
+@pytest.fixture(scope="session")
+def hf_outputs(prompts, w4a16_dir) -> dict:
+    """HF greedy outputs with margins, computed before any vLLM engine starts."""
+    cfg = GenerationConfig(margins=True)
+    out = {}
+    for name, path in (("reference", REFERENCE), ("w4a16", w4a16_dir)):
+        gen = HFGenerator(path, tag=name, device="cpu")
+        out[name] = gen.generate(prompts, cfg)
+        out[name + "_gen"] = gen
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm_ref(hf_outputs) -> VLLMGenerator:
+    gen = create(REFERENCE, tag="reference")
+    yield gen
+    gen.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_w4(hf_outputs, w4a16_dir) -> VLLMGenerator:
+    gen = create(w4a16_dir, tag="w4a16")
+    yield gen
+    gen.close()
+
+
+def _compare(vo, ho) -> tuple[float, float, list[float]]:
+    """(text agreement, answer agreement, per-token |margin diff| over identical texts)."""
+    same_text = same_answer = 0
+    diffs: list[float] = []
+    for a, b in zip(vo, ho, strict=True):
+        same_answer += parse_solution(a.text).answer == parse_solution(b.text).answer
+        if a.text == b.text:
+            same_text += 1
+            assert a.n_tokens == b.n_tokens and a.token_ends == b.token_ends
+            diffs += [abs(x - y) for x, y in zip(a.margins, b.margins, strict=True)]
+    return same_text / len(vo), same_answer / len(vo), diffs
+
+
+def test_is_a_generator_with_hf_compatible_fingerprint():
+    gen = create(REFERENCE, tag="reference")
+    assert isinstance(gen, Generator)
+    hf = HFGenerator(REFERENCE, tag="reference", device="cpu")
+    assert gen.dtype == "float32"
+    assert gen.model_fingerprint == hf.fingerprint  # same model, same dtype: same identity
+    assert gen.fingerprint != hf.fingerprint  # but the cache keeps backends apart
+
+
+def test_reference_model_matches_hf(prompts, hf_outputs, vllm_ref):
+    vo = vllm_ref.generate(prompts, GenerationConfig(margins=True))
+    text_agree, answer_agree, diffs = _compare(vo, hf_outputs["reference"])
+    print(f"reference fp32: texts {text_agree:.3f}, answers {answer_agree:.3f}, max |dmargin| {max(diffs):.2e}")
+    assert answer_agree >= 0.99 and text_agree >= 0.99
+    assert max(diffs) < 1e-3
+
+
+def test_w4a16_matches_hf(prompts, hf_outputs, vllm_w4):
+    assert vllm_w4.dtype == "bfloat16"
+    vo = vllm_w4.generate(prompts, GenerationConfig(margins=True))
+    text_agree, answer_agree, diffs = _compare(vo, hf_outputs["w4a16"])
+    diffs.sort()
+    mean, p95 = sum(diffs) / len(diffs), diffs[int(0.95 * len(diffs))]
+    print(f"w4a16 bf16 vs fp32: texts {text_agree:.3f}, answers {answer_agree:.3f}, mean {mean:.3f} p95 {p95:.3f}")
+    assert answer_agree >= 0.99
+    assert mean < 0.15 and p95 < 0.5
+
+
+def test_score_matches_generate_and_hf(prompts, hf_outputs, vllm_ref):
+    outs = vllm_ref.generate(prompts[:3], GenerationConfig(margins=True))
+    hf = hf_outputs["reference_gen"]
+    for p, o in zip(prompts[:3], outs, strict=True):
+        sc = vllm_ref.score(p, o.text)
+        assert len(sc.margins) == o.n_tokens and sc.token_ends == o.token_ends
+        assert sc.margins == pytest.approx(o.margins, abs=1e-3)
+        hs = hf.score(p, o.text)
+        assert sc.token_ids == hs.token_ids
+        assert sc.logprobs == pytest.approx(hs.logprobs, abs=1e-3)
+        assert all(lp <= 0 for lp in sc.logprobs)
+    # a wrong continuation is teacher-forced, not generated: low log-probs, same shape as HF
+    bad = "Step 1: 2 + 2 = 5.\nThe answer is: 5\n"
+    sc, hs = vllm_ref.score(prompts[0], bad), hf.score(prompts[0], bad)
+    assert sc.margins == pytest.approx(hs.margins, abs=1e-3)
+    assert vllm_ref.score(prompts[0], "").token_ids == []
+    batch = vllm_ref.score_batch([(prompts[0], bad), (prompts[1], "")])
+    assert batch[0].logprobs == pytest.approx(sc.logprobs, abs=1e-5) and batch[1].margins == []
+
+
+def test_sampling_is_seeded_per_prompt(prompts, vllm_ref):
+    cfg = GenerationConfig(temperature=1.0, seed=3, max_new_tokens=40)
+    a = vllm_ref.generate(prompts[:4], cfg)
+    b = vllm_ref.generate(prompts[3::-1], cfg)[::-1]  # other order, other batch positions
+    assert [x.text for x in a] == [x.text for x in b]
+    c = vllm_ref.generate(prompts[:4], cfg.replace(seed=4))
+    assert [x.text for x in a] != [x.text for x in c]
+
+
+def _train_chatterer(out: Path) -> str:
+    """A one-layer Llama (head_dim 64, which vLLM's CPU attention supports) overfitted to keep writing
+    after its answer line: only the answer-line stop can end it early."""
+    import torch
+
+    prompt, text = "Question: double 4\n", "Step 1: 4 * 2 = 8.\nThe answer is: 8\nStep 2: and more chatter here\nxx"
+    model, tok = build_tiny_llama(out, hidden=128, layers=1, init=0.02)  # 2 heads of 64
+    ids = torch.tensor([tok(prompt + text)["input_ids"]])
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(400):
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if loss.item() < 0.005:
+            break
+    model.eval().save_pretrained(out)
+    return prompt
+
+
+def test_stops_after_answer_line_like_hf(tmp_path_factory, vllm_ref):
+    d = tmp_path_factory.mktemp("chatterer")
+    prompt = _train_chatterer(d)
+    cfg = GenerationConfig(max_new_tokens=120, margins=True)
+    h = HFGenerator(d, tag="c", device="cpu").generate([prompt], cfg)[0]
+    gen = create(d, tag="c")
+    try:
+        v = gen.generate([prompt], cfg)[0]
+        raw_ids, _ = gen.engine.generate([gen._prompt_ids(prompt)], gen.sampling_params(cfg), False, False)[0]
+    finally:
+        gen.close()
+    assert h.text == "Step 1: 4 * 2 = 8.\nThe answer is: 8\n"
+    assert v.text == h.text and v.n_tokens == h.n_tokens and v.token_ends == h.token_ends
+    assert v.margins == pytest.approx(h.margins, abs=1e-3)
+    # the engine itself stopped: the answer line's tokens plus the forced eos, not 120 tokens
+    assert len(raw_ids) == v.n_tokens + 1 and raw_ids[-1] == gen.tokenizer.eos_token_id
+
+
+def test_lora_adapter_matches_hf_merged(tmp_path_factory, prompts, hf_outputs):
+    """A PEFT LoRA adapter served by vLLM's LoRARequest gives HF's (merged-adapter) outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    d = tmp_path_factory.mktemp("lora") / "adapter"
+    base = AutoModelForCausalLM.from_pretrained(REFERENCE, dtype=torch.float32)
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base, cfg)
+    with torch.no_grad():  # a small, real change: not zero, not enough to wreck the model
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.mul_(0.05)
+    peft_model.save_pretrained(d)
+    sub = prompts[:40]
+    gcfg = GenerationConfig(margins=True)
+    ho = HFGenerator(REFERENCE, tag="r", device="cpu", adapter=d).generate(sub, gcfg)
+    gen = create(REFERENCE, tag="r", adapter=d)
+    assert gen.model_fingerprint == HFGenerator(REFERENCE, tag="r", device="cpu", adapter=d).fingerprint
+    try:
+        vo = gen.generate(sub, gcfg)
+    finally:
+        gen.close()
+    text_agree, _, diffs = _compare(vo, ho)
+    assert text_agree >= 0.95 and max(diffs) < 1e-2
+    base_margins = [m for o in hf_outputs["reference"][:40] for m in o.margins]
+    lora_margins = [m for o in vo for m in o.margins]
+    assert base_margins != lora_margins  # the adapter was really applied
+
+
+def test_shard_is_contiguous_and_complete():
+    for n in (0, 1, 5, 17):
+        for size in (1, 2, 3, 8):
+            spans = [_shard(n, size, r) for r in range(size)]
+            assert spans[0][0] == 0 and spans[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+            assert max(b - a for a, b in spans) - min(b - a for a, b in spans) <= 1
+
+
+def test_llm_kwargs_pass_parallelism_through(tmp_path):
+    gen = create(
+        REFERENCE,
+        tag="x",
+        tensor_parallel_size=2,
+        pipeline_parallel_size=2,
+        distributed_executor_backend="ray",
+        max_num_seqs=7,
+    )
+    kw = gen.llm_kwargs()
+    assert kw["tensor_parallel_size"] == 2 and kw["pipeline_parallel_size"] == 2
+    assert kw["distributed_executor_backend"] == "ray" and kw["max_num_seqs"] == 7
+    assert "enable_lora" not in kw
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="GPU only")
+def test_bf16_default_on_gpu():
+    assert create(REFERENCE, tag="g", device="cuda").dtype == "bfloat16"
+
+
+def test_nan_free_margins(prompts, vllm_ref):
+    outs = vllm_ref.generate(prompts[:5], GenerationConfig(margins=True, max_new_tokens=30))
+    assert all(math.isfinite(m) and m >= 0 for o in outs for m in o.margins)
+    assert sys.modules.get("vllm") is not None
