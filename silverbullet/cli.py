@@ -35,6 +35,18 @@ def _positive(name: str, value: int | None) -> None:
         raise UserError(f"{name} must be a positive number, got {value}")
 
 
+def _vllm_options(backend: str, tp: int, pp: int, dp: int) -> dict:
+    """Parallelism flags for the vLLM backend; with the HF backend they must stay at 1."""
+    if backend not in ("hf", "vllm"):
+        raise UserError(f"--backend {backend!r} is not known; use hf or vllm")
+    for name, v in (("--tensor-parallel-size", tp), ("--pipeline-parallel-size", pp), ("--data-parallel-size", dp)):
+        _positive(name, v)
+        if backend != "vllm" and v != 1:
+            raise UserError(f"{name} needs --backend vllm (the HF backend runs on one device)")
+    opts = {"tensor_parallel_size": tp, "pipeline_parallel_size": pp, "data_parallel_size": dp}
+    return {k: v for k, v in opts.items() if v != 1}
+
+
 @app.command()
 def diagnose(
     reference: str = typer.Option("data/reference-model", help="Full-precision model: local path or hub id."),
@@ -50,6 +62,9 @@ def diagnose(
     margins: bool = typer.Option(True, help="Measure token margins at the failure frontier."),
     cache: bool = typer.Option(True, help="Use the on-disk generation cache."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
+    pipeline_parallel_size: int = typer.Option(1, help="vLLM: pipeline-parallel stages."),
+    data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
 ) -> None:
     """Measure both models, locate the quantized model's first faulty steps, summarise."""
     from silverbullet.diagnose import DiagnoseConfig, run_diagnose
@@ -70,6 +85,7 @@ def diagnose(
         margins=margins,
         cache=cache,
         device=device,
+        vllm_options=_vllm_options(backend, tensor_parallel_size, pipeline_parallel_size, data_parallel_size),
     )
     summary = run_diagnose(cfg, console=console)
     print_summary(summary)
@@ -192,9 +208,17 @@ def repair(
     eval_limit: int = typer.Option(500, help="Evaluation problems (when --from is not given)."),
     reference: str = typer.Option("data/reference-model", help="Full-precision model."),
     quantized: str | None = typer.Option(None, help="Quantized model (default: the demo quantized reference)."),
-    epochs: float = typer.Option(3.0, help="Training epochs."),
+    epochs: float = typer.Option(6.0, help="Training epochs."),
     learning_rate: float = typer.Option(1e-3, help="LoRA learning rate (SFT)."),
     control: bool = typer.Option(False, help="Untargeted control: full-solution SFT with the same budget."),
+    sft_data: str = typer.Option(
+        "flipped-full", help="SFT rows: step (first-fault continuations), full, flipped-full or step+full (docs/repair.md)."
+    ),
+    dpo_epochs: float | None = typer.Option(None, help="DPO epochs (default: --epochs)."),
+    merge: bool = typer.Option(False, help="Also merge the adapter, re-quantize with the base's recipe, measure."),
+    backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
+    tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
+    data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
 ) -> None:
     """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
     from silverbullet.repair.pipeline import RepairConfig, run_repair
@@ -202,8 +226,15 @@ def repair(
 
     for name, v in (("--max-examples", max_examples), ("--repair-limit", repair_limit), ("--eval-limit", eval_limit)):
         _positive(name, v)
-    if epochs <= 0 or learning_rate <= 0:
-        raise UserError("--epochs and --learning-rate must be positive")
+    if epochs <= 0 or learning_rate <= 0 or (dpo_epochs is not None and dpo_epochs <= 0):
+        raise UserError("--epochs, --dpo-epochs and --learning-rate must be positive")
+    from silverbullet.repair.dataset import SFT_DATA
+    from silverbullet.repair.train import METHODS
+
+    if method not in METHODS:
+        raise UserError(f"--method {method!r} is not known; use one of {', '.join(METHODS)}")
+    if sft_data not in SFT_DATA:
+        raise UserError(f"--sft-data {sft_data!r} is not known; use one of {', '.join(SFT_DATA)}")
     cfg = RepairConfig(
         reference=reference,
         quantized=quantized,
@@ -213,7 +244,11 @@ def repair(
         repair_limit=repair_limit,
         max_examples=max_examples,
         control=control,
-        train=RepairTrainConfig(method=method, epochs=epochs, learning_rate=learning_rate),
+        sft_data=sft_data,
+        merge=merge,
+        backend=backend,
+        vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),
+        train=RepairTrainConfig(method=method, epochs=epochs, learning_rate=learning_rate, dpo_epochs=dpo_epochs),
     )
     s = run_repair(cfg, console=console, log=console.print)
     print_repair(s)
@@ -238,6 +273,12 @@ def print_repair(s: dict) -> None:
         f"adapter {s['adapter_bytes'] / 1e6:.2f} MB next to a {s['base_bytes'] / 1e6:.2f} MB "
         f"quantized base; training {s['timings']['train_seconds']}s"
     )
+    if "merged" in s:
+        m = s["merged"]
+        rec = "n/a" if m["recovery"] is None else f"{m['recovery']:.0%}"
+        out_console.print(
+            f"merged + re-quantized ({m['path']}, {m['bytes'] / 1e6:.2f} MB): {m['accuracy']:.1%}, recovery {rec}"
+        )
 
 
 @app.command()

@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from silverbullet.attribution import locate
@@ -41,6 +41,8 @@ class DiagnoseConfig:
     limit: int | None = 500
     seed: int = 0
     backend: str = "hf"  # hf | vllm
+    # vLLM engine options (VLLMOptions fields or vllm.LLM keywords): parallelism and memory settings
+    vllm_options: dict = field(default_factory=dict)
     out: str = "runs/diagnose"
     batch_size: int = 64
     max_new_tokens: int = 320
@@ -51,7 +53,7 @@ class DiagnoseConfig:
     progress: bool = True
 
     # Fields that may change between a run and its resume without changing its results.
-    _RESUMABLE = ("batch_size", "progress", "cache", "device", "out")
+    _RESUMABLE = ("batch_size", "progress", "cache", "device", "out", "vllm_options")
 
     def identity(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in self._RESUMABLE}
@@ -79,7 +81,12 @@ def make_generator(path: str, tag: str, cfg: DiagnoseConfig, adapter: str | None
             from silverbullet.generation import vllm as vllm_backend
         except ImportError as e:  # pragma: no cover - the module itself has no hard import of vllm
             raise UserError(f"the vLLM backend is not available ({e}); see docs/vllm.md") from e
-        gen = vllm_backend.create(path, tag=tag, adapter=adapter)
+        opts = dict(cfg.vllm_options)
+        from silverbullet.generation.loading import resolve_device
+
+        if resolve_device(cfg.device).startswith("cuda"):  # diagnose holds two engines at once
+            opts.setdefault("gpu_memory_utilization", 0.42)
+        gen = vllm_backend.create(path, tag=tag, adapter=adapter, device=cfg.device, **opts)
     else:
         raise UserError(f"--backend {cfg.backend!r} is not known; use hf or vllm")
     if cfg.cache:
@@ -87,6 +94,14 @@ def make_generator(path: str, tag: str, cfg: DiagnoseConfig, adapter: str | None
 
         gen = CachedGenerator(gen)
     return gen
+
+
+def close_generator(gen: Generator) -> None:
+    """Stop a backend's engine now (a vLLM engine holds GPU memory and, on CPU, busy-polls)."""
+    inner = getattr(gen, "inner", gen)
+    close = getattr(inner, "close", None)
+    if callable(close):
+        close()
 
 
 def _check_run_dir(out: Path, cfg: DiagnoseConfig) -> None:
@@ -289,6 +304,7 @@ def summarise(
         "split": cfg.split,
         "n": n,
         "seed": cfg.seed,
+        "backend": cfg.backend,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": {
             "reference": {"path": cfg.reference, "fingerprint": fingerprints["reference"]},
@@ -397,6 +413,8 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
     timings["attribution_seconds"] = round(time.time() - t0, 1)
     timings["total_seconds"] = round(time.time() - t_start, 1)
     fps = {tag: g.fingerprint for tag, g in generators.items()}
+    for g in generators.values():
+        close_generator(g)
     summary = summarise(cfg, problems, gens, rows, timings, fps)
     _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
     return summary

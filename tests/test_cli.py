@@ -76,6 +76,11 @@ def test_locate_on_real_model_solutions(tmp_path):
         (("quantize", "--method", "foo", "--out", "{tmp}/q"), "--method"),
         (("check", "{tmp}/nothing-here"), "does not exist"),
         (("repair", "--from", "{tmp}/nothing-here", "--out", "{tmp}/rep"), "summary.json"),
+        (("diagnose", "--tensor-parallel-size", "2", "--out", "{tmp}/r"), "needs --backend vllm"),
+        (("diagnose", "--backend", "vllm", "--data-parallel-size", "0", "--out", "{tmp}/r"), "--data-parallel-size"),
+        (("repair", "--backend", "tpu", "--out", "{tmp}/rep"), "--backend 'tpu'"),
+        (("repair", "--sft-data", "everything", "--out", "{tmp}/rep"), "--sft-data 'everything'"),
+        (("repair", "--method", "ppo", "--out", "{tmp}/rep"), "--method 'ppo'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):

@@ -67,12 +67,14 @@ def clean_run(quantized, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_same_command_same_seed_is_byte_identical(quantized, clean_run, tmp_path):
     out = tmp_path / "again"
     subprocess.run(_cmd(quantized, out), check=True, capture_output=True, timeout=600, cwd=ROOT)
     assert _outputs(out) == _outputs(clean_run)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_generation_then_resume_equals_clean_run(quantized, clean_run, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(quantized, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -98,6 +100,7 @@ def test_sigkill_mid_generation_then_resume_equals_clean_run(quantized, clean_ru
     assert got == _outputs(clean_run)
 
 
+@pytest.mark.slow
 def test_torn_attribution_line_is_repaired_on_resume(quantized, clean_run, tmp_path):
     import shutil
 
@@ -114,6 +117,7 @@ def _ids(rows: list[dict], key=("problem_id",)) -> list:
     return [tuple(r[k] for k in key) for r in rows]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_attribution_then_resume_equals_clean_run(quantized, clean_run, tmp_path):
     """Killed after both generation files are complete, while the attribution stage runs (margins,
     causal confirmation): with 16 problems the stage appends its rows once, so the kill lands before
@@ -141,6 +145,7 @@ def test_sigkill_mid_attribution_then_resume_equals_clean_run(quantized, clean_r
     assert got == _outputs(clean_run)
 
 
+@pytest.mark.slow
 def test_generation_rows_are_complete_and_unique(clean_run):
     for tag in ("reference", "quantized"):
         rows = [json.loads(x) for x in (clean_run / "generations" / f"{tag}.jsonl").read_text().splitlines()]

@@ -15,6 +15,7 @@ from silverbullet.repair.dataset import (
     candidates,
     continuation_from,
     curate,
+    sft_rows,
     write_sets,
 )
 from silverbullet.repair.pipeline import recovery
@@ -96,7 +97,8 @@ def test_sets_from_a_real_diagnose_run_load_with_datasets(repair_run):
     for r in rows:
         assert r["prompt"].startswith("Question: ") and r["chosen"] != r["rejected"]
         assert r["chosen"].rstrip().splitlines()[-1].startswith("The answer is:")
-    sft, dpo = write_sets(curate(rows, DatasetConfig()), root / "sets")
+    pairs = curate(rows, DatasetConfig())
+    sft, dpo = write_sets(sft_rows("step", pairs, root / "run", 332), pairs, root / "sets")
     from datasets import load_dataset
 
     ds = load_dataset("json", data_files=str(dpo), split="train")
@@ -107,7 +109,8 @@ def test_sets_from_a_real_diagnose_run_load_with_datasets(repair_run):
 @pytest.mark.parametrize("method", ["sft", "dpo"])
 def test_lora_pass_trains_only_the_adapter(repair_run, method):
     root, q = repair_run
-    sft, dpo = write_sets(curate(candidates(root / "run"), DatasetConfig(max_examples=6)), root / f"s-{method}")
+    pairs = curate(candidates(root / "run"), DatasetConfig(max_examples=6))
+    sft, dpo = write_sets(sft_rows("step", pairs, root / "run", 6), pairs, root / f"s-{method}")
     base_before = {f: f.read_bytes() for f in Path(q).glob("*.safetensors")}
     info = train_adapter(
         q, sft, dpo, root / f"adapter-{method}", RepairTrainConfig(method=method, epochs=1, batch_size=4, device="cpu")
@@ -138,3 +141,38 @@ def test_base_weights_stay_on_the_quantized_grid_after_training(repair_run):
             peft_name = next(k for k in base if k.endswith(name.replace(".weight", ".base_layer.weight")))
             assert torch.equal(base[peft_name], p)  # bit-identical base
             assert torch.unique(p[0]).numel() <= 4  # 2-bit grid: at most 4 levels per output channel
+
+
+@pytest.mark.slow
+def test_repair_command_end_to_end_on_a_small_slice(tmp_path):
+    """`silverbullet repair` as a user runs it, on the demo quantized model: evaluation diagnose,
+    repair-split diagnose, the sets, a LoRA pass, the re-measure and `--merge`, in one command."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "rep"
+    args = ["--out", str(out), "--eval-limit", "16", "--repair-limit", "48", "--max-examples", "8", "--epochs", "1"]
+    r = subprocess.run(
+        [sys.executable, "-m", "silverbullet.cli", "repair", *args, "--merge"],
+        capture_output=True,
+        text=True,
+        cwd=Path(MODEL).parents[1],
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "recovery" in r.stdout and "merged + re-quantized" in r.stdout
+    s = json.loads((out / "repair_summary.json").read_text())
+    assert s["n"] == 16 and 1 <= s["examples"] <= 8
+    assert {"recovery", "flips_introduced_rate", "flips_fixed", "after_repair"} <= set(s)
+    a = s["accuracy"]
+    assert a["reference"] > a["quantized"]  # the demo setting really costs accuracy on this slice
+    fixed, introduced = s["flips_fixed"], s["flips_introduced"]
+    assert round(a["repaired"] - a["quantized"], 4) == round((fixed - introduced) / 16, 4)
+    sft_rows = [json.loads(x) for x in (out / "silverbullet_sft.jsonl").read_text().splitlines()]
+    assert len(sft_rows) == s["examples"] and all(r["problem_id"].startswith("synthetic-repair-") for r in sft_rows)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    m = s["merged"]
+    assert Path(m["path"], "config.json").is_file() and 0.0 <= m["accuracy"] <= 1.0
+    merged_cfg = json.loads(Path(m["path"], "config.json").read_text())["quantization_config"]
+    assert merged_cfg["config_groups"]["group_0"]["weights"]["num_bits"] == 2  # still 2-bit after merging
+    assert len((out / "generations" / "merged.jsonl").read_text().splitlines()) == 16

@@ -124,36 +124,70 @@ def assert_disjoint(examples: list[dict], eval_questions: set[str]) -> None:
         )
 
 
-def write_sets(examples: list[dict], out_dir: Path) -> tuple[Path, Path]:
+# What the SFT set teaches (the DPO set is always the first-fault pairs):
+#   step          the Silver Bullet rows: prompt = question + the quantized model's steps before its
+#                 first fault, completion = the reference's continuation from there (the paper's set)
+#   full          the untargeted control: whole reference solutions of random repair-split problems
+#   flipped-full  whole reference solutions of the problems that flipped (targeted by problem only)
+#   step+full     half Silver Bullet rows, half control rows
+SFT_DATA = ("step", "full", "flipped-full", "step+full")
+
+
+def sft_rows(mode: str, pairs: list[dict], run_dir: Path, n: int, seed: int = 0) -> list[dict]:
+    """The SFT set for `mode` (see SFT_DATA), at most `n` rows, each with its provenance."""
+    if mode not in SFT_DATA:
+        raise UserError(f"--sft-data {mode!r} is not known; use one of {', '.join(SFT_DATA)}")
+    steps = [{**{k: e[k] for k in _PROV}, "prompt": e["prompt"], "completion": e["chosen"]} for e in pairs]
+    if mode == "step":
+        return steps[:n]
+    if mode == "full":
+        return control_set(run_dir, n, seed)
+    if mode == "flipped-full":
+        return control_set(run_dir, n, seed, only={e["problem_id"] for e in pairs})
+    half = steps[: n // 2]
+    return half + control_set(run_dir, n - len(half), seed, exclude={e["problem_id"] for e in half})
+
+
+_PROV = ("problem_id", "question", "step_index", "error_type")
+
+
+def write_sets(sft: list[dict], pairs: list[dict], out_dir: Path) -> tuple[Path, Path]:
     """TRL's standard formats: prompt/completion (SFT) and prompt/chosen/rejected (DPO)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prov = ("problem_id", "step_index", "error_type")
-    sft = out_dir / "silverbullet_sft.jsonl"
-    dpo = out_dir / "silverbullet_dpo.jsonl"
-    _write(sft, [{"prompt": e["prompt"], "completion": e["chosen"], **{k: e[k] for k in prov}} for e in examples])
+    sft_path = out_dir / "silverbullet_sft.jsonl"
+    dpo_path = out_dir / "silverbullet_dpo.jsonl"
+    _write(sft_path, [{"prompt": e["prompt"], "completion": e["completion"], **{k: e[k] for k in prov}} for e in sft])
     _write(
-        dpo,
+        dpo_path,
         [
             {"prompt": e["prompt"], "chosen": e["chosen"], "rejected": e["rejected"], **{k: e[k] for k in prov}}
-            for e in examples
+            for e in pairs
         ],
     )
-    return sft, dpo
+    return sft_path, dpo_path
 
 
-def control_set(run_dir: Path, n: int, seed: int = 0) -> list[dict]:
-    """The untargeted control: ordinary full-solution SFT on the reference model's correct
-    solutions (same budget), to measure what targeting first faults is worth."""
+def control_set(
+    run_dir: Path, n: int, seed: int = 0, only: set[str] | None = None, exclude: set[str] | None = None
+) -> list[dict]:
+    """Whole reference solutions (correct ones) of repair-split problems: the untargeted control,
+    or with `only`, the flipped problems' solutions."""
     problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
-    ref = [r for r in read_jsonl_rows(run_dir / "generations" / "reference.jsonl") if r["correct"]]
+    ref = [
+        r
+        for r in read_jsonl_rows(run_dir / "generations" / "reference.jsonl")
+        if r["correct"] and (only is None or r["problem_id"] in only) and r["problem_id"] not in (exclude or ())
+    ]
     random.Random(seed).shuffle(ref)
     return [
         {
             "prompt": build_prompt(problems[r["problem_id"]]["question"]),
             "completion": r["text"],
             "problem_id": r["problem_id"],
+            "question": problems[r["problem_id"]]["question"],
             "step_index": 0,
-            "error_type": "control",
+            "error_type": "control" if only is None else "full-solution",
         }
         for r in ref[:n]
     ]

@@ -14,12 +14,19 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from silverbullet.diagnose import DiagnoseConfig, attribute, demo_quantized_path, run_diagnose
+from silverbullet.diagnose import (
+    DiagnoseConfig,
+    attribute,
+    close_generator,
+    demo_quantized_path,
+    make_generator,
+    run_diagnose,
+)
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
 from silverbullet.measure import measure, read_jsonl_rows
 from silverbullet.records import Generation, Problem
-from silverbullet.repair.dataset import DatasetConfig, assert_disjoint, candidates, control_set, curate, write_sets
+from silverbullet.repair.dataset import DatasetConfig, assert_disjoint, candidates, curate, sft_rows, write_sets
 from silverbullet.repair.train import RepairTrainConfig, train_adapter
 
 
@@ -35,7 +42,12 @@ class RepairConfig:
     repair_split: str = "repair"
     repair_limit: int = 1500  # problems diagnosed on the repair split (about 23% flip at the demo setting)
     max_examples: int = 332
-    control: bool = False  # train on full reference solutions instead (the untargeted control)
+    control: bool = False  # the untargeted control: same as sft_data="full", method sft
+    sft_data: str = "flipped-full"  # what the SFT set teaches: step | full | flipped-full | step+full (see dataset.py)
+    balance: bool = True  # round-robin the first-fault pairs over error types
+    merge: bool = False  # also merge the adapter into the base, re-quantize, and measure that
+    backend: str = "hf"  # generation backend of the repair-split diagnose and the re-measure
+    vllm_options: dict = field(default_factory=dict)
     batch_size: int = 64
     seed: int = 0
     progress: bool = True
@@ -68,6 +80,8 @@ def _eval_run(cfg: RepairConfig, out: Path, console) -> Path:
         split=cfg.eval_split,
         limit=cfg.eval_limit,
         out=str(out / "eval-split"),
+        backend=cfg.backend,
+        vllm_options=cfg.vllm_options,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         progress=cfg.progress,
@@ -99,6 +113,8 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
         split=cfg.repair_split,
         limit=cfg.repair_limit,
         out=str(out / "repair-split"),
+        backend=cfg.backend,
+        vllm_options=cfg.vllm_options,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         confirm=False,
@@ -108,44 +124,51 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     log(f"diagnosing {cfg.repair_limit} problems of the {cfg.repair_split} split")
     run_diagnose(rcfg, console=console)
 
-    # 2. the Silver Bullet sets (or the control set)
+    # 2. the Silver Bullet sets: first-fault pairs (DPO) and the SFT rows (`sft_data`)
     repair_dir = out / "repair-split"
-    if cfg.control:
-        examples = control_set(repair_dir, cfg.max_examples, cfg.seed)
-        for e in examples:
-            e["question"] = e["prompt"].removeprefix("Question: ").strip()
-            e["chosen"] = e["completion"]
-            e["rejected"] = ""
-    else:
-        examples = curate(candidates(repair_dir), DatasetConfig(max_examples=cfg.max_examples, seed=cfg.seed))
-    if not examples:
+    sft_mode = "full" if cfg.control else cfg.sft_data
+    method = "sft" if cfg.control else cfg.train.method
+    # One example budget for the whole run: SFT then DPO on different rows share it half and half.
+    n_pairs = cfg.max_examples // 2 if method == "sft+dpo" and sft_mode != "step" else cfg.max_examples
+    pairs = curate(candidates(repair_dir), DatasetConfig(max_examples=n_pairs, seed=cfg.seed, balance=cfg.balance))
+    n_sft = cfg.max_examples - len(pairs) if method == "sft+dpo" and sft_mode != "step" else cfg.max_examples
+    sft = sft_rows(sft_mode, pairs, repair_dir, n_sft, cfg.seed)
+    used = pairs if method == "dpo" else sft
+    if not used or (method == "sft+dpo" and not pairs):
         raise UserError(f"no usable repair examples in {repair_dir}; diagnose more problems (--repair-limit)")
-    assert_disjoint(examples, {p.question for p in problems})
-    sft_path, dpo_path = write_sets(examples, out)
-    log(f"{len(examples)} examples -> {sft_path}, {dpo_path}")
+    eval_questions = {p.question for p in problems}
+    assert_disjoint(sft, eval_questions)
+    assert_disjoint(pairs, eval_questions)
+    sft_path, dpo_path = write_sets(sft, pairs, out)
+    log(f"{len(sft)} SFT rows ({sft_mode}) -> {sft_path}; {len(pairs)} DPO pairs -> {dpo_path}")
 
     # 3. LoRA on the quantized model
-    train_cfg = dataclasses.replace(cfg.train, method="sft" if cfg.control else cfg.train.method)
+    train_cfg = dataclasses.replace(cfg.train, method=method)
     adapter = out / "adapter"
     train_info = train_adapter(quantized, sft_path, dpo_path, adapter, train_cfg)
     log(f"trained {train_cfg.method} adapter in {train_info['train_seconds']}s -> {adapter}")
 
     # 4. re-measure on the evaluation split
-    from silverbullet.generation.hf import HFGenerator
-
     t0 = time.time()
-    rep_gen = HFGenerator(quantized, tag="repaired", adapter=str(adapter), device="cpu")
+    gcfg = DiagnoseConfig(backend=cfg.backend, vllm_options=cfg.vllm_options, cache=False)
+    rep_gen = make_generator(quantized, "repaired", gcfg, adapter=str(adapter))
     rep_path = out / "generations" / "repaired.jsonl"
     if rep_path.exists():
         rep_path.unlink()  # a new adapter: old repaired generations are stale
     repaired = measure(rep_gen, problems, GenerationConfig(batch_size=cfg.batch_size), rep_path)
+    close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
-    summary = summarise_repair(problems, gens, repaired, examples, train_info, cfg)
+    if method == "sft+dpo":
+        used = sft + [p for p in pairs if p["problem_id"] not in {r["problem_id"] for r in sft}]
+    summary = summarise_repair(problems, gens, repaired, used, train_info, cfg)
+    summary["sets"] = {"sft_data": sft_mode, "sft_rows": len(sft), "dpo_pairs": len(pairs)}
     summary["timings"] = {
         "train_seconds": train_info["train_seconds"],
         "remeasure_seconds": remeasure_seconds,
         "total_seconds": round(time.time() - t_start, 1),
     }
+    if cfg.merge:
+        summary["merged"] = _merged(quantized, adapter, out, problems, summary, gcfg, cfg, log)
     summary["eval_run"] = str(eval_run)
     (out / "repair_summary.json").write_text(json.dumps(summary, indent=1))
     if not cfg.from_run:
@@ -153,6 +176,27 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     elif Path(cfg.from_run).resolve() != out.resolve():  # let `report` on the eval run show the repaired bar
         (Path(cfg.from_run) / "repair_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _merged(quantized: str, adapter: Path, out: Path, problems, summary: dict, gcfg, cfg: RepairConfig, log) -> dict:
+    """Merge + re-quantize with the base's recipe, then measure the single low-bit checkpoint."""
+    from silverbullet.repair.merge import merge_and_requantize
+
+    t0 = time.time()
+    path = merge_and_requantize(quantized, adapter, out / "merged")
+    gen = make_generator(str(path), "merged", gcfg)
+    rows = measure(gen, problems, GenerationConfig(batch_size=cfg.batch_size), out / "generations" / "merged.jsonl")
+    close_generator(gen)
+    acc = round(sum(g.correct for g in rows) / len(rows), 4)
+    a = summary["accuracy"]
+    log(f"merged and re-quantized -> {path}: {acc:.1%}")
+    return {
+        "path": str(path),
+        "accuracy": acc,
+        "recovery": recovery(a["reference"], a["quantized"], acc),
+        "bytes": sum(f.stat().st_size for f in path.glob("*.safetensors")),
+        "seconds": round(time.time() - t0, 1),
+    }
 
 
 def summarise_repair(
@@ -183,6 +227,7 @@ def summarise_repair(
         "command": "repair",
         "n": n,
         "method": "control-sft" if cfg.control else cfg.train.method,
+        "sft_data": "full" if cfg.control else cfg.sft_data,
         "accuracy": acc,
         "recovery": recovery(acc["reference"], acc["quantized"], acc["repaired"]),
         "flips_fixed": fixed,

@@ -19,15 +19,17 @@ METHODS = ("sft", "dpo", "sft+dpo")
 @dataclass
 class RepairTrainConfig:
     method: str = "sft"  # sft | dpo | sft+dpo
-    lora_r: int = 16
-    lora_alpha: int = 32
+    # Defaults chosen by bench/repair_sweep.py on held-out repair-split problems (bench/results/repair_sweep.json)
+    lora_r: int = 64
+    lora_alpha: int = 128
     lora_dropout: float = 0.0
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     learning_rate: float = 1e-3
     dpo_learning_rate: float = 2e-4
-    epochs: float = 3.0
+    epochs: float = 6.0
+    dpo_epochs: float | None = None  # None: `epochs`
     batch_size: int = 16
     max_length: int = 512
     beta: float = 0.1
@@ -47,12 +49,12 @@ def _lora(cfg: RepairTrainConfig):
     )
 
 
-def _common_args(cfg: RepairTrainConfig, out: Path, lr: float) -> dict:
+def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) -> dict:
     import torch
 
     return dict(
         output_dir=str(out),
-        num_train_epochs=cfg.epochs,
+        num_train_epochs=epochs,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=lr,
         lr_scheduler_type="cosine",
@@ -76,9 +78,11 @@ def train_adapter(
         raise UserError(f"--method {cfg.method!r} is not known; use one of {', '.join(METHODS)}")
     from datasets import load_dataset
 
-    from silverbullet.generation.loading import load_causal_lm
+    from silverbullet.generation.loading import load_causal_lm, resolve_device
 
-    model, tok = load_causal_lm(quantized, device="cpu", dtype="float32", for_training=True)
+    # Load straight onto the training device: the Trainer does not move quantization-configured models.
+    device = resolve_device(cfg.device)
+    model, tok = load_causal_lm(quantized, device=device, dtype="float32", for_training=True)
     t0 = time.time()
     info: dict = {"method": cfg.method}
     adapter_dir = out
@@ -88,7 +92,7 @@ def train_adapter(
         ds = load_dataset("json", data_files=str(sft_path), split="train").select_columns(["prompt", "completion"])
         trainer = SFTTrainer(
             model=model,
-            args=SFTConfig(**_common_args(cfg, out / "_sft", cfg.learning_rate), completion_only_loss=True),
+            args=SFTConfig(**_common_args(cfg, out / "_sft", cfg.learning_rate, cfg.epochs), completion_only_loss=True),
             train_dataset=ds,
             processing_class=tok,
             peft_config=_lora(cfg),
@@ -108,7 +112,9 @@ def train_adapter(
                 p.requires_grad = "lora_" in n
         trainer = DPOTrainer(
             model=model,
-            args=DPOConfig(**_common_args(cfg, out / "_dpo", cfg.dpo_learning_rate), beta=cfg.beta),
+            args=DPOConfig(
+                **_common_args(cfg, out / "_dpo", cfg.dpo_learning_rate, cfg.dpo_epochs or cfg.epochs), beta=cfg.beta
+            ),
             train_dataset=ds,
             processing_class=tok,
             peft_config=peft_cfg,

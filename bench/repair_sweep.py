@@ -1,0 +1,174 @@
+"""Repair hyperparameter sweep, tuned on held-out *repair-split* problems, never on the evaluation split.
+
+    python bench/repair_sweep.py --repair-split runs/sweep/repair-split [--shard 0/4] [--tune-limit 1000]
+
+The tuning set is the repair split's seed-1 stream (problems disjoint from the seed-0 problems the
+examples come from; `run_repair` asserts it). Each configuration builds its Silver Bullet set from
+the same repair-split diagnosis, trains a LoRA adapter and re-measures on the tuning set; the
+chosen configuration is then run once on the evaluation split by bench/repair.py. Shards let one
+GPU host run several configurations at once. Writes bench/results/repair_sweep[.shardK].json after
+every configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _meta import run_meta  # noqa: E402
+
+from silverbullet.diagnose import DiagnoseConfig, run_diagnose  # noqa: E402
+from silverbullet.repair.pipeline import RepairConfig, run_repair  # noqa: E402
+from silverbullet.repair.train import RepairTrainConfig  # noqa: E402
+
+# name -> (RepairTrainConfig overrides, RepairConfig overrides)
+GRID: dict[str, tuple[dict, dict]] = {
+    # round 1: learning rate, epochs, rank, batch for SFT on first-fault continuations; DPO; control
+    "sft-default": ({}, {}),
+    "sft-ep6": ({"epochs": 6}, {}),
+    "sft-ep10": ({"epochs": 10}, {}),
+    "sft-lr2e-3-ep6": ({"learning_rate": 2e-3, "epochs": 6}, {}),
+    "sft-r64-ep6": ({"lora_r": 64, "lora_alpha": 128, "epochs": 6}, {}),
+    "sft-lr5e-4-ep10": ({"learning_rate": 5e-4, "epochs": 10}, {}),
+    "sft-bs8-ep6": ({"batch_size": 8, "epochs": 6}, {}),
+    "sft-r4-ep6": ({"lora_r": 4, "lora_alpha": 8, "epochs": 6}, {}),
+    "dpo-default": ({"method": "dpo"}, {}),
+    "dpo-lr1e-3": ({"method": "dpo", "dpo_learning_rate": 1e-3}, {}),
+    "dpo-lr5e-4-ep6": ({"method": "dpo", "dpo_learning_rate": 5e-4, "epochs": 6}, {}),
+    "dpo-beta0.5-lr5e-4": ({"method": "dpo", "dpo_learning_rate": 5e-4, "beta": 0.5}, {}),
+    "sftdpo-default": ({"method": "sft+dpo"}, {}),
+    "sftdpo-ep6": ({"method": "sft+dpo", "epochs": 6, "dpo_learning_rate": 5e-4}, {}),
+    "control-default": ({}, {"control": True}),
+    "control-ep6": ({"epochs": 6}, {"control": True}),
+    # round 2: what the SFT rows hold (the control won round 1), DPO after SFT, seeds
+    "control-ep10": ({"epochs": 10}, {"control": True}),
+    "control-lr2e-3-ep6": ({"learning_rate": 2e-3, "epochs": 6}, {"control": True}),
+    "control-ep6-seed1": ({"epochs": 6, "seed": 1}, {"control": True}),  # training seed only
+    "sft-ep6-seed1": ({"epochs": 6, "seed": 1}, {}),
+    "sft-ep6-unbalanced": ({"epochs": 6}, {"balance": False}),
+    "flippedfull-ep6": ({"epochs": 6}, {"sft_data": "flipped-full"}),
+    "flippedfull-ep10": ({"epochs": 10}, {"sft_data": "flipped-full"}),
+    "stepfull-ep6": ({"epochs": 6}, {"sft_data": "step+full"}),
+    "stepfull-ep10": ({"epochs": 10}, {"sft_data": "step+full"}),
+    "full-then-dpo": ({"method": "sft+dpo", "epochs": 6, "dpo_epochs": 3}, {"sft_data": "full"}),
+    "full-then-dpo-lr1e-4": (
+        {"method": "sft+dpo", "epochs": 6, "dpo_epochs": 3, "dpo_learning_rate": 1e-4},
+        {"sft_data": "full"},
+    ),
+    "flippedfull-then-dpo": ({"method": "sft+dpo", "epochs": 6, "dpo_epochs": 3}, {"sft_data": "flipped-full"}),
+    "step-then-dpo-lr1e-4": ({"method": "sft+dpo", "epochs": 3, "dpo_learning_rate": 1e-4}, {}),
+    "dpo-ep6": ({"method": "dpo", "epochs": 6}, {}),
+    "dpo-beta0.3-lr3e-4": ({"method": "dpo", "dpo_learning_rate": 3e-4, "beta": 0.3}, {}),
+    "stepfull-then-dpo": ({"method": "sft+dpo", "epochs": 6, "dpo_epochs": 3}, {"sft_data": "step+full"}),
+    # round 3: whole solutions of the flipped problems won round 2; its epochs, rate, rank, seed
+    "flippedfull-ep10-seed1": ({"epochs": 10, "seed": 1}, {"sft_data": "flipped-full"}),
+    "flippedfull-ep15": ({"epochs": 15}, {"sft_data": "flipped-full"}),
+    "flippedfull-lr2e-3-ep6": ({"learning_rate": 2e-3, "epochs": 6}, {"sft_data": "flipped-full"}),
+    "flippedfull-r64-ep6": ({"lora_r": 64, "lora_alpha": 128, "epochs": 6}, {"sft_data": "flipped-full"}),
+    "flippedfull-ep10-unbalanced": ({"epochs": 10}, {"sft_data": "flipped-full", "balance": False}),
+    "flippedfull-ep10-then-dpo-lr1e-4": (
+        {"method": "sft+dpo", "epochs": 10, "dpo_epochs": 3, "dpo_learning_rate": 1e-4},
+        {"sft_data": "flipped-full"},
+    ),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repair-split", required=True, help="a finished repair-split diagnose run to build sets from")
+    ap.add_argument("--quantized", default="runs/_models/reference-model-rtn-w2ch")
+    ap.add_argument("--tune-limit", type=int, default=1000)
+    ap.add_argument("--repair-limit", type=int, default=2000)
+    ap.add_argument("--shard", default="0/1", help="k/n: run every n-th configuration starting at k")
+    ap.add_argument("--only", default=None, help="comma-separated configuration names")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--work", default="runs/bench-sweep")
+    ap.add_argument("--results", default="bench/results/repair_sweep.json")
+    args = ap.parse_args()
+    k, n = (int(x) for x in args.shard.split("/"))
+    names = [x for x in (args.only.split(",") if args.only else GRID)][k::n]
+    work = Path(args.work)
+    tune = work / "tune-split"
+    # The tuning set: repair split, seed-1 stream. Shard 0 diagnoses it; other shards wait for it.
+    tcfg = DiagnoseConfig(
+        quantized=args.quantized,
+        split="repair",
+        seed=1,
+        limit=args.tune_limit,
+        out=str(tune),
+        batch_size=args.batch_size,
+        confirm=False,
+        margins=False,
+        progress=False,
+    )
+    rcfg = DiagnoseConfig(
+        quantized=args.quantized,
+        split="repair",
+        limit=args.repair_limit,
+        out=args.repair_split,
+        batch_size=args.batch_size,
+        confirm=False,
+        margins=False,
+        progress=False,
+    )
+    if k == 0:
+        run_diagnose(rcfg)  # resumes (a no-op) when the repair-split run is complete
+        run_diagnose(tcfg)
+    else:
+        while not (tune / "summary.json").exists():
+            time.sleep(5)
+    out = Path(args.results)
+    if n > 1:
+        out = out.with_suffix(f".shard{k}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"meta": run_meta(), "tuning_set": f"synthetic repair split, seed 1, {args.tune_limit}", "configs": {}}
+    for name in names:
+        train_over, rep_over = GRID[name]
+        rep_dir = work / name
+        if not (rep_dir / "repair-split").exists():
+            rep_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(args.repair_split, rep_dir / "repair-split")
+        t0 = time.time()
+        s = run_repair(
+            RepairConfig(
+                quantized=args.quantized,
+                from_run=str(tune),
+                out=str(rep_dir),
+                repair_limit=args.repair_limit,
+                batch_size=args.batch_size,
+                progress=False,
+                train=RepairTrainConfig(**train_over),
+                **rep_over,
+            ),
+            log=lambda m: print(m, flush=True),
+        )
+        result["configs"][name] = {
+            "train": train_over,
+            "repair": rep_over,
+            "accuracy": s["accuracy"],
+            "recovery": s["recovery"],
+            "flips_introduced_rate": s["flips_introduced_rate"],
+            "examples": s["examples"],
+            "train_seconds": s["timings"]["train_seconds"],
+            "wall_seconds": round(time.time() - t0, 1),
+        }
+        out.write_text(json.dumps(result, indent=1))
+        print(f"{name:<22} recovery={s['recovery']} acc={s['accuracy']}", flush=True)
+    print(f"\n{'config':<22} {'examples':>8} {'quantized':>9} {'repaired':>9} {'recovery':>9} {'introduced':>10}")
+    for name, v in result["configs"].items():
+        a = v["accuracy"]
+        print(
+            f"{name:<22} {v['examples']:>8} {a['quantized']:>9.3f} {a['repaired']:>9.3f} "
+            f"{v['recovery']!s:>9} {v['flips_introduced_rate']:>10.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
