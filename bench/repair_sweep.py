@@ -29,7 +29,10 @@ from silverbullet.repair.pipeline import RepairConfig, run_repair  # noqa: E402
 from silverbullet.repair.train import RepairTrainConfig  # noqa: E402
 
 # name -> (RepairTrainConfig overrides, RepairConfig overrides)
-GRID: dict[str, tuple[dict, dict]] = {
+# Rounds 1-3 ran before their winners became the package defaults; these were the defaults then.
+_R1_TRAIN = {"lora_r": 16, "lora_alpha": 32, "epochs": 3}
+_R1_REPAIR = {"sft_data": "step"}
+_ROUNDS_1_3: dict[str, tuple[dict, dict]] = {
     # round 1: learning rate, epochs, rank, batch for SFT on first-fault continuations; DPO; control
     "sft-default": ({}, {}),
     "sft-ep6": ({"epochs": 6}, {}),
@@ -55,8 +58,8 @@ GRID: dict[str, tuple[dict, dict]] = {
     "sft-ep6-unbalanced": ({"epochs": 6}, {"balance": False}),
     "flippedfull-ep6": ({"epochs": 6}, {"sft_data": "flipped-full"}),
     "flippedfull-ep10": ({"epochs": 10}, {"sft_data": "flipped-full"}),
-    "stepfull-ep6": ({"epochs": 6}, {"sft_data": "step+full"}),
-    "stepfull-ep10": ({"epochs": 10}, {"sft_data": "step+full"}),
+    "stepfull-ep6": ({"epochs": 6}, {"sft_data": "step", "replay": 0.5}),
+    "stepfull-ep10": ({"epochs": 10}, {"sft_data": "step", "replay": 0.5}),
     "full-then-dpo": ({"method": "sft+dpo", "epochs": 6, "dpo_epochs": 3}, {"sft_data": "full"}),
     "full-then-dpo-lr1e-4": (
         {"method": "sft+dpo", "epochs": 6, "dpo_epochs": 3, "dpo_learning_rate": 1e-4},
@@ -66,7 +69,7 @@ GRID: dict[str, tuple[dict, dict]] = {
     "step-then-dpo-lr1e-4": ({"method": "sft+dpo", "epochs": 3, "dpo_learning_rate": 1e-4}, {}),
     "dpo-ep6": ({"method": "dpo", "epochs": 6}, {}),
     "dpo-beta0.3-lr3e-4": ({"method": "dpo", "dpo_learning_rate": 3e-4, "beta": 0.3}, {}),
-    "stepfull-then-dpo": ({"method": "sft+dpo", "epochs": 6, "dpo_epochs": 3}, {"sft_data": "step+full"}),
+    "stepfull-then-dpo": ({"method": "sft+dpo", "epochs": 6, "dpo_epochs": 3}, {"sft_data": "step", "replay": 0.5}),
     # round 3: whole solutions of the flipped problems won round 2; its epochs, rate, rank, seed
     "flippedfull-ep10-seed1": ({"epochs": 10, "seed": 1}, {"sft_data": "flipped-full"}),
     "flippedfull-ep15": ({"epochs": 15}, {"sft_data": "flipped-full"}),
@@ -77,6 +80,24 @@ GRID: dict[str, tuple[dict, dict]] = {
         {"method": "sft+dpo", "epochs": 10, "dpo_epochs": 3, "dpo_learning_rate": 1e-4},
         {"sft_data": "flipped-full"},
     ),
+}
+GRID: dict[str, tuple[dict, dict]] = {
+    name: ({**_R1_TRAIN, **t}, {**_R1_REPAIR, **r}) for name, (t, r) in _ROUNDS_1_3.items()
+}
+GRID |= {
+    # round 4 (r64, 6 epochs, flipped-full are now the defaults): fewer flips introduced
+    "ff-replay0.33": ({}, {"replay": 0.33}),
+    "ff-replay0.5": ({}, {"replay": 0.5}),
+    "ff-lr5e-4": ({"learning_rate": 5e-4}, {}),
+    "ff-dropout0.1": ({"lora_dropout": 0.1}, {}),
+    "ff-replay0.33-lr5e-4": ({"learning_rate": 5e-4}, {"replay": 0.33}),
+    "ff-ep4": ({"epochs": 4}, {}),
+    "ff-replay0.33-ep10": ({"epochs": 10}, {"replay": 0.33}),
+    "ff-r16-ep10-unbalanced": ({"lora_r": 16, "lora_alpha": 32, "epochs": 10}, {"balance": False}),
+    "ff-replay0.2": ({}, {"replay": 0.2}),
+    "ff-replay0.33-dropout0.1": ({"lora_dropout": 0.1}, {"replay": 0.33}),
+    "ff-wd0.1-replay0.33": ({"weight_decay": 0.1}, {"replay": 0.33}),
+    "ff-replay0.33-seed1": ({"seed": 1}, {"replay": 0.33}),
 }
 
 

@@ -212,8 +212,9 @@ def repair(
     learning_rate: float = typer.Option(1e-3, help="LoRA learning rate (SFT)."),
     control: bool = typer.Option(False, help="Untargeted control: full-solution SFT with the same budget."),
     sft_data: str = typer.Option(
-        "flipped-full", help="SFT rows: step (first-fault continuations), full, flipped-full or step+full (docs/repair.md)."
+        "flipped-full", help="SFT rows: flipped-full, step (first-fault continuations) or full (docs/repair.md)."
     ),
+    replay: float = typer.Option(0.0, help="Share of SFT rows that are whole solutions of random other problems."),
     dpo_epochs: float | None = typer.Option(None, help="DPO epochs (default: --epochs)."),
     merge: bool = typer.Option(False, help="Also merge the adapter, re-quantize with the base's recipe, measure."),
     backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
@@ -233,6 +234,8 @@ def repair(
 
     if method not in METHODS:
         raise UserError(f"--method {method!r} is not known; use one of {', '.join(METHODS)}")
+    if not 0.0 <= replay <= 1.0:
+        raise UserError(f"--replay must be a fraction in [0, 1], got {replay}")
     if sft_data not in SFT_DATA:
         raise UserError(f"--sft-data {sft_data!r} is not known; use one of {', '.join(SFT_DATA)}")
     cfg = RepairConfig(
@@ -245,6 +248,7 @@ def repair(
         max_examples=max_examples,
         control=control,
         sft_data=sft_data,
+        replay=replay,
         merge=merge,
         backend=backend,
         vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),

@@ -457,8 +457,8 @@ class VLLMGenerator:
     # -- generation --------------------------------------------------------------------------------
     def sampling_params(self, config: GenerationConfig) -> dict[str, Any]:
         """SamplingParams keywords for a GenerationConfig (neutral except what the config sets).
-        Sampling seeds each request with `config.seed`, so a prompt's sample does not depend on its
-        batch."""
+        Sampling seeds each request with `config.seed`, so a prompt's random draws do not depend on its
+        batch (batch-dependent kernel numerics can still, rarely, change a sampled token)."""
         eos = self._eos_ids()
         sp: dict[str, Any] = {
             "max_tokens": config.max_new_tokens,

@@ -127,25 +127,31 @@ def assert_disjoint(examples: list[dict], eval_questions: set[str]) -> None:
 # What the SFT set teaches (the DPO set is always the first-fault pairs):
 #   step          the Silver Bullet rows: prompt = question + the quantized model's steps before its
 #                 first fault, completion = the reference's continuation from there (the paper's set)
+#   flipped-full  whole reference solutions of the problems that flipped (targeted by problem)
 #   full          the untargeted control: whole reference solutions of random repair-split problems
-#   flipped-full  whole reference solutions of the problems that flipped (targeted by problem only)
-#   step+full     half Silver Bullet rows, half control rows
-SFT_DATA = ("step", "full", "flipped-full", "step+full")
+# `replay` (a fraction) swaps that share of the budget for whole solutions of random other problems,
+# which mostly the quantized model already solves: a guard against breaking them.
+SFT_DATA = ("step", "flipped-full", "full")
 
 
-def sft_rows(mode: str, pairs: list[dict], run_dir: Path, n: int, seed: int = 0) -> list[dict]:
+def sft_rows(mode: str, pairs: list[dict], run_dir: Path, n: int, seed: int = 0, replay: float = 0.0) -> list[dict]:
     """The SFT set for `mode` (see SFT_DATA), at most `n` rows, each with its provenance."""
     if mode not in SFT_DATA:
         raise UserError(f"--sft-data {mode!r} is not known; use one of {', '.join(SFT_DATA)}")
-    steps = [{**{k: e[k] for k in _PROV}, "prompt": e["prompt"], "completion": e["chosen"]} for e in pairs]
-    if mode == "step":
-        return steps[:n]
+    if not 0.0 <= replay <= 1.0:
+        raise UserError(f"--replay must be a fraction in [0, 1], got {replay}")
     if mode == "full":
         return control_set(run_dir, n, seed)
-    if mode == "flipped-full":
-        return control_set(run_dir, n, seed, only={e["problem_id"] for e in pairs})
-    half = steps[: n // 2]
-    return half + control_set(run_dir, n - len(half), seed, exclude={e["problem_id"] for e in half})
+    n_main = n - round(n * replay)
+    if mode == "step":
+        main = [{**{k: e[k] for k in _PROV}, "prompt": e["prompt"], "completion": e["chosen"]} for e in pairs]
+        main = main[:n_main]
+    else:
+        main = control_set(run_dir, n_main, seed, only={e["problem_id"] for e in pairs})
+    extra = control_set(run_dir, n - len(main), seed, exclude={e["problem_id"] for e in main}) if replay else []
+    for e in extra:
+        e["error_type"] = "replay"
+    return main + extra
 
 
 _PROV = ("problem_id", "question", "step_index", "error_type")

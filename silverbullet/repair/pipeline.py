@@ -44,6 +44,7 @@ class RepairConfig:
     max_examples: int = 332
     control: bool = False  # the untargeted control: same as sft_data="full", method sft
     sft_data: str = "flipped-full"  # what the SFT set teaches: step | full | flipped-full | step+full (see dataset.py)
+    replay: float = 0.0  # share of the SFT budget given to whole solutions of random other problems
     balance: bool = True  # round-robin the first-fault pairs over error types
     merge: bool = False  # also merge the adapter into the base, re-quantize, and measure that
     backend: str = "hf"  # generation backend of the repair-split diagnose and the re-measure
@@ -132,7 +133,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     n_pairs = cfg.max_examples // 2 if method == "sft+dpo" and sft_mode != "step" else cfg.max_examples
     pairs = curate(candidates(repair_dir), DatasetConfig(max_examples=n_pairs, seed=cfg.seed, balance=cfg.balance))
     n_sft = cfg.max_examples - len(pairs) if method == "sft+dpo" and sft_mode != "step" else cfg.max_examples
-    sft = sft_rows(sft_mode, pairs, repair_dir, n_sft, cfg.seed)
+    sft = sft_rows(sft_mode, pairs, repair_dir, n_sft, cfg.seed, replay=0.0 if cfg.control else cfg.replay)
     used = pairs if method == "dpo" else sft
     if not used or (method == "sft+dpo" and not pairs):
         raise UserError(f"no usable repair examples in {repair_dir}; diagnose more problems (--repair-limit)")
@@ -161,7 +162,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     if method == "sft+dpo":
         used = sft + [p for p in pairs if p["problem_id"] not in {r["problem_id"] for r in sft}]
     summary = summarise_repair(problems, gens, repaired, used, train_info, cfg)
-    summary["sets"] = {"sft_data": sft_mode, "sft_rows": len(sft), "dpo_pairs": len(pairs)}
+    summary["sets"] = {"sft_data": sft_mode, "replay": cfg.replay, "sft_rows": len(sft), "dpo_pairs": len(pairs)}
     summary["timings"] = {
         "train_seconds": train_info["train_seconds"],
         "remeasure_seconds": remeasure_seconds,

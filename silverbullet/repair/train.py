@@ -30,6 +30,7 @@ class RepairTrainConfig:
     dpo_learning_rate: float = 2e-4
     epochs: float = 6.0
     dpo_epochs: float | None = None  # None: `epochs`
+    weight_decay: float = 0.0
     batch_size: int = 16
     max_length: int = 512
     beta: float = 0.1
@@ -57,6 +58,7 @@ def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) ->
         num_train_epochs=epochs,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=lr,
+        weight_decay=cfg.weight_decay,
         lr_scheduler_type="cosine",
         warmup_steps=2,
         logging_steps=10,
