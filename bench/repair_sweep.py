@@ -84,8 +84,10 @@ _ROUNDS_1_3: dict[str, tuple[dict, dict]] = {
 GRID: dict[str, tuple[dict, dict]] = {
     name: ({**_R1_TRAIN, **t}, {**_R1_REPAIR, **r}) for name, (t, r) in _ROUNDS_1_3.items()
 }
-GRID |= {
-    # round 4 (r64, 6 epochs, flipped-full are now the defaults): fewer flips introduced
+_R4_TRAIN = {"lora_r": 64, "lora_alpha": 128, "epochs": 6}
+_R4_REPAIR = {"sft_data": "flipped-full", "balance": True}
+_ROUND_4: dict[str, tuple[dict, dict]] = {
+    # round 4 (r64, 6 epochs, flipped-full were the defaults then): fewer flips introduced
     "ff-replay0.33": ({}, {"replay": 0.33}),
     "ff-replay0.5": ({}, {"replay": 0.5}),
     "ff-lr5e-4": ({"learning_rate": 5e-4}, {}),
@@ -99,6 +101,7 @@ GRID |= {
     "ff-wd0.1-replay0.33": ({"weight_decay": 0.1}, {"replay": 0.33}),
     "ff-replay0.33-seed1": ({"seed": 1}, {"replay": 0.33}),
 }
+GRID |= {name: ({**_R4_TRAIN, **t}, {**_R4_REPAIR, **r}) for name, (t, r) in _ROUND_4.items()}
 
 
 def main() -> None:

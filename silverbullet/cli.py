@@ -208,7 +208,7 @@ def repair(
     eval_limit: int = typer.Option(500, help="Evaluation problems (when --from is not given)."),
     reference: str = typer.Option("data/reference-model", help="Full-precision model."),
     quantized: str | None = typer.Option(None, help="Quantized model (default: the demo quantized reference)."),
-    epochs: float = typer.Option(6.0, help="Training epochs."),
+    epochs: float = typer.Option(10.0, help="Training epochs."),
     learning_rate: float = typer.Option(1e-3, help="LoRA learning rate (SFT)."),
     control: bool = typer.Option(False, help="Untargeted control: full-solution SFT with the same budget."),
     sft_data: str = typer.Option(

@@ -45,7 +45,7 @@ class RepairConfig:
     control: bool = False  # the untargeted control: same as sft_data="full", method sft
     sft_data: str = "flipped-full"  # what the SFT set teaches: step | full | flipped-full | step+full (see dataset.py)
     replay: float = 0.0  # share of the SFT budget given to whole solutions of random other problems
-    balance: bool = True  # round-robin the first-fault pairs over error types
+    balance: bool = False  # round-robin the first-fault pairs over error types (off: tuned, see bench)
     merge: bool = False  # also merge the adapter into the base, re-quantize, and measure that
     backend: str = "hf"  # generation backend of the repair-split diagnose and the re-measure
     vllm_options: dict = field(default_factory=dict)

@@ -20,15 +20,15 @@ METHODS = ("sft", "dpo", "sft+dpo")
 class RepairTrainConfig:
     method: str = "sft"  # sft | dpo | sft+dpo
     # Defaults chosen by bench/repair_sweep.py on held-out repair-split problems (bench/results/repair_sweep.json)
-    lora_r: int = 64
-    lora_alpha: int = 128
+    lora_r: int = 16
+    lora_alpha: int = 32
     lora_dropout: float = 0.0
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     learning_rate: float = 1e-3
     dpo_learning_rate: float = 2e-4
-    epochs: float = 6.0
+    epochs: float = 10.0
     dpo_epochs: float | None = None  # None: `epochs`
     weight_decay: float = 0.0
     batch_size: int = 16
