@@ -283,6 +283,11 @@ def print_repair(s: dict) -> None:
         out_console.print(
             f"merged + re-quantized ({m['path']}, {m['bytes'] / 1e6:.2f} MB): {m['accuracy']:.1%}, recovery {rec}"
         )
+        if m["accuracy"] < s["accuracy"]["repaired"] - 0.02:
+            out_console.print(
+                "[yellow]re-quantizing the merged weights lost the repair: ship the adapter instead "
+                "(docs/repair.md, --merge)[/yellow]"
+            )
 
 
 @app.command()
