@@ -176,3 +176,47 @@ def test_repair_command_end_to_end_on_a_small_slice(tmp_path):
     merged_cfg = json.loads(Path(m["path"], "config.json").read_text())["quantization_config"]
     assert merged_cfg["config_groups"]["group_0"]["weights"]["num_bits"] == 2  # still 2-bit after merging
     assert len((out / "generations" / "merged.jsonl").read_text().splitlines()) == 16
+
+
+def test_sft_rows_for_each_data_mode(repair_run):
+    """What each --sft-data mode puts in the SFT set, with provenance and within the budget."""
+    from silverbullet.prompting import build_prompt
+    from silverbullet.repair.dataset import sft_rows
+
+    root, _ = repair_run
+    run = root / "run"
+    pairs = curate(candidates(run), DatasetConfig())
+    flipped = {p["problem_id"] for p in pairs}
+    assert pairs
+
+    step = sft_rows("step", pairs, run, 332)
+    assert [r["prompt"] for r in step] == [p["prompt"] for p in pairs]  # question + quantized prefix
+    assert [r["completion"] for r in step] == [p["chosen"] for p in pairs]
+
+    ff = sft_rows("flipped-full", pairs, run, 332)
+    assert ff and {r["problem_id"] for r in ff} <= flipped
+    for r in ff:  # whole solutions from the question on, never a quantized prefix
+        assert r["prompt"] == build_prompt(r["question"]) and r["completion"].startswith("Step 1:")
+        assert r["error_type"] == "full-solution"
+
+    full = sft_rows("full", pairs, run, 5)
+    assert len(full) == 5 and all(r["error_type"] == "control" for r in full)
+
+    mixed = sft_rows("flipped-full", pairs, run, 6, replay=0.5)
+    main, extra = [r for r in mixed if r["error_type"] != "replay"], [r for r in mixed if r["error_type"] == "replay"]
+    assert len(main) <= 3 and len(mixed) <= 6 and extra
+    assert not {r["problem_id"] for r in extra} & {r["problem_id"] for r in main}
+    with pytest.raises(UserError, match="--sft-data"):
+        sft_rows("everything", pairs, run, 4)
+    with pytest.raises(UserError, match="--replay"):
+        sft_rows("step", pairs, run, 4, replay=1.5)
+
+
+def test_merge_needs_the_recorded_recipe(tmp_path):
+    from silverbullet.repair.merge import recorded_quantization
+
+    with pytest.raises(UserError, match="silverbullet_quantization.json"):
+        recorded_quantization(str(tmp_path))
+    (tmp_path / "silverbullet_quantization.json").write_text("{not json")
+    with pytest.raises(UserError, match="re-run `silverbullet quantize`"):
+        recorded_quantization(str(tmp_path))
