@@ -55,6 +55,7 @@ def test_flips_are_listed_with_the_faulty_step_highlighted(written):
     assert 'data-type="execution"' in html and 'data-type="method"' in html
     assert "<td>check</td><td>arithmetic</td>" in html  # evidence table
     assert "accuracy (repaired)" in html  # repair_summary.json present
+    assert "<th>recovery</th><td class='num'>85.7%</td>" in html
 
 
 def test_model_text_is_escaped(run):
@@ -90,6 +91,7 @@ def test_markdown_report(written):
     assert md.startswith("# silverbullet report: release")
     assert "| quantized | 60.0% | [38.7%, 78.1%] |" in md
     assert "| repaired | 90.0% |" in md
+    assert "Repair: recovery 85.7%, flips fixed 5, flips introduced 0." in md
     assert "Flips: **7** right -> wrong (35.0% of problems)" in md
     assert "| execution | 0 | 3 |" in md or "| execution | 3 | 0 |" in md
     assert md.count("<code>synthetic-eval-") == 7

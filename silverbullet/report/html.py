@@ -140,7 +140,10 @@ def _key_numbers(data: RunData) -> str:
         rep = repaired_accuracy(data.repair)
         if rep is not None:
             rows.append(("accuracy (repaired)", f"{rep:.1%}"))
-        for key in ("recovery", "flips_fixed", "flips_introduced"):
+        rec = data.repair.get("recovery")
+        if isinstance(rec, (int, float)):
+            rows.append(("recovery", f"{rec:.1%}"))
+        for key in ("flips_fixed", "flips_introduced"):
             if key in data.repair:
                 rows.append((key.replace("_", " "), str(data.repair[key])))
     rows += [

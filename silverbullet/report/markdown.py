@@ -84,9 +84,10 @@ def report_markdown(data: RunData) -> str:
     ]
     if data.repair and repaired_accuracy(data.repair) is not None:
         r = data.repair
+        rec = r.get("recovery")
         lines.append(
-            f"Repair: recovery {r.get('recovery', '-')}, flips fixed {r.get('flips_fixed', '-')}, "
-            f"flips introduced {r.get('flips_introduced', '-')}."
+            f"Repair: recovery {'-' if not isinstance(rec, (int, float)) else f'{rec:.1%}'}, "
+            f"flips fixed {r.get('flips_fixed', '-')}, flips introduced {r.get('flips_introduced', '-')}."
         )
     lines += [
         "",
