@@ -86,17 +86,18 @@ def prepare(quantized: str, args) -> None:
     )
 
 
-def run_variant(name: str, args) -> dict:
-    quantized, rep_over, train_over = VARIANTS[name]
-    eval_dir, shared = _dirs(quantized)
-    rep_dir = Path("runs/bench-repair") / _slug(name)
+def repair_with(
+    quantized: str, eval_run: Path, shared_split: Path, rep_dir: Path, args, rep_over: dict, train_over: dict
+) -> dict:
+    """One `run_repair` on a copy of a shared repair-split diagnosis (so it costs only training and
+    re-measuring), with RepairConfig / RepairTrainConfig overrides. Also used by repair_sweep.py."""
     if not (rep_dir / "repair-split").exists():
         rep_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(shared, rep_dir / "repair-split")
-    s = run_repair(
+        shutil.copytree(shared_split, rep_dir / "repair-split")
+    return run_repair(
         RepairConfig(
             quantized=quantized,
-            from_run=str(eval_dir),
+            from_run=str(eval_run),
             out=str(rep_dir),
             repair_limit=args.repair_limit,
             batch_size=args.batch_size,
@@ -106,6 +107,13 @@ def run_variant(name: str, args) -> dict:
         ),
         log=lambda m: print(m, flush=True),
     )
+
+
+def run_variant(name: str, args) -> dict:
+    quantized, rep_over, train_over = VARIANTS[name]
+    eval_dir, shared = _dirs(quantized)
+    rep_dir = Path("runs/bench-repair") / _slug(name)
+    s = repair_with(quantized, eval_dir, shared, rep_dir, args, rep_over, train_over)
     if args.keep_adapters:
         dest = Path(args.keep_adapters) / _slug(name)
         shutil.copytree(rep_dir / "adapter", dest, dirs_exist_ok=True)

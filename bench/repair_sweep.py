@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _meta import run_meta  # noqa: E402
+from repair import repair_with  # noqa: E402
 
 from silverbullet.diagnose import DiagnoseConfig, run_diagnose  # noqa: E402
-from silverbullet.repair.pipeline import RepairConfig, run_repair  # noqa: E402
-from silverbullet.repair.train import RepairTrainConfig  # noqa: E402
 
 # name -> (RepairTrainConfig overrides, RepairConfig overrides)
 # Rounds 1-3 ran before their winners became the package defaults; these were the defaults then.
@@ -171,24 +169,8 @@ def main() -> None:
     result = {"meta": run_meta(), "tuning_set": f"synthetic repair split, seed 1, {args.tune_limit}", "configs": {}}
     for name in names:
         train_over, rep_over = GRID[name]
-        rep_dir = work / name
-        if not (rep_dir / "repair-split").exists():
-            rep_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(args.repair_split, rep_dir / "repair-split")
         t0 = time.time()
-        s = run_repair(
-            RepairConfig(
-                quantized=args.quantized,
-                from_run=str(tune),
-                out=str(rep_dir),
-                repair_limit=args.repair_limit,
-                batch_size=args.batch_size,
-                progress=False,
-                train=RepairTrainConfig(**train_over),
-                **rep_over,
-            ),
-            log=lambda m: print(m, flush=True),
-        )
+        s = repair_with(args.quantized, tune, Path(args.repair_split), work / name, args, rep_over, train_over)
         result["configs"][name] = {
             "train": train_over,
             "repair": rep_over,

@@ -229,15 +229,6 @@ def repair(
         _positive(name, v)
     if epochs <= 0 or learning_rate <= 0 or (dpo_epochs is not None and dpo_epochs <= 0):
         raise UserError("--epochs, --dpo-epochs and --learning-rate must be positive")
-    from silverbullet.repair.dataset import SFT_DATA
-    from silverbullet.repair.train import METHODS
-
-    if method not in METHODS:
-        raise UserError(f"--method {method!r} is not known; use one of {', '.join(METHODS)}")
-    if not 0.0 <= replay <= 1.0:
-        raise UserError(f"--replay must be a fraction in [0, 1], got {replay}")
-    if sft_data not in SFT_DATA:
-        raise UserError(f"--sft-data {sft_data!r} is not known; use one of {', '.join(SFT_DATA)}")
     cfg = RepairConfig(
         reference=reference,
         quantized=quantized,

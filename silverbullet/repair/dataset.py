@@ -134,12 +134,17 @@ def assert_disjoint(examples: list[dict], eval_questions: set[str]) -> None:
 SFT_DATA = ("step", "flipped-full", "full")
 
 
-def sft_rows(mode: str, pairs: list[dict], run_dir: Path, n: int, seed: int = 0, replay: float = 0.0) -> list[dict]:
-    """The SFT set for `mode` (see SFT_DATA), at most `n` rows, each with its provenance."""
+def check_sft_options(mode: str, replay: float) -> None:
+    """One-line errors for an unknown SFT mode or a replay share outside [0, 1]."""
     if mode not in SFT_DATA:
         raise UserError(f"--sft-data {mode!r} is not known; use one of {', '.join(SFT_DATA)}")
     if not 0.0 <= replay <= 1.0:
         raise UserError(f"--replay must be a fraction in [0, 1], got {replay}")
+
+
+def sft_rows(mode: str, pairs: list[dict], run_dir: Path, n: int, seed: int = 0, replay: float = 0.0) -> list[dict]:
+    """The SFT set for `mode` (see SFT_DATA), at most `n` rows, each with its provenance."""
+    check_sft_options(mode, replay)
     if mode == "full":
         return control_set(run_dir, n, seed)
     n_main = n - round(n * replay)

@@ -26,8 +26,16 @@ from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
 from silverbullet.measure import measure, read_jsonl_rows
 from silverbullet.records import Generation, Problem
-from silverbullet.repair.dataset import DatasetConfig, assert_disjoint, candidates, curate, sft_rows, write_sets
-from silverbullet.repair.train import RepairTrainConfig, train_adapter
+from silverbullet.repair.dataset import (
+    DatasetConfig,
+    assert_disjoint,
+    candidates,
+    check_sft_options,
+    curate,
+    sft_rows,
+    write_sets,
+)
+from silverbullet.repair.train import METHODS, RepairTrainConfig, train_adapter
 
 
 @dataclass
@@ -43,7 +51,7 @@ class RepairConfig:
     repair_limit: int = 1500  # problems diagnosed on the repair split (about 23% flip at the demo setting)
     max_examples: int = 332
     control: bool = False  # the untargeted control: same as sft_data="full", method sft
-    sft_data: str = "flipped-full"  # what the SFT set teaches: step | full | flipped-full | step+full (see dataset.py)
+    sft_data: str = "flipped-full"  # what the SFT set teaches: flipped-full | step | full (see dataset.py)
     replay: float = 0.0  # share of the SFT budget given to whole solutions of random other problems
     balance: bool = False  # round-robin the first-fault pairs over error types (off: tuned, see bench)
     merge: bool = False  # also merge the adapter into the base, re-quantize, and measure that
@@ -93,6 +101,9 @@ def _eval_run(cfg: RepairConfig, out: Path, console) -> Path:
 
 def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     t_start = time.time()
+    if cfg.train.method not in METHODS:  # fail before any diagnosis runs
+        raise UserError(f"--method {cfg.train.method!r} is not known; use one of {', '.join(METHODS)}")
+    check_sft_options(cfg.sft_data, cfg.replay)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     eval_run = _eval_run(cfg, out, console)
@@ -130,11 +141,21 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     sft_mode = "full" if cfg.control else cfg.sft_data
     method = "sft" if cfg.control else cfg.train.method
     # One example budget for the whole run: SFT then DPO on different rows share it half and half.
-    n_pairs = cfg.max_examples // 2 if method == "sft+dpo" and sft_mode != "step" else cfg.max_examples
-    pairs = curate(candidates(repair_dir), DatasetConfig(max_examples=n_pairs, seed=cfg.seed, balance=cfg.balance))
-    n_sft = cfg.max_examples - len(pairs) if method == "sft+dpo" and sft_mode != "step" else cfg.max_examples
+    split = method == "sft+dpo" and sft_mode != "step"
+    pairs = curate(
+        candidates(repair_dir),
+        DatasetConfig(
+            max_examples=cfg.max_examples // 2 if split else cfg.max_examples, seed=cfg.seed, balance=cfg.balance
+        ),
+    )
+    n_sft = cfg.max_examples - len(pairs) if split else cfg.max_examples
     sft = sft_rows(sft_mode, pairs, repair_dir, n_sft, cfg.seed, replay=0.0 if cfg.control else cfg.replay)
-    used = pairs if method == "dpo" else sft
+    if method == "dpo":
+        used = pairs
+    elif method == "sft":
+        used = sft
+    else:
+        used = sft + [p for p in pairs if p["problem_id"] not in {r["problem_id"] for r in sft}]
     if not used or (method == "sft+dpo" and not pairs):
         raise UserError(f"no usable repair examples in {repair_dir}; diagnose more problems (--repair-limit)")
     eval_questions = {p.question for p in problems}
@@ -159,8 +180,6 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     repaired = measure(rep_gen, problems, GenerationConfig(batch_size=cfg.batch_size), rep_path)
     close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
-    if method == "sft+dpo":
-        used = sft + [p for p in pairs if p["problem_id"] not in {r["problem_id"] for r in sft}]
     summary = summarise_repair(problems, gens, repaired, used, train_info, cfg)
     summary["sets"] = {"sft_data": sft_mode, "replay": cfg.replay, "sft_rows": len(sft), "dpo_pairs": len(pairs)}
     summary["timings"] = {
