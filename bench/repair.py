@@ -81,7 +81,7 @@ def prepare(quantized: str, args) -> None:
     run_diagnose(DiagnoseConfig(limit=args.eval_limit, out=str(eval_dir), **common))
     run_diagnose(
         DiagnoseConfig(
-            split="repair", limit=args.repair_limit, out=str(shared), confirm=False, margins=False, **common
+            split="repair", limit=args.repair_limit, out=str(shared), confirm=False, margins=True, **common
         )
     )
 

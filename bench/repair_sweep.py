@@ -116,6 +116,12 @@ GRID |= {
     "r5-wd0.05": ({"weight_decay": 0.05}, {}),
     "r5-r8": ({"lora_r": 8, "lora_alpha": 16}, {}),
 }
+# round 6: anchors (the quantized model's own least confident correct solutions) inside the same
+# 332-row budget, against the default, over three training seeds (seed noise was as large as any change)
+for seed in (0, 1, 2):
+    GRID[f"r6-default-seed{seed}"] = ({"seed": seed}, {})
+    GRID[f"r6-anchor0.25-seed{seed}"] = ({"seed": seed}, {"anchor": 0.25})
+    GRID[f"r6-anchor0.5-seed{seed}"] = ({"seed": seed}, {"anchor": 0.5})
 
 
 def main() -> None:
@@ -153,7 +159,7 @@ def main() -> None:
         out=args.repair_split,
         batch_size=args.batch_size,
         confirm=False,
-        margins=False,
+        margins=True,  # as run_repair diagnoses it: anchors are ranked by margin
         progress=False,
     )
     if k == 0:

@@ -215,6 +215,7 @@ def repair(
         "flipped-full", help="SFT rows: flipped-full, step (first-fault continuations) or full (docs/repair.md)."
     ),
     replay: float = typer.Option(0.0, help="Share of SFT rows that are whole solutions of random other problems."),
+    anchor: float = typer.Option(0.0, help="Share of SFT rows that are the quantized model's own correct solutions."),
     dpo_epochs: float | None = typer.Option(None, help="DPO epochs (default: --epochs)."),
     merge: bool = typer.Option(False, help="Also merge the adapter, re-quantize with the base's recipe, measure."),
     backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
@@ -240,6 +241,7 @@ def repair(
         control=control,
         sft_data=sft_data,
         replay=replay,
+        anchor=anchor,
         merge=merge,
         backend=backend,
         vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),

@@ -129,34 +129,71 @@ def assert_disjoint(examples: list[dict], eval_questions: set[str]) -> None:
 #                 first fault, completion = the reference's continuation from there (the paper's set)
 #   flipped-full  whole reference solutions of the problems that flipped (targeted by problem)
 #   full          the untargeted control: whole reference solutions of random repair-split problems
-# `replay` (a fraction) swaps that share of the budget for whole solutions of random other problems,
-# which mostly the quantized model already solves: a guard against breaking them.
+# `replay` (a fraction) swaps that share of the budget for whole reference solutions of random other
+# problems, which mostly the quantized model already solves: a guard against breaking them.
+# `anchor` (a fraction) gives that share to the quantized model's *own* correct solutions, the least
+# confident first: rows it already ranks first, so training them sharpens what it gets right
+# instead of pulling it toward another model's wording.
 SFT_DATA = ("step", "flipped-full", "full")
 
 
-def check_sft_options(mode: str, replay: float) -> None:
-    """One-line errors for an unknown SFT mode or a replay share outside [0, 1]."""
+def check_sft_options(mode: str, replay: float, anchor: float = 0.0) -> None:
+    """One-line errors for an unknown SFT mode or a replay/anchor share outside [0, 1]."""
     if mode not in SFT_DATA:
         raise UserError(f"--sft-data {mode!r} is not known; use one of {', '.join(SFT_DATA)}")
-    if not 0.0 <= replay <= 1.0:
-        raise UserError(f"--replay must be a fraction in [0, 1], got {replay}")
+    for flag, share in (("--replay", replay), ("--anchor", anchor)):
+        if not 0.0 <= share <= 1.0:
+            raise UserError(f"{flag} must be a fraction in [0, 1], got {share}")
+    if replay + anchor > 1.0:
+        raise UserError(f"--replay {replay} and --anchor {anchor} share more than the whole budget; keep their sum <= 1")
 
 
-def sft_rows(mode: str, pairs: list[dict], run_dir: Path, n: int, seed: int = 0, replay: float = 0.0) -> list[dict]:
+def sft_rows(
+    mode: str, pairs: list[dict], run_dir: Path, n: int, seed: int = 0, replay: float = 0.0, anchor: float = 0.0
+) -> list[dict]:
     """The SFT set for `mode` (see SFT_DATA), at most `n` rows, each with its provenance."""
-    check_sft_options(mode, replay)
+    check_sft_options(mode, replay, anchor)
     if mode == "full":
         return control_set(run_dir, n, seed)
-    n_main = n - round(n * replay)
+    n_anchor = round(n * anchor)
+    n_main = n - round(n * replay) - n_anchor
     if mode == "step":
         main = [{**{k: e[k] for k in _PROV}, "prompt": e["prompt"], "completion": e["chosen"]} for e in pairs]
         main = main[:n_main]
     else:
         main = control_set(run_dir, n_main, seed, only={e["problem_id"] for e in pairs})
-    extra = control_set(run_dir, n - len(main), seed, exclude={e["problem_id"] for e in main}) if replay else []
+    flipped = {e["problem_id"] for e in pairs}
+    anchors = anchor_set(run_dir, n_anchor, seed, exclude=flipped) if n_anchor else []
+    taken = {e["problem_id"] for e in main + anchors}
+    extra = control_set(run_dir, n - len(main) - len(anchors), seed, exclude=taken) if replay else []
     for e in extra:
         e["error_type"] = "replay"
-    return main + extra
+    return main + anchors + extra
+
+
+def anchor_set(run_dir: Path, n: int, seed: int = 0, exclude: set[str] | None = None) -> list[dict]:
+    """The quantized model's own correct solutions, least confident first (smallest top-1 minus
+    top-2 log-prob over the solution, when the diagnosis recorded margins; else in random order)."""
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
+    own = [
+        r
+        for r in read_jsonl_rows(run_dir / "generations" / "quantized.jsonl")
+        if r["correct"] and r["problem_id"] not in (exclude or ())
+    ]
+    random.Random(seed).shuffle(own)
+    if own and all(r.get("margins") for r in own):
+        own.sort(key=lambda r: min(r["margins"]))  # stable: ties keep the shuffled order
+    return [
+        {
+            "prompt": build_prompt(problems[r["problem_id"]]["question"]),
+            "completion": r["text"],
+            "problem_id": r["problem_id"],
+            "question": problems[r["problem_id"]]["question"],
+            "step_index": 0,
+            "error_type": "anchor",
+        }
+        for r in own[:n]
+    ]
 
 
 _PROV = ("problem_id", "question", "step_index", "error_type")

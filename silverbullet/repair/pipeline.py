@@ -53,6 +53,7 @@ class RepairConfig:
     control: bool = False  # the untargeted control: same as sft_data="full", method sft
     sft_data: str = "flipped-full"  # what the SFT set teaches: flipped-full | step | full (see dataset.py)
     replay: float = 0.0  # share of the SFT budget given to whole solutions of random other problems
+    anchor: float = 0.0  # share of the SFT budget given to the quantized model's own correct solutions
     balance: bool = False  # round-robin the first-fault pairs over error types (off: tuned, see bench)
     merge: bool = False  # also merge the adapter into the base, re-quantize, and measure that
     backend: str = "hf"  # generation backend of the repair-split diagnose and the re-measure
@@ -103,7 +104,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     t_start = time.time()
     if cfg.train.method not in METHODS:  # fail before any diagnosis runs
         raise UserError(f"--method {cfg.train.method!r} is not known; use one of {', '.join(METHODS)}")
-    check_sft_options(cfg.sft_data, cfg.replay)
+    check_sft_options(cfg.sft_data, cfg.replay, cfg.anchor)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     eval_run = _eval_run(cfg, out, console)
@@ -130,7 +131,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         confirm=False,
-        margins=False,
+        margins=True,  # anchors are the quantized model's least confident correct solutions
         progress=cfg.progress,
     )
     log(f"diagnosing {cfg.repair_limit} problems of the {cfg.repair_split} split")
@@ -149,7 +150,15 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
         ),
     )
     n_sft = cfg.max_examples - len(pairs) if split else cfg.max_examples
-    sft = sft_rows(sft_mode, pairs, repair_dir, n_sft, cfg.seed, replay=0.0 if cfg.control else cfg.replay)
+    sft = sft_rows(
+        sft_mode,
+        pairs,
+        repair_dir,
+        n_sft,
+        cfg.seed,
+        replay=0.0 if cfg.control else cfg.replay,
+        anchor=0.0 if cfg.control else cfg.anchor,
+    )
     if method == "dpo":
         used = pairs
     elif method == "sft":
@@ -181,7 +190,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
     summary = summarise_repair(problems, gens, repaired, used, train_info, cfg)
-    summary["sets"] = {"sft_data": sft_mode, "replay": cfg.replay, "sft_rows": len(sft), "dpo_pairs": len(pairs)}
+    summary["sets"] = {"sft_data": sft_mode, "replay": cfg.replay, "anchor": cfg.anchor, "sft_rows": len(sft), "dpo_pairs": len(pairs)}
     summary["timings"] = {
         "train_seconds": train_info["train_seconds"],
         "remeasure_seconds": remeasure_seconds,
