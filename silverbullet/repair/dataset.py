@@ -145,7 +145,9 @@ def check_sft_options(mode: str, replay: float, anchor: float = 0.0) -> None:
         if not 0.0 <= share <= 1.0:
             raise UserError(f"{flag} must be a fraction in [0, 1], got {share}")
     if replay + anchor > 1.0:
-        raise UserError(f"--replay {replay} and --anchor {anchor} share more than the whole budget; keep their sum <= 1")
+        raise UserError(
+            f"--replay {replay} and --anchor {anchor} share more than the whole budget; keep their sum <= 1"
+        )
 
 
 def sft_rows(

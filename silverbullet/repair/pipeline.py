@@ -190,7 +190,13 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
     summary = summarise_repair(problems, gens, repaired, used, train_info, cfg)
-    summary["sets"] = {"sft_data": sft_mode, "replay": cfg.replay, "anchor": cfg.anchor, "sft_rows": len(sft), "dpo_pairs": len(pairs)}
+    summary["sets"] = {
+        "sft_data": sft_mode,
+        "replay": cfg.replay,
+        "anchor": cfg.anchor,
+        "sft_rows": len(sft),
+        "dpo_pairs": len(pairs),
+    }
     summary["timings"] = {
         "train_seconds": train_info["train_seconds"],
         "remeasure_seconds": remeasure_seconds,
