@@ -122,6 +122,11 @@ for seed in (0, 1, 2):
     GRID[f"r6-default-seed{seed}"] = ({"seed": seed}, {})
     GRID[f"r6-anchor0.25-seed{seed}"] = ({"seed": seed}, {"anchor": 0.25})
     GRID[f"r6-anchor0.5-seed{seed}"] = ({"seed": seed}, {"anchor": 0.5})
+# round 7: guards (problems the reference itself fails: the quantized model's own correct solution,
+# else the gold one), the only rows that pull away from the reference's own mistakes
+for seed in (0, 1, 2):
+    GRID[f"r7-guard-own-seed{seed}"] = ({"seed": seed}, {"guard": 0.06})  # ~20 rows: own solutions first
+    GRID[f"r7-guard-all-seed{seed}"] = ({"seed": seed}, {"guard": 0.3})  # ~100 rows: every reference failure
 
 
 def main() -> None:

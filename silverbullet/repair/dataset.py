@@ -151,26 +151,63 @@ def check_sft_options(mode: str, replay: float, anchor: float = 0.0) -> None:
 
 
 def sft_rows(
-    mode: str, pairs: list[dict], run_dir: Path, n: int, seed: int = 0, replay: float = 0.0, anchor: float = 0.0
+    mode: str,
+    pairs: list[dict],
+    run_dir: Path,
+    n: int,
+    seed: int = 0,
+    replay: float = 0.0,
+    anchor: float = 0.0,
+    guard: float = 0.0,
 ) -> list[dict]:
     """The SFT set for `mode` (see SFT_DATA), at most `n` rows, each with its provenance."""
     check_sft_options(mode, replay, anchor)
     if mode == "full":
         return control_set(run_dir, n, seed)
     n_anchor = round(n * anchor)
-    n_main = n - round(n * replay) - n_anchor
+    n_main = n - round(n * replay) - n_anchor - round(n * guard)
     if mode == "step":
         main = [{**{k: e[k] for k in _PROV}, "prompt": e["prompt"], "completion": e["chosen"]} for e in pairs]
         main = main[:n_main]
     else:
         main = control_set(run_dir, n_main, seed, only={e["problem_id"] for e in pairs})
     flipped = {e["problem_id"] for e in pairs}
-    anchors = anchor_set(run_dir, n_anchor, seed, exclude=flipped) if n_anchor else []
+    guards = guard_set(run_dir, round(n * guard), exclude=flipped) if guard else []
+    guarded = flipped | {e["problem_id"] for e in guards}
+    anchors = guards + (anchor_set(run_dir, n_anchor, seed, exclude=guarded) if n_anchor else [])
     taken = {e["problem_id"] for e in main + anchors}
     extra = control_set(run_dir, n - len(main) - len(anchors), seed, exclude=taken) if replay else []
     for e in extra:
         e["error_type"] = "replay"
     return main + anchors + extra
+
+
+def guard_set(run_dir: Path, n: int, exclude: set[str] | None = None) -> list[dict]:
+    """Problems the *reference* fails, where pulling the model toward the reference would break it:
+    the quantized model's own correct solution when it has one, else the gold step solution."""
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
+    quant = {r["problem_id"]: r for r in read_jsonl_rows(run_dir / "generations" / "quantized.jsonl")}
+    own, gold = [], []
+    for r in read_jsonl_rows(run_dir / "generations" / "reference.jsonl"):
+        pid = r["problem_id"]
+        if r["correct"] or pid in (exclude or ()):
+            continue
+        q, sol = quant.get(pid), problems[pid].get("solution")
+        if q and q["correct"]:
+            own.append((pid, q["text"]))
+        elif sol and step_spans(sol) and any(rx.match(ln) for ln in sol.split("\n") for rx in ANSWER_LINE_RES):
+            gold.append((pid, sol))
+    return [
+        {
+            "prompt": build_prompt(problems[pid]["question"]),
+            "completion": text,
+            "problem_id": pid,
+            "question": problems[pid]["question"],
+            "step_index": 0,
+            "error_type": "guard",
+        }
+        for pid, text in (own + gold)[:n]
+    ]
 
 
 def anchor_set(run_dir: Path, n: int, seed: int = 0, exclude: set[str] | None = None) -> list[dict]:

@@ -54,6 +54,7 @@ class RepairConfig:
     sft_data: str = "flipped-full"  # what the SFT set teaches: flipped-full | step | full (see dataset.py)
     replay: float = 0.0  # share of the SFT budget given to whole solutions of random other problems
     anchor: float = 0.0  # share of the SFT budget given to the quantized model's own correct solutions
+    guard: float = 0.0  # share given to problems the reference fails (own correct or gold solutions)
     balance: bool = False  # round-robin the first-fault pairs over error types (off: tuned, see bench)
     merge: bool = False  # also merge the adapter into the base, re-quantize, and measure that
     backend: str = "hf"  # generation backend of the repair-split diagnose and the re-measure
@@ -158,6 +159,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
         cfg.seed,
         replay=0.0 if cfg.control else cfg.replay,
         anchor=0.0 if cfg.control else cfg.anchor,
+        guard=0.0 if cfg.control else cfg.guard,
     )
     if method == "dpo":
         used = pairs
