@@ -122,6 +122,8 @@ for seed in (0, 1, 2):
     GRID[f"r6-default-seed{seed}"] = ({"seed": seed}, {})
     GRID[f"r6-anchor0.25-seed{seed}"] = ({"seed": seed}, {"anchor": 0.25})
     GRID[f"r6-anchor0.5-seed{seed}"] = ({"seed": seed}, {"anchor": 0.5})
+for seed in (3, 4, 5):  # more seeds of the default, for its spread and for adapter soups (.devbuild)
+    GRID[f"r6-default-seed{seed}"] = ({"seed": seed}, {})
 # round 7: guards (problems the reference itself fails: the quantized model's own correct solution,
 # else the gold one), the only rows that pull away from the reference's own mistakes
 for seed in (0, 1, 2):
