@@ -215,7 +215,7 @@ def repair(
         "flipped-full", help="SFT rows: flipped-full, step (first-fault continuations) or full (docs/repair.md)."
     ),
     replay: float = typer.Option(0.0, help="Share of SFT rows that are whole solutions of random other problems."),
-    anchor: float = typer.Option(0.0, help="Share of SFT rows that are the quantized model's own correct solutions."),
+    batch_size: int = typer.Option(64, help="Generation batch size (diagnoses and re-measure)."),
     dpo_epochs: float | None = typer.Option(None, help="DPO epochs (default: --epochs)."),
     merge: bool = typer.Option(False, help="Also merge the adapter, re-quantize with the base's recipe, measure."),
     backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
@@ -226,7 +226,12 @@ def repair(
     from silverbullet.repair.pipeline import RepairConfig, run_repair
     from silverbullet.repair.train import RepairTrainConfig
 
-    for name, v in (("--max-examples", max_examples), ("--repair-limit", repair_limit), ("--eval-limit", eval_limit)):
+    for name, v in (
+        ("--max-examples", max_examples),
+        ("--repair-limit", repair_limit),
+        ("--eval-limit", eval_limit),
+        ("--batch-size", batch_size),
+    ):
         _positive(name, v)
     if epochs <= 0 or learning_rate <= 0 or (dpo_epochs is not None and dpo_epochs <= 0):
         raise UserError("--epochs, --dpo-epochs and --learning-rate must be positive")
@@ -241,14 +246,15 @@ def repair(
         control=control,
         sft_data=sft_data,
         replay=replay,
-        anchor=anchor,
         merge=merge,
+        batch_size=batch_size,
         backend=backend,
         vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),
         train=RepairTrainConfig(method=method, epochs=epochs, learning_rate=learning_rate, dpo_epochs=dpo_epochs),
     )
     s = run_repair(cfg, console=console, log=console.print)
-    print_repair(s)
+    if s.get("rank", 0) == 0:  # under `accelerate launch`, rank 0 alone reports
+        print_repair(s)
 
 
 def print_repair(s: dict) -> None:

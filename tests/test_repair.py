@@ -143,25 +143,37 @@ def test_base_weights_stay_on_the_quantized_grid_after_training(repair_run):
             assert torch.unique(p[0]).numel() <= 4  # 2-bit grid: at most 4 levels per output channel
 
 
-@pytest.mark.slow
-def test_repair_command_end_to_end_on_a_small_slice(tmp_path):
-    """`silverbullet repair` as a user runs it, on the demo quantized model: evaluation diagnose,
-    repair-split diagnose, the sets, a LoRA pass, the re-measure and `--merge`, in one command."""
+SLICE = ["--eval-limit", "16", "--repair-limit", "48", "--max-examples", "8", "--epochs", "1"]
+
+
+def _repair_cli(out: Path, *extra: str, launcher: tuple[str, ...] = ()):
     import subprocess
     import sys
 
-    out = tmp_path / "rep"
-    args = ["--out", str(out), "--eval-limit", "16", "--repair-limit", "48", "--max-examples", "8", "--epochs", "1"]
-    r = subprocess.run(
-        [sys.executable, "-m", "silverbullet.cli", "repair", *args, "--merge"],
+    return subprocess.run(
+        [sys.executable, *launcher, "-m", "silverbullet.cli", "repair", "--out", str(out), *SLICE, *extra],
         capture_output=True,
         text=True,
         cwd=Path(MODEL).parents[1],
         timeout=600,
     )
+
+
+@pytest.fixture(scope="module")
+def repaired_slice(tmp_path_factory):
+    """`silverbullet repair` as a user runs it, once, on a small slice of the demo setting."""
+    out = tmp_path_factory.mktemp("slice") / "rep"
+    r = _repair_cli(out, "--merge")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "recovery" in r.stdout and "merged + re-quantized" in r.stdout
-    s = json.loads((out / "repair_summary.json").read_text())
+    return out, r.stdout, json.loads((out / "repair_summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_repair_command_end_to_end_on_a_small_slice(repaired_slice):
+    """Evaluation diagnose, repair-split diagnose, the sets, a LoRA pass, the re-measure and
+    `--merge`, in one command."""
+    out, stdout, s = repaired_slice
+    assert "recovery" in stdout and "merged + re-quantized" in stdout
     assert s["n"] == 16 and 1 <= s["examples"] <= 8
     assert {"recovery", "flips_introduced_rate", "flips_fixed", "after_repair"} <= set(s)
     a = s["accuracy"]
@@ -171,11 +183,57 @@ def test_repair_command_end_to_end_on_a_small_slice(tmp_path):
     sft_rows = [json.loads(x) for x in (out / "silverbullet_sft.jsonl").read_text().splitlines()]
     assert len(sft_rows) == s["examples"] and all(r["problem_id"].startswith("synthetic-repair-") for r in sft_rows)
     assert (out / "adapter" / "adapter_config.json").is_file()
+    assert s["train"]["processes"] == 1
     m = s["merged"]
     assert Path(m["path"], "config.json").is_file() and 0.0 <= m["accuracy"] <= 1.0
     merged_cfg = json.loads(Path(m["path"], "config.json").read_text())["quantization_config"]
     assert merged_cfg["config_groups"]["group_0"]["weights"]["num_bits"] == 2  # still 2-bit after merging
     assert len((out / "generations" / "merged.jsonl").read_text().splitlines()) == 16
+
+
+@pytest.mark.slow
+def test_repair_rerun_reuses_the_trained_adapter(repaired_slice, tmp_path):
+    """An interrupted or repeated repair resumes: same sets and config -> the adapter is reused,
+    not retrained; a changed config trains anew."""
+    import shutil
+
+    src, _, before = repaired_slice
+    out = tmp_path / "rep"
+    shutil.copytree(src, out)
+    weights = (out / "adapter" / "adapter_model.safetensors").read_bytes()
+    (out / "generations" / "repaired.jsonl").write_text("")  # as if killed before the re-measure wrote a row
+    r = _repair_cli(out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "reused sft adapter" in r.stdout + r.stderr  # progress lines go to stderr
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == weights
+    after = json.loads((out / "repair_summary.json").read_text())
+    assert after["accuracy"] == before["accuracy"]
+    assert after["train"]["train_seconds"] == before["train"]["train_seconds"]
+    r = _repair_cli(out, "--learning-rate", "2e-3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "trained sft adapter" in r.stdout + r.stderr
+    assert (out / "adapter" / "adapter_model.safetensors").read_bytes() != weights
+
+
+@pytest.mark.slow
+def test_repair_under_torchrun_trains_data_parallel(repaired_slice, tmp_path):
+    """What `accelerate launch --multi_gpu` does on GPUs, on 2 CPU processes (gloo): rank 0
+    diagnoses (resumed here) and re-measures, both ranks train, one adapter and one table."""
+    import shutil
+
+    src, _, _ = repaired_slice
+    out = tmp_path / "rep"
+    shutil.copytree(src, out)
+    shutil.rmtree(out / "adapter")
+    r = _repair_cli(out, launcher=("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("flips introduced") == 1  # rank 0 alone reports
+    s = json.loads((out / "repair_summary.json").read_text())
+    assert s["train"]["processes"] == 2 and s["n"] == 16
+    assert s["train"]["config"]["batch_size"] == 16  # the global batch: 8 rows on each of 2 processes
+    with safe_open(str(out / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        b = [f.get_tensor(k) for k in f.keys() if "lora_B" in k]
+    assert b and any(t.abs().sum() > 0 for t in b)  # trained: LoRA B starts at zero
 
 
 def test_sft_rows_for_each_data_mode(repair_run):
@@ -220,3 +278,54 @@ def test_merge_needs_the_recorded_recipe(tmp_path):
     (tmp_path / "silverbullet_quantization.json").write_text("{not json")
     with pytest.raises(UserError, match="re-run `silverbullet quantize`"):
         recorded_quantization(str(tmp_path))
+
+
+def _tiny_run(root: Path) -> Path:
+    """A hand-made diagnose run: five problems, what each model got right, quantized margins."""
+    run = root / "run"
+    (run / "generations").mkdir(parents=True)
+    ref_ok = {"p1": True, "p2": False, "p3": False, "p4": True, "p5": True}
+    q = {"p1": (True, [2.0, 0.5]), "p2": (True, [0.1, 3.0]), "p3": (False, [1.0]), "p4": (True, [3.0, 1.5]),
+         "p5": (False, [0.2])}  # fmt: skip
+    probs, refs, quants = [], [], []
+    for pid in ref_ok:
+        gold = f"Step 1: gold {pid}, so 1 + 1 = 2.\nThe answer is: 2\n"
+        probs.append({"id": pid, "question": f"question {pid}?", "answer": "2", "solution": gold})
+        ref_text = f"Step 1: ref {pid}\nThe answer is: 2\n"
+        refs.append({"problem_id": pid, "text": ref_text, "correct": ref_ok[pid]})
+        ok, m = q[pid]
+        own = f"Step 1: own {pid}\nThe answer is: 2\n"
+        quants.append({"problem_id": pid, "text": own, "correct": ok, "margins": m})
+    for name, rows in (("problems.jsonl", probs), ("generations/reference.jsonl", refs),
+                       ("generations/quantized.jsonl", quants)):  # fmt: skip
+        (run / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_anchor_and_guard_rows(tmp_path):
+    """Anchors: the quantized model's own correct solutions, least confident first. Guards: problems
+    the reference fails, the quantized model's own correct solution first, else the gold one."""
+    from silverbullet.repair.dataset import anchor_set, guard_set
+
+    run = _tiny_run(tmp_path)
+    anchors = anchor_set(run, 3, exclude={"p5"})
+    assert [a["problem_id"] for a in anchors] == ["p2", "p1", "p4"]  # min margins 0.1, 0.5, 1.5
+    assert anchors[0]["completion"].startswith("Step 1: own p2") and anchors[0]["error_type"] == "anchor"
+    guards = guard_set(run, 5)
+    assert [(g["problem_id"], g["completion"].split(",")[0]) for g in guards] == [
+        ("p2", "Step 1: own p2\nThe answer is: 2\n"),  # the quantized model solved it: its own words
+        ("p3", "Step 1: gold p3"),  # nobody solved it: the gold solution
+    ]
+    pairs = [{"problem_id": "p5", "question": "question p5?", "step_index": 0, "error_type": "execution",
+              "prompt": "x", "chosen": "y", "rejected": "z"}]  # fmt: skip
+    rows = sft_rows("flipped-full", pairs, run, 4, guard=0.25, anchor=0.5)
+    assert [(r["problem_id"], r["error_type"]) for r in rows] == [
+        ("p5", "full-solution"),
+        ("p2", "guard"),
+        ("p1", "anchor"),
+        ("p4", "anchor"),
+    ]
+    with pytest.raises(UserError, match="--anchor"):
+        sft_rows("flipped-full", pairs, run, 4, anchor=1.2)
+    with pytest.raises(UserError, match="keep their sum"):
+        sft_rows("flipped-full", pairs, run, 4, replay=0.6, anchor=0.6)

@@ -35,7 +35,7 @@ from silverbullet.repair.dataset import (
     sft_rows,
     write_sets,
 )
-from silverbullet.repair.train import METHODS, RepairTrainConfig, train_adapter
+from silverbullet.repair.train import METHODS, RepairTrainConfig, dist_world, train_or_reuse
 
 
 @dataclass
@@ -101,18 +101,37 @@ def _eval_run(cfg: RepairConfig, out: Path, console) -> Path:
     return out / "eval-split"
 
 
+def _models(cfg: RepairConfig, eval_run: Path) -> tuple[dict, str, str]:
+    """The evaluation run's config and its (reference, quantized) checkpoints."""
+    eval_cfg = json.loads((eval_run / "config.json").read_text())
+    reference, quantized = eval_cfg["reference"], eval_cfg["quantized"]
+    if cfg.quantized is None and not quantized:
+        quantized = demo_quantized_path(cfg.reference)
+    return eval_cfg, reference, quantized
+
+
 def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
+    """The whole loop. Under `accelerate launch` (several processes) rank 0 diagnoses and builds the
+    sets, every rank trains (TRL's data parallel), and rank 0 re-measures and writes the summary."""
     t_start = time.time()
     if cfg.train.method not in METHODS:  # fail before any diagnosis runs
         raise UserError(f"--method {cfg.train.method!r} is not known; use one of {', '.join(METHODS)}")
     check_sft_options(cfg.sft_data, cfg.replay, cfg.anchor)
     out = Path(cfg.out)
+    rank, world = dist_world()
+    if world > 1:
+        from datetime import timedelta
+
+        from accelerate import PartialState
+
+        # One process group for the whole run; the long timeout covers rank 0's diagnoses.
+        state = PartialState(timeout=timedelta(hours=12))
+        if rank != 0:
+            state.wait_for_everyone()  # rank 0 has written the sets
+            return _train_only(cfg, out, rank, log)
     out.mkdir(parents=True, exist_ok=True)
     eval_run = _eval_run(cfg, out, console)
-    eval_cfg = json.loads((eval_run / "config.json").read_text())
-    reference, quantized = eval_cfg["reference"], eval_cfg["quantized"]
-    if cfg.quantized is None and not quantized:
-        quantized = demo_quantized_path(cfg.reference)
+    eval_cfg, reference, quantized = _models(cfg, eval_run)
     problems = [Problem(**p) for p in read_jsonl_rows(eval_run / "problems.jsonl")]
     gens = {
         tag: {r["problem_id"]: r for r in read_jsonl_rows(eval_run / "generations" / f"{tag}.jsonl")}
@@ -141,7 +160,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     # 2. the Silver Bullet sets: first-fault pairs (DPO) and the SFT rows (`sft_data`)
     repair_dir = out / "repair-split"
     sft_mode = "full" if cfg.control else cfg.sft_data
-    method = "sft" if cfg.control else cfg.train.method
+    method = _method(cfg)
     # One example budget for the whole run: SFT then DPO on different rows share it half and half.
     split = method == "sft+dpo" and sft_mode != "step"
     pairs = curate(
@@ -175,19 +194,22 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     sft_path, dpo_path = write_sets(sft, pairs, out)
     log(f"{len(sft)} SFT rows ({sft_mode}) -> {sft_path}; {len(pairs)} DPO pairs -> {dpo_path}")
 
-    # 3. LoRA on the quantized model
-    train_cfg = dataclasses.replace(cfg.train, method=method)
+    # 3. LoRA on the quantized model (reused when a finished run trained the same sets the same way)
+    if world > 1:
+        state.wait_for_everyone()  # the other ranks start training from the sets written above
+    train_cfg = dataclasses.replace(cfg.train, method=_method(cfg))
     adapter = out / "adapter"
-    train_info = train_adapter(quantized, sft_path, dpo_path, adapter, train_cfg)
-    log(f"trained {train_cfg.method} adapter in {train_info['train_seconds']}s -> {adapter}")
+    train_info, reused = train_or_reuse(quantized, sft_path, dpo_path, adapter, train_cfg)
+    verb = "reused" if reused else "trained"
+    log(f"{verb} {train_cfg.method} adapter ({train_info['train_seconds']}s of training) -> {adapter}")
 
     # 4. re-measure on the evaluation split
     t0 = time.time()
     gcfg = DiagnoseConfig(backend=cfg.backend, vllm_options=cfg.vllm_options, cache=False)
     rep_gen = make_generator(quantized, "repaired", gcfg, adapter=str(adapter))
     rep_path = out / "generations" / "repaired.jsonl"
-    if rep_path.exists():
-        rep_path.unlink()  # a new adapter: old repaired generations are stale
+    if rep_path.exists() and not reused:
+        rep_path.unlink()  # a new adapter: old repaired generations are stale (else: resume them)
     repaired = measure(rep_gen, problems, GenerationConfig(batch_size=cfg.batch_size), rep_path)
     close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
@@ -213,6 +235,20 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     elif Path(cfg.from_run).resolve() != out.resolve():  # let `report` on the eval run show the repaired bar
         (Path(cfg.from_run) / "repair_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _method(cfg: RepairConfig) -> str:
+    return "sft" if cfg.control else cfg.train.method
+
+
+def _train_only(cfg: RepairConfig, out: Path, rank: int, log) -> dict:
+    """A non-zero rank of a multi-process run: train on the sets rank 0 wrote, nothing else."""
+    eval_run = Path(cfg.from_run) if cfg.from_run else out / "eval-split"
+    _, _, quantized = _models(cfg, eval_run)
+    train_cfg = dataclasses.replace(cfg.train, method=_method(cfg))
+    sft_path, dpo_path = out / "silverbullet_sft.jsonl", out / "silverbullet_dpo.jsonl"
+    info, _ = train_or_reuse(quantized, sft_path, dpo_path, out / "adapter", train_cfg)
+    return {"rank": rank, "train": info}
 
 
 def _merged(quantized: str, adapter: Path, out: Path, problems, summary: dict, gcfg, cfg: RepairConfig, log) -> dict:

@@ -2,13 +2,17 @@
 
 The compressed-tensors checkpoint is loaded dequantized (dense weights whose values are exactly the
 quantized grid) and frozen; only LoRA matrices train, so the base stays low-bit and the repair ships
-as a small adapter. Multi-GPU: run the same code under `accelerate launch` (TRL handles it).
+as a small adapter. Several GPUs: run the same command under `accelerate launch`; every process
+trains on its share of each batch (TRL/Accelerate data parallel) and rank 0 saves the adapter.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from silverbullet.errors import UserError
@@ -38,6 +42,11 @@ class RepairTrainConfig:
     device: str = "auto"
 
 
+def dist_world() -> tuple[int, int]:
+    """(rank, world size) as `accelerate launch` / torchrun set them; (0, 1) in a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _lora(cfg: RepairTrainConfig):
     from peft import LoraConfig
 
@@ -53,10 +62,12 @@ def _lora(cfg: RepairTrainConfig):
 def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) -> dict:
     import torch
 
+    _, world = dist_world()
     return dict(
         output_dir=str(out),
         num_train_epochs=epochs,
-        per_device_train_batch_size=cfg.batch_size,
+        # `batch_size` is the global batch: the same recipe on one device or several
+        per_device_train_batch_size=max(1, cfg.batch_size // world),
         learning_rate=lr,
         weight_decay=cfg.weight_decay,
         lr_scheduler_type="cosine",
@@ -68,8 +79,16 @@ def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) ->
         max_length=cfg.max_length,
         disable_tqdm=False,
         use_cpu=not torch.cuda.is_available() or cfg.device == "cpu",
+        ddp_find_unused_parameters=False,  # every LoRA matrix takes part in every forward
         bf16=False,
     )
+
+
+def _one_process_one_gpu(args) -> None:
+    """A plain process on a host with several GPUs: train on the model's own GPU. (Trainer would
+    wrap it in nn.DataParallel, which TRL refuses; several GPUs are for `accelerate launch`.)"""
+    if dist_world()[1] == 1 and args.n_gpu > 1:
+        args._n_gpu = 1  # what Trainer itself does for a model placed with a device_map
 
 
 def train_adapter(
@@ -84,6 +103,9 @@ def train_adapter(
 
     # Load straight onto the training device: the Trainer does not move quantization-configured models.
     device = resolve_device(cfg.device)
+    rank, world = dist_world()
+    if world > 1 and device == "cuda":
+        device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
     model, tok = load_causal_lm(quantized, device=device, dtype="float32", for_training=True)
     t0 = time.time()
     info: dict = {"method": cfg.method}
@@ -92,9 +114,11 @@ def train_adapter(
         from trl import SFTConfig, SFTTrainer
 
         ds = load_dataset("json", data_files=str(sft_path), split="train").select_columns(["prompt", "completion"])
+        args = SFTConfig(**_common_args(cfg, out / "_sft", cfg.learning_rate, cfg.epochs), completion_only_loss=True)
+        _one_process_one_gpu(args)
         trainer = SFTTrainer(
             model=model,
-            args=SFTConfig(**_common_args(cfg, out / "_sft", cfg.learning_rate, cfg.epochs), completion_only_loss=True),
+            args=args,
             train_dataset=ds,
             processing_class=tok,
             peft_config=_lora(cfg),
@@ -112,11 +136,13 @@ def train_adapter(
         if cfg.method == "sft+dpo":  # keep training the SFT adapter; the frozen base is DPO's reference
             for n, p in model.named_parameters():
                 p.requires_grad = "lora_" in n
+        args = DPOConfig(
+            **_common_args(cfg, out / "_dpo", cfg.dpo_learning_rate, cfg.dpo_epochs or cfg.epochs), beta=cfg.beta
+        )
+        _one_process_one_gpu(args)
         trainer = DPOTrainer(
             model=model,
-            args=DPOConfig(
-                **_common_args(cfg, out / "_dpo", cfg.dpo_learning_rate, cfg.dpo_epochs or cfg.epochs), beta=cfg.beta
-            ),
+            args=args,
             train_dataset=ds,
             processing_class=tok,
             peft_config=peft_cfg,
@@ -125,7 +151,39 @@ def train_adapter(
         info["dpo"] = {"examples": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4)}
         model = trainer.model
     info["train_seconds"] = round(time.time() - t0, 1)
-    model.save_pretrained(str(adapter_dir))
-    info["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.glob("*.safetensors"))
+    info["processes"] = world
+    if rank == 0:
+        model.save_pretrained(str(adapter_dir))
+        info["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.glob("*.safetensors"))
     info["base_bytes"] = sum(f.stat().st_size for f in Path(quantized).glob("*.safetensors"))
     return info
+
+
+def training_key(quantized: str, sft_path: Path | None, dpo_path: Path | None, cfg: RepairTrainConfig) -> str:
+    """What an adapter was trained from: the base, the set files' bytes and the config."""
+    h = hashlib.sha256(json.dumps({"base": str(quantized), "config": asdict(cfg)}, sort_keys=True).encode())
+    for path in (sft_path, dpo_path):
+        h.update(path.read_bytes() if path is not None and path.exists() else b"-")
+    return h.hexdigest()[:16]
+
+
+def train_or_reuse(
+    quantized: str, sft_path: Path | None, dpo_path: Path | None, out: Path, cfg: RepairTrainConfig
+) -> tuple[dict, bool]:
+    """The adapter in `out` when a finished run trained it from the same sets and config (an
+    interrupted repair resumes at the re-measure, not minutes of training earlier); else train."""
+    key = training_key(quantized, sft_path, dpo_path, cfg)
+    info_path = out / "train_info.json"
+    if info_path.exists() and (out / "adapter_model.safetensors").exists():
+        try:
+            old = json.loads(info_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = {}
+        if old.get("key") == key:
+            return old["info"], True
+    if dist_world()[0] == 0:
+        info_path.unlink(missing_ok=True)  # an interrupted training leaves no claim on the adapter
+    info = train_adapter(quantized, sft_path, dpo_path, out, cfg)
+    if dist_world()[0] == 0:
+        info_path.write_text(json.dumps({"key": key, "info": info}, indent=1))
+    return info, False
