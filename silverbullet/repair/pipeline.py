@@ -35,7 +35,7 @@ from silverbullet.repair.dataset import (
     sft_rows,
     write_sets,
 )
-from silverbullet.repair.train import METHODS, RepairTrainConfig, dist_world, train_or_reuse
+from silverbullet.repair.train import METHODS, RepairTrainConfig, dist_world, leave_process_group, train_or_reuse
 
 
 @dataclass
@@ -200,6 +200,8 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     train_cfg = dataclasses.replace(cfg.train, method=_method(cfg))
     adapter = out / "adapter"
     train_info, reused = train_or_reuse(quantized, sft_path, dpo_path, adapter, train_cfg)
+    if world > 1:
+        leave_process_group()  # rank 0 goes on alone: the re-measure must not wait on other ranks
     verb = "reused" if reused else "trained"
     log(f"{verb} {train_cfg.method} adapter ({train_info['train_seconds']}s of training) -> {adapter}")
 
@@ -248,6 +250,7 @@ def _train_only(cfg: RepairConfig, out: Path, rank: int, log) -> dict:
     train_cfg = dataclasses.replace(cfg.train, method=_method(cfg))
     sft_path, dpo_path = out / "silverbullet_sft.jsonl", out / "silverbullet_dpo.jsonl"
     info, _ = train_or_reuse(quantized, sft_path, dpo_path, out / "adapter", train_cfg)
+    leave_process_group()
     return {"rank": rank, "train": info}
 
 

@@ -47,6 +47,15 @@ def dist_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def leave_process_group() -> None:
+    """End this process's part in the training process group (after the last collective), so
+    what rank 0 does next (loading and generating) cannot wait on ranks that have exited."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _lora(cfg: RepairTrainConfig):
     from peft import LoraConfig
 
