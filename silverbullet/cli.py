@@ -272,6 +272,10 @@ def print_repair(s: dict) -> None:
         f"{s['flips_introduced']} ({s['flips_introduced_rate']:.1%})",
     )
     out_console.print(t)
+    if s["flips_introduced"] and "flips_introduced_reference_solves" in s:
+        also = s["flips_introduced"] - s["flips_introduced_reference_solves"]
+        n = s["flips_introduced"]
+        out_console.print(f"{also} of the {n} flips introduced are problems the reference fails too")
     out_console.print(
         f"adapter {s['adapter_bytes'] / 1e6:.2f} MB next to a {s['base_bytes'] / 1e6:.2f} MB "
         f"quantized base; training {s['timings']['train_seconds']}s"

@@ -143,6 +143,10 @@ def test_base_weights_stay_on_the_quantized_grid_after_training(repair_run):
             assert torch.unique(p[0]).numel() <= 4  # 2-bit grid: at most 4 levels per output channel
 
 
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
 SLICE = ["--eval-limit", "16", "--repair-limit", "48", "--max-examples", "8", "--epochs", "1"]
 
 
@@ -180,6 +184,11 @@ def test_repair_command_end_to_end_on_a_small_slice(repaired_slice):
     assert a["reference"] > a["quantized"]  # the demo setting really costs accuracy on this slice
     fixed, introduced = s["flips_fixed"], s["flips_introduced"]
     assert round(a["repaired"] - a["quantized"], 4) == round((fixed - introduced) / 16, 4)
+    ref = {x["problem_id"]: x["correct"] for x in _rows(out / "eval-split" / "generations" / "reference.jsonl")}
+    q = {x["problem_id"]: x["correct"] for x in _rows(out / "eval-split" / "generations" / "quantized.jsonl")}
+    rep = {x["problem_id"]: x["correct"] for x in _rows(out / "generations" / "repaired.jsonl")}
+    broken = [p for p in q if q[p] and not rep[p]]
+    assert len(broken) == introduced and s["flips_introduced_reference_solves"] == sum(ref[p] for p in broken)
     sft_rows = [json.loads(x) for x in (out / "silverbullet_sft.jsonl").read_text().splitlines()]
     assert len(sft_rows) == s["examples"] and all(r["problem_id"].startswith("synthetic-repair-") for r in sft_rows)
     assert (out / "adapter" / "adapter_config.json").is_file()

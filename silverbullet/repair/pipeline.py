@@ -290,6 +290,10 @@ def summarise_repair(
     acc = {"reference": round(sum(ref) / n, 4), "quantized": round(sum(q) / n, 4), "repaired": round(sum(r) / n, 4)}
     fixed = sum(not a and b for a, b in zip(q, r))
     introduced = sum(a and not b for a, b in zip(q, r))
+    # Of those, the ones the reference solves: what the repair broke beyond the reference's own mistakes
+    # (a repair that reproduced the reference exactly would still lose the problems only the quantized
+    # model got right).
+    introduced_ref_solves = sum(a and not b and c for a, b, c in zip(q, r, ref))
     types: Counter = Counter()
     positions: Counter = Counter()
     by_id = {p.id: p for p in problems}
@@ -309,6 +313,7 @@ def summarise_repair(
         "flips_fixed": fixed,
         "flips_introduced": introduced,
         "flips_introduced_rate": round(introduced / n, 4),
+        "flips_introduced_reference_solves": introduced_ref_solves,
         "examples": len(examples),
         "examples_by_error_type": dict(Counter(e["error_type"] for e in examples)),
         "after_repair": {"error_types": dict(types), "first_fault_position": dict(sorted(positions.items()))},
