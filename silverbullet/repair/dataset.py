@@ -197,17 +197,7 @@ def guard_set(run_dir: Path, n: int, exclude: set[str] | None = None) -> list[di
             own.append((pid, q["text"]))
         elif sol and step_spans(sol) and any(rx.match(ln) for ln in sol.split("\n") for rx in ANSWER_LINE_RES):
             gold.append((pid, sol))
-    return [
-        {
-            "prompt": build_prompt(problems[pid]["question"]),
-            "completion": text,
-            "problem_id": pid,
-            "question": problems[pid]["question"],
-            "step_index": 0,
-            "error_type": "guard",
-        }
-        for pid, text in (own + gold)[:n]
-    ]
+    return [_whole_solution(problems[pid], text, "guard") for pid, text in (own + gold)[:n]]
 
 
 def anchor_set(run_dir: Path, n: int, seed: int = 0, exclude: set[str] | None = None) -> list[dict]:
@@ -222,17 +212,7 @@ def anchor_set(run_dir: Path, n: int, seed: int = 0, exclude: set[str] | None = 
     random.Random(seed).shuffle(own)
     if own and all(r.get("margins") for r in own):
         own.sort(key=lambda r: min(r["margins"]))  # stable: ties keep the shuffled order
-    return [
-        {
-            "prompt": build_prompt(problems[r["problem_id"]]["question"]),
-            "completion": r["text"],
-            "problem_id": r["problem_id"],
-            "question": problems[r["problem_id"]]["question"],
-            "step_index": 0,
-            "error_type": "anchor",
-        }
-        for r in own[:n]
-    ]
+    return [_whole_solution(problems[r["problem_id"]], r["text"], "anchor") for r in own[:n]]
 
 
 _PROV = ("problem_id", "question", "step_index", "error_type")
@@ -267,17 +247,20 @@ def control_set(
         if r["correct"] and (only is None or r["problem_id"] in only) and r["problem_id"] not in (exclude or ())
     ]
     random.Random(seed).shuffle(ref)
-    return [
-        {
-            "prompt": build_prompt(problems[r["problem_id"]]["question"]),
-            "completion": r["text"],
-            "problem_id": r["problem_id"],
-            "question": problems[r["problem_id"]]["question"],
-            "step_index": 0,
-            "error_type": "control" if only is None else "full-solution",
-        }
-        for r in ref[:n]
-    ]
+    kind = "control" if only is None else "full-solution"
+    return [_whole_solution(problems[r["problem_id"]], r["text"], kind) for r in ref[:n]]
+
+
+def _whole_solution(problem: dict, text: str, kind: str) -> dict:
+    """An SFT row that teaches a whole solution from the question on (step_index 0)."""
+    return {
+        "prompt": build_prompt(problem["question"]),
+        "completion": text,
+        "problem_id": problem["id"],
+        "question": problem["question"],
+        "step_index": 0,
+        "error_type": kind,
+    }
 
 
 def _write(path: Path, rows: list[dict]) -> None:
