@@ -193,6 +193,8 @@ def test_repair_command_end_to_end_on_a_small_slice(repaired_slice):
     assert len(sft_rows) == s["examples"] and all(r["problem_id"].startswith("synthetic-repair-") for r in sft_rows)
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert s["train"]["processes"] == 1
+    assert s["sets"] == {"sft_data": "flipped-full", "replay": 0.0, "anchor": 0.0, "guard": 0.0,
+                         "sft_rows": len(sft_rows), "dpo_pairs": s["sets"]["dpo_pairs"]}  # fmt: skip
     m = s["merged"]
     assert Path(m["path"], "config.json").is_file() and 0.0 <= m["accuracy"] <= 1.0
     merged_cfg = json.loads(Path(m["path"], "config.json").read_text())["quantization_config"]

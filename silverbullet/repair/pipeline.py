@@ -220,6 +220,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
         "sft_data": sft_mode,
         "replay": cfg.replay,
         "anchor": cfg.anchor,
+        "guard": cfg.guard,
         "sft_rows": len(sft),
         "dpo_pairs": len(pairs),
     }
