@@ -24,10 +24,8 @@ from silverbullet.quantize import QuantizeConfig, quantize
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "data" / "reference-model"
 EXE = ROOT / ".venv" / "bin" / "silverbullet"
-
-
-
 _GSM8K_SPLIT_NEEDLE = "nope" if (data_root() / "gsm8k").is_dir() else "SILVERBULLET_DATA"
+
 
 def cli(*args) -> tuple[int, str]:
     """Run main() with these arguments; returns (exit code, stderr)."""

@@ -337,7 +337,11 @@ def test_anchor_and_guard_rows(tmp_path):
         ("p1", "anchor"),
         ("p4", "anchor"),
     ]
-    with pytest.raises(UserError, match="--anchor"):
+    with pytest.raises(UserError, match="anchor must be a fraction"):
         sft_rows("flipped-full", pairs, run, 4, anchor=1.2)
+    with pytest.raises(UserError, match="guard must be a fraction"):
+        sft_rows("flipped-full", pairs, run, 4, guard=-0.1)
     with pytest.raises(UserError, match="keep their sum"):
         sft_rows("flipped-full", pairs, run, 4, replay=0.6, anchor=0.6)
+    with pytest.raises(UserError, match="anchor 0.5, guard 0.6 add up"):
+        sft_rows("flipped-full", pairs, run, 4, anchor=0.5, guard=0.6)

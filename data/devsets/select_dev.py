@@ -71,7 +71,10 @@ def main():
             r = rows[i]
             sol = r[k]
             steps, ans = steps_and_answer(sol["solution"])
-            print(f"=== item {n}  row {i}  {k}  is_correct={sol['is_correct']}  n_steps={len(steps)}  sha1={sha1(sol['solution'])}")
+            print(
+                f"=== item {n}  row {i}  {k}  is_correct={sol['is_correct']}"
+                f"  n_steps={len(steps)}  sha1={sha1(sol['solution'])}"
+            )
             print("Q:", r["question"])
             print("GOLD:", r["ground_truth"].replace("\n", " | "))
             for s_i, s in enumerate(steps):

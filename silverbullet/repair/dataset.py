@@ -137,17 +137,17 @@ def assert_disjoint(examples: list[dict], eval_questions: set[str]) -> None:
 SFT_DATA = ("step", "flipped-full", "full")
 
 
-def check_sft_options(mode: str, replay: float, anchor: float = 0.0) -> None:
-    """One-line errors for an unknown SFT mode or a replay/anchor share outside [0, 1]."""
+def check_sft_options(mode: str, replay: float, anchor: float = 0.0, guard: float = 0.0) -> None:
+    """One-line errors for an unknown SFT mode, or budget shares outside [0, 1] or adding up past it."""
     if mode not in SFT_DATA:
         raise UserError(f"--sft-data {mode!r} is not known; use one of {', '.join(SFT_DATA)}")
-    for flag, share in (("--replay", replay), ("--anchor", anchor)):
+    shares = (("--replay", replay), ("anchor", anchor), ("guard", guard))
+    for name, share in shares:
         if not 0.0 <= share <= 1.0:
-            raise UserError(f"{flag} must be a fraction in [0, 1], got {share}")
-    if replay + anchor > 1.0:
-        raise UserError(
-            f"--replay {replay} and --anchor {anchor} share more than the whole budget; keep their sum <= 1"
-        )
+            raise UserError(f"{name} must be a fraction in [0, 1], got {share}")
+    if replay + anchor + guard > 1.0:
+        given = ", ".join(f"{name} {share}" for name, share in shares if share)
+        raise UserError(f"{given} add up to more than the whole budget; keep their sum <= 1")
 
 
 def sft_rows(
@@ -161,7 +161,7 @@ def sft_rows(
     guard: float = 0.0,
 ) -> list[dict]:
     """The SFT set for `mode` (see SFT_DATA), at most `n` rows, each with its provenance."""
-    check_sft_options(mode, replay, anchor)
+    check_sft_options(mode, replay, anchor, guard)
     if mode == "full":
         return control_set(run_dir, n, seed)
     n_anchor = round(n * anchor)
@@ -218,12 +218,16 @@ def anchor_set(run_dir: Path, n: int, seed: int = 0, exclude: set[str] | None = 
 _PROV = ("problem_id", "question", "step_index", "error_type")
 
 
+def set_paths(out_dir: Path) -> tuple[Path, Path]:
+    """Where a repair run keeps its SFT and DPO sets."""
+    return out_dir / "silverbullet_sft.jsonl", out_dir / "silverbullet_dpo.jsonl"
+
+
 def write_sets(sft: list[dict], pairs: list[dict], out_dir: Path) -> tuple[Path, Path]:
     """TRL's standard formats: prompt/completion (SFT) and prompt/chosen/rejected (DPO)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prov = ("problem_id", "step_index", "error_type")
-    sft_path = out_dir / "silverbullet_sft.jsonl"
-    dpo_path = out_dir / "silverbullet_dpo.jsonl"
+    sft_path, dpo_path = set_paths(out_dir)
     _write(sft_path, [{"prompt": e["prompt"], "completion": e["completion"], **{k: e[k] for k in prov}} for e in sft])
     _write(
         dpo_path,

@@ -32,6 +32,7 @@ from silverbullet.repair.dataset import (
     candidates,
     check_sft_options,
     curate,
+    set_paths,
     sft_rows,
     write_sets,
 )
@@ -116,7 +117,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     t_start = time.time()
     if cfg.train.method not in METHODS:  # fail before any diagnosis runs
         raise UserError(f"--method {cfg.train.method!r} is not known; use one of {', '.join(METHODS)}")
-    check_sft_options(cfg.sft_data, cfg.replay, cfg.anchor)
+    check_sft_options(cfg.sft_data, cfg.replay, cfg.anchor, cfg.guard)
     out = Path(cfg.out)
     rank, world = dist_world()
     if world > 1:
@@ -197,7 +198,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     # 3. LoRA on the quantized model (reused when a finished run trained the same sets the same way)
     if world > 1:
         state.wait_for_everyone()  # the other ranks start training from the sets written above
-    train_cfg = dataclasses.replace(cfg.train, method=_method(cfg))
+    train_cfg = dataclasses.replace(cfg.train, method=method)
     adapter = out / "adapter"
     train_info, reused = train_or_reuse(quantized, sft_path, dpo_path, adapter, train_cfg)
     if world > 1:
@@ -249,7 +250,7 @@ def _train_only(cfg: RepairConfig, out: Path, rank: int, log) -> dict:
     eval_run = Path(cfg.from_run) if cfg.from_run else out / "eval-split"
     _, _, quantized = _models(cfg, eval_run)
     train_cfg = dataclasses.replace(cfg.train, method=_method(cfg))
-    sft_path, dpo_path = out / "silverbullet_sft.jsonl", out / "silverbullet_dpo.jsonl"
+    sft_path, dpo_path = set_paths(out)
     info, _ = train_or_reuse(quantized, sft_path, dpo_path, out / "adapter", train_cfg)
     leave_process_group()
     return {"rank": rank, "train": info}

@@ -190,9 +190,10 @@ def train_or_reuse(
             old = {}
         if old.get("key") == key:
             return old["info"], True
-    if dist_world()[0] == 0:
+    main = dist_world()[0] == 0
+    if main:
         info_path.unlink(missing_ok=True)  # an interrupted training leaves no claim on the adapter
     info = train_adapter(quantized, sft_path, dpo_path, out, cfg)
-    if dist_world()[0] == 0:
+    if main:
         info_path.write_text(json.dumps({"key": key, "info": info}, indent=1))
     return info, False
