@@ -53,6 +53,8 @@ KEYS = (
     "flips_fixed",
     "flips_introduced",
     "flips_introduced_rate",
+    "flips_introduced_reference_solves",
+    "checked",
     "examples",
     "examples_by_error_type",
     "sets",
@@ -127,14 +129,19 @@ def run_variant(name: str, args) -> dict:
 def table(result: dict) -> None:
     print(
         f"\n{'variant':<28} {'examples':>8} {'reference':>9} {'quantized':>9} {'repaired':>9} {'recovery':>9} "
-        f"{'introduced':>10} {'train s':>8}"
+        f"{'introduced':>10} {'+fallback':>9} {'recovery':>9} {'introduced':>10} {'train s':>8}"
     )
+    pct = lambda x: "n/a" if x is None else f"{x:.1%}"  # noqa: E731
     for name, v in result["variants"].items():
-        a = v["accuracy"]
-        rec = "n/a" if v["recovery"] is None else f"{v['recovery']:.1%}"
+        a, c = v["accuracy"], v.get("checked")
+        fb = (
+            f"{c['accuracy']:>9.3f} {pct(c['recovery']):>9} {c['flips_introduced_rate']:>10.3f}"
+            if c
+            else f"{'-':>9} {'-':>9} {'-':>10}"
+        )
         print(
             f"{name:<28} {v['examples']:>8} {a['reference']:>9.3f} {a['quantized']:>9.3f} {a['repaired']:>9.3f} "
-            f"{rec:>9} {v['flips_introduced_rate']:>10.3f} {v['timings']['train_seconds']:>8}"
+            f"{pct(v['recovery']):>9} {v['flips_introduced_rate']:>10.3f} {fb} {v['timings']['train_seconds']:>8}"
         )
 
 

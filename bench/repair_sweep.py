@@ -190,18 +190,23 @@ def main() -> None:
             "accuracy": s["accuracy"],
             "recovery": s["recovery"],
             "flips_introduced_rate": s["flips_introduced_rate"],
+            "checked": s["checked"],
             "examples": s["examples"],
             "train_seconds": s["timings"]["train_seconds"],
             "wall_seconds": round(time.time() - t0, 1),
         }
         out.write_text(json.dumps(result, indent=1))
         print(f"{name:<22} recovery={s['recovery']} acc={s['accuracy']}", flush=True)
-    print(f"\n{'config':<22} {'examples':>8} {'quantized':>9} {'repaired':>9} {'recovery':>9} {'introduced':>10}")
+    print(
+        f"\n{'config':<22} {'examples':>8} {'quantized':>9} {'repaired':>9} {'recovery':>9} {'introduced':>10} "
+        f"{'+fallback':>9} {'recovery':>9} {'introduced':>10}"
+    )
     for name, v in result["configs"].items():
-        a = v["accuracy"]
+        a, c = v["accuracy"], v["checked"]
         print(
             f"{name:<22} {v['examples']:>8} {a['quantized']:>9.3f} {a['repaired']:>9.3f} "
-            f"{v['recovery']!s:>9} {v['flips_introduced_rate']:>10.3f}"
+            f"{v['recovery']!s:>9} {v['flips_introduced_rate']:>10.3f} "
+            f"{c['accuracy']:>9.3f} {c['recovery']!s:>9} {c['flips_introduced_rate']:>10.3f}"
         )
 
 

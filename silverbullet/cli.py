@@ -184,6 +184,9 @@ def evaluate(
     split: str = typer.Option("eval"),
     limit: int | None = typer.Option(1000),
     adapter: str | None = typer.Option(None, help="PEFT adapter directory."),
+    fallback: bool = typer.Option(
+        False, help="With --adapter: where the step checker refutes a step, serve the base's own solution."
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
 ) -> None:
     """Accuracy of one model on a benchmark (by number of steps where known)."""
@@ -191,8 +194,10 @@ def evaluate(
     from silverbullet.measure import evaluate_model
 
     _positive("--limit", limit)
+    if fallback and not adapter:
+        raise UserError("--fallback needs --adapter (it falls back from the adapter to the base model)")
     problems = load_benchmark(benchmark, split=split, limit=limit)
-    res = evaluate_model(model, problems, adapter=adapter, progress=True)
+    res = evaluate_model(model, problems, adapter=adapter, fallback=fallback, progress=True)
     if json_out:
         json_out.write_text(json.dumps(res, indent=1))
     out_console.print_json(json.dumps(res))
@@ -259,23 +264,32 @@ def repair(
 
 def print_repair(s: dict) -> None:
     t = Table(title=f"repair ({s['method']}, {s['examples']} examples), n={s['n']} evaluation problems")
-    for col in ("reference", "quantized", "repaired", "recovery", "flips fixed", "flips introduced"):
-        t.add_column(col, justify="right")
+    for col in ("model", "accuracy", "recovery", "flips fixed", "flips introduced"):
+        t.add_column(col, justify="left" if col == "model" else "right")
     a = s["accuracy"]
-    rec = "n/a" if s["recovery"] is None else f"{s['recovery']:.0%}"
-    t.add_row(
-        f"{a['reference']:.1%}",
-        f"{a['quantized']:.1%}",
-        f"{a['repaired']:.1%}",
-        rec,
-        str(s["flips_fixed"]),
-        f"{s['flips_introduced']} ({s['flips_introduced_rate']:.1%})",
-    )
+    t.add_row("reference", f"{a['reference']:.1%}", "", "", "")
+    t.add_row("quantized", f"{a['quantized']:.1%}", "", "", "")
+    served = [("repaired (base + adapter)", {**s, "accuracy": a["repaired"]})]
+    if "checked" in s:
+        served.append(("repaired + checker fallback", s["checked"]))
+    for name, r in served:
+        t.add_row(
+            name,
+            f"{r['accuracy']:.1%}",
+            "n/a" if r["recovery"] is None else f"{r['recovery']:.0%}",
+            str(r["flips_fixed"]),
+            f"{r['flips_introduced']} ({r['flips_introduced_rate']:.1%})",
+        )
     out_console.print(t)
     if s["flips_introduced"] and "flips_introduced_reference_solves" in s:
         also = s["flips_introduced"] - s["flips_introduced_reference_solves"]
         n = s["flips_introduced"]
-        out_console.print(f"{also} of the {n} flips introduced are problems the reference fails too")
+        out_console.print(f"{also} of the {n} flips introduced by the adapter are problems the reference fails too")
+    if "checked" in s:
+        out_console.print(
+            f"checker fallback: {s['checked']['fallbacks']} repaired solutions with a step that does not add up "
+            "and were replaced by the quantized model's own (docs/repair.md)"
+        )
     out_console.print(
         f"adapter {s['adapter_bytes'] / 1e6:.2f} MB next to a {s['base_bytes'] / 1e6:.2f} MB "
         f"quantized base; training {s['timings']['train_seconds']}s"

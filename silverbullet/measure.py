@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -54,6 +55,20 @@ def repair_torn_tail(path: Path) -> None:
         cut = data.rfind(b"\n") + 1
         with open(path, "r+b") as f:
             f.truncate(cut)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Write a whole JSONL file atomically (a temporary file renamed over it): never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def append_rows(path: Path, rows: list[dict]) -> None:
@@ -123,17 +138,26 @@ def evaluate_model(
     batch_size: int = 64,
     device: str = "auto",
     adapter: str | None = None,
+    fallback: bool = False,
     progress: bool = False,
 ) -> dict:
-    """Accuracy of a checkpoint on problems, with timing: the building block of the tables."""
+    """Accuracy of a checkpoint on problems, with timing: the building block of the tables. With
+    `fallback`, the adapter's refuted solutions are answered by the base (repair/fallback.py)."""
     from silverbullet.generation.hf import HFGenerator
 
-    gen = HFGenerator(path, tag=tag, device=device, adapter=adapter)
+    gen: Generator = HFGenerator(path, tag=tag, device=device, adapter=adapter)
+    fb = None
+    if fallback:
+        from silverbullet.repair.fallback import FallbackGenerator
+
+        gen = fb = FallbackGenerator(gen, lambda: HFGenerator(path, tag=f"{tag}-base", device=device))
     t0 = time.time()
     gens = measure(gen, problems, GenerationConfig(batch_size=batch_size, progress=progress))
     secs = time.time() - t0
+    extra = {"adapter": adapter, "flagged": fb.flagged, "fallbacks": fb.fallbacks} if fb else {}
     return {
         "model": str(path),
+        **extra,
         "n": len(problems),
         "accuracy": round(sum(g.correct for g in gens) / max(1, len(gens)), 4),
         "accuracy_by_steps": accuracy_by(problems, gens),

@@ -206,6 +206,7 @@ def _cases(bad: Path, q: Path, tmp: Path) -> list[tuple[tuple, list[str]]]:
         # without the shared data folder (a clone elsewhere), the error names where to point instead
         (("evaluate", "--benchmark", "gsm8k", "--split", "nope", "--limit", "1"), [_GSM8K_SPLIT_NEEDLE]),
         (("evaluate", "--model", REF, "--adapter", tmp, "--limit", "1"), ["adapter_config.json"]),
+        (("evaluate", "--fallback", "--limit", "1"), ["--fallback needs --adapter"]),
         (("reference", "eval", "--n", "0"), ["--n", "0"]),
         (("reference", "eval", "--n", "-1"), ["--n"]),
         (("reference", "train", "--steps", "0"), ["--steps"]),

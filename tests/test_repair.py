@@ -203,6 +203,48 @@ def test_repair_command_end_to_end_on_a_small_slice(repaired_slice):
 
 
 @pytest.mark.slow
+def test_repair_reports_the_checker_fallback(repaired_slice):
+    """checked.jsonl serves the quantized model's own solution exactly where the repaired one has a
+    refuted step and it has none; the summary's `checked` block is computed from those rows."""
+    from silverbullet.repair.fallback import failed_step
+
+    out, stdout, s = repaired_slice
+    reps = {x["problem_id"]: x for x in _rows(out / "generations" / "repaired.jsonl")}
+    qs = {x["problem_id"]: x for x in _rows(out / "eval-split" / "generations" / "quantized.jsonl")}
+    checked = _rows(out / "generations" / "checked.jsonl")
+    assert [r["problem_id"] for r in checked] == list(reps)
+    for row in checked:
+        pid = row["problem_id"]
+        swap = failed_step(reps[pid]["text"]) is not None and failed_step(qs[pid]["text"]) is None
+        assert row == (qs[pid] if swap else reps[pid])
+    c = s["checked"]
+    assert c["fallbacks"] == sum(r["model"] == "quantized" for r in checked)
+    assert c["accuracy"] == round(sum(r["correct"] for r in checked) / 16, 4)
+    assert c["flips_introduced"] == sum(qs[p]["correct"] and not r["correct"] for p, r in zip(reps, checked))
+    assert "checker fallback" in stdout
+
+
+@pytest.mark.slow
+def test_evaluate_with_the_checker_fallback(repaired_slice, tmp_path):
+    """`silverbullet evaluate --adapter A --fallback` as a user runs it on the repaired slice's adapter."""
+    import subprocess
+    import sys
+
+    out, _, s = repaired_slice
+    quantized = json.loads((out / "eval-split" / "config.json").read_text())["quantized"]
+    res = tmp_path / "eval.json"
+    args = ["--model", quantized, "--adapter", str(out / "adapter"), "--limit", "6", "--json", str(res)]
+    r = subprocess.run(
+        [sys.executable, "-m", "silverbullet.cli", "evaluate", *args, "--fallback"],
+        capture_output=True, text=True, cwd=Path(MODEL).parents[1], timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(res.read_text())
+    assert got["n"] == 6 and 0 <= got["fallbacks"] <= got["flagged"] <= 6 and 0.0 <= got["accuracy"] <= 1.0
+    assert got["adapter"] == str(out / "adapter")
+
+
+@pytest.mark.slow
 def test_repair_rerun_reuses_the_trained_adapter(repaired_slice, tmp_path):
     """An interrupted or repeated repair resumes: same sets and config -> the adapter is reused,
     not retrained; a changed config trains anew."""

@@ -8,15 +8,14 @@ run never leaves half a file.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from silverbullet.attribution.locate import locate
 from silverbullet.errors import UserError
+from silverbullet.measure import write_rows
 from silverbullet.records import to_dict
 
 _GOLD_RE = re.compile(r"^\s*(?:####|A\s*:)\s*(.+?)\s*$", re.MULTILINE)
@@ -127,7 +126,7 @@ def locate_file(
         if att.final_answer_correct is not None:
             graded += 1
             correct += att.final_answer_correct
-    _write_atomic(Path(out_path), out_rows)
+    write_rows(Path(out_path), out_rows)
     return {
         "rows": len(out_rows),
         "flagged": flagged,
@@ -137,16 +136,3 @@ def locate_file(
         "position_histogram": {str(k): v for k, v in sorted(positions.items())},
         "out": str(out_path),
     }
-
-
-def _write_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,7 +9,6 @@ completions run to the answer line (where the model really stops), never a lone 
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import defaultdict
@@ -19,7 +18,7 @@ from pathlib import Path
 from silverbullet.attribution.check import check_step
 from silverbullet.attribution.steps import analyse_step
 from silverbullet.errors import UserError
-from silverbullet.measure import read_jsonl_rows
+from silverbullet.measure import read_jsonl_rows, write_rows
 from silverbullet.prompting import ANSWER_LINE_RES, STEP_PREFIX_RE, build_prompt, renumber_step, step_spans
 
 PAPER_SIZE = 332  # the paper's Silver Bullet set size
@@ -228,8 +227,10 @@ def write_sets(sft: list[dict], pairs: list[dict], out_dir: Path) -> tuple[Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     prov = ("problem_id", "step_index", "error_type")
     sft_path, dpo_path = set_paths(out_dir)
-    _write(sft_path, [{"prompt": e["prompt"], "completion": e["completion"], **{k: e[k] for k in prov}} for e in sft])
-    _write(
+    write_rows(
+        sft_path, [{"prompt": e["prompt"], "completion": e["completion"], **{k: e[k] for k in prov}} for e in sft]
+    )
+    write_rows(
         dpo_path,
         [
             {"prompt": e["prompt"], "chosen": e["chosen"], "rejected": e["rejected"], **{k: e[k] for k in prov}}
@@ -265,9 +266,3 @@ def _whole_solution(problem: dict, text: str, kind: str) -> dict:
         "step_index": 0,
         "error_type": kind,
     }
-
-
-def _write(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)

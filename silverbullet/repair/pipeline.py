@@ -24,8 +24,8 @@ from silverbullet.diagnose import (
 )
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
-from silverbullet.measure import measure, read_jsonl_rows
-from silverbullet.records import Generation, Problem
+from silverbullet.measure import measure, read_jsonl_rows, write_rows
+from silverbullet.records import Generation, Problem, to_dict
 from silverbullet.repair.dataset import (
     DatasetConfig,
     assert_disjoint,
@@ -36,6 +36,7 @@ from silverbullet.repair.dataset import (
     sft_rows,
     write_sets,
 )
+from silverbullet.repair.fallback import use_base
 from silverbullet.repair.train import METHODS, RepairTrainConfig, dist_world, leave_process_group, train_or_reuse
 
 
@@ -216,7 +217,9 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     repaired = measure(rep_gen, problems, GenerationConfig(batch_size=cfg.batch_size), rep_path)
     close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
-    summary = summarise_repair(problems, gens, repaired, used, train_info, cfg)
+    checked = checker_fallback(repaired, gens["quantized"])
+    write_rows(out / "generations" / "checked.jsonl", checked)
+    summary = summarise_repair(problems, gens, repaired, used, train_info, cfg, checked)
     summary["sets"] = {
         "sft_data": sft_mode,
         "replay": cfg.replay,
@@ -284,18 +287,15 @@ def summarise_repair(
     examples: list[dict],
     train_info: dict,
     cfg: RepairConfig,
+    checked: list[dict],
 ) -> dict:
+    """The repair's outcome; `checked` (from checker_fallback) is what the checker fallback serves."""
     n = len(problems)
     ref = [gens["reference"][p.id]["correct"] for p in problems]
     q = [gens["quantized"][p.id]["correct"] for p in problems]
     r = [g.correct for g in repaired]
     acc = {"reference": round(sum(ref) / n, 4), "quantized": round(sum(q) / n, 4), "repaired": round(sum(r) / n, 4)}
-    fixed = sum(not a and b for a, b in zip(q, r))
-    introduced = sum(a and not b for a, b in zip(q, r))
-    # Of those, the ones the reference solves: what the repair broke beyond the reference's own mistakes
-    # (a repair that reproduced the reference exactly would still lose the problems only the quantized
-    # model got right).
-    introduced_ref_solves = sum(a and not b and c for a, b, c in zip(q, r, ref))
+    r_checked = [row["correct"] for row in checked]
     types: Counter = Counter()
     positions: Counter = Counter()
     by_id = {p.id: p for p in problems}
@@ -311,11 +311,12 @@ def summarise_repair(
         "method": "control-sft" if cfg.control else cfg.train.method,
         "sft_data": "full" if cfg.control else cfg.sft_data,
         "accuracy": acc,
-        "recovery": recovery(acc["reference"], acc["quantized"], acc["repaired"]),
-        "flips_fixed": fixed,
-        "flips_introduced": introduced,
-        "flips_introduced_rate": round(introduced / n, 4),
-        "flips_introduced_reference_solves": introduced_ref_solves,
+        **flip_stats(ref, q, r),
+        "checked": {
+            "accuracy": round(sum(r_checked) / n, 4),
+            "fallbacks": sum(row["model"] != "repaired" for row in checked),
+            **flip_stats(ref, q, r_checked),
+        },
         "examples": len(examples),
         "examples_by_error_type": dict(Counter(e["error_type"] for e in examples)),
         "after_repair": {"error_types": dict(types), "first_fault_position": dict(sorted(positions.items()))},
@@ -325,6 +326,33 @@ def summarise_repair(
             **{k: v for k, v in train_info.items() if k not in ("adapter_bytes", "base_bytes")},
             "config": asdict(cfg.train),
         },
+    }
+
+
+def checker_fallback(repaired: list[Generation], base: dict[str, dict]) -> list[dict]:
+    """Per problem, the row the checker fallback serves: the repaired solution, or the quantized
+    model's own (from the evaluation diagnose: the same weights with the adapter off, same greedy
+    decoding) where the rule of `fallback.use_base` says so."""
+    out = []
+    for g in repaired:
+        own = base[g.problem_id]
+        out.append(own if use_base(g.text, own["text"]) else to_dict(g))
+    return out
+
+
+def flip_stats(ref: list[bool], q: list[bool], r: list[bool]) -> dict:
+    """Recovery and flips of repaired outcomes `r` against the quantized `q` (reference `ref`)."""
+    n = len(r)
+    introduced = sum(a and not b for a, b in zip(q, r))
+    return {
+        "recovery": recovery(*(round(sum(x) / n, 4) for x in (ref, q, r))),
+        "flips_fixed": sum(not a and b for a, b in zip(q, r)),
+        "flips_introduced": introduced,
+        "flips_introduced_rate": round(introduced / n, 4),
+        # Of those, the ones the reference solves: what the repair broke beyond the reference's own
+        # mistakes (a repair that reproduced the reference exactly would still lose the problems only
+        # the quantized model got right).
+        "flips_introduced_reference_solves": sum(a and not b and c for a, b, c in zip(q, r, ref)),
     }
 
 
