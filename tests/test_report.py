@@ -86,12 +86,24 @@ def test_model_text_is_escaped(run):
     assert table_line.count(" | ") == 5  # the pipe in model text did not add a column
 
 
+def test_report_shows_the_checker_fallback_when_the_repair_has_it(run):
+    path = run / "repair_summary.json"
+    s = json.loads(path.read_text())
+    s["checked"] = {"accuracy": 0.85, "recovery": 0.7143, "flips_introduced": 1, "fallbacks": 2}
+    path.write_text(json.dumps(s))
+    html_path, md_path = write_report(run)
+    md, html = md_path.read_text(), html_path.read_text()
+    assert "With the checker fallback: 85.0%, recovery 71.4%, flips introduced 1 (2 fallbacks)." in md
+    assert "<th>flips introduced (+ checker fallback)</th><td class='num'>1</td>" in html
+
+
 def test_markdown_report(written):
     _, md = written
     assert md.startswith("# silverbullet report: release")
     assert "| quantized | 60.0% | [38.7%, 78.1%] |" in md
     assert "| repaired | 90.0% |" in md
     assert "Repair: recovery 85.7%, flips fixed 5, flips introduced 0." in md
+    assert "checker fallback" not in md  # a summary without the block shows no such line
     assert "Flips: **7** right -> wrong (35.0% of problems)" in md
     assert "| execution | 0 | 3 |" in md or "| execution | 3 | 0 |" in md
     assert md.count("<code>synthetic-eval-") == 7

@@ -146,6 +146,10 @@ def _key_numbers(data: RunData) -> str:
         for key in ("flips_fixed", "flips_introduced"):
             if key in data.repair:
                 rows.append((key.replace("_", " "), str(data.repair[key])))
+        fb = data.repair.get("checked")
+        if isinstance(fb, dict) and isinstance(fb.get("accuracy"), (int, float)):
+            rows.append(("accuracy (+ checker fallback)", f"{fb['accuracy']:.1%}"))
+            rows.append(("flips introduced (+ checker fallback)", str(fb.get("flips_introduced", "-"))))
     rows += [
         ("flips (right -> wrong)", f"{f['ref_right_quant_wrong']} ({f['rate']:.1%} of n)"),
         ("flips (wrong -> right)", str(f.get("ref_wrong_quant_right", "-"))),

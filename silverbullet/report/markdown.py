@@ -89,6 +89,14 @@ def report_markdown(data: RunData) -> str:
             f"Repair: recovery {'-' if not isinstance(rec, (int, float)) else f'{rec:.1%}'}, "
             f"flips fixed {r.get('flips_fixed', '-')}, flips introduced {r.get('flips_introduced', '-')}."
         )
+        fb = r.get("checked")
+        if isinstance(fb, dict) and isinstance(fb.get("accuracy"), (int, float)):
+            frec = fb.get("recovery")
+            lines.append(
+                f"With the checker fallback: {fb['accuracy']:.1%}, recovery "
+                f"{'-' if not isinstance(frec, (int, float)) else f'{frec:.1%}'}, "
+                f"flips introduced {fb.get('flips_introduced', '-')} ({fb.get('fallbacks', '-')} fallbacks)."
+            )
     lines += [
         "",
         "## Error types (first faulty step of each wrong answer)",
