@@ -269,9 +269,9 @@ def print_repair(s: dict) -> None:
     a = s["accuracy"]
     t.add_row("reference", f"{a['reference']:.1%}", "", "", "")
     t.add_row("quantized", f"{a['quantized']:.1%}", "", "", "")
-    served = [("repaired (base + adapter)", {**s, "accuracy": a["repaired"]})]
+    served = [("repaired", {**s, "accuracy": a["repaired"]})]
     if "checked" in s:
-        served.append(("repaired + checker fallback", s["checked"]))
+        served.append(("+ checker fallback", s["checked"]))
     for name, r in served:
         t.add_row(
             name,
@@ -284,10 +284,10 @@ def print_repair(s: dict) -> None:
     if s["flips_introduced"] and "flips_introduced_reference_solves" in s:
         also = s["flips_introduced"] - s["flips_introduced_reference_solves"]
         n = s["flips_introduced"]
-        out_console.print(f"{also} of the {n} flips introduced by the adapter are problems the reference fails too")
+        out_console.print(f"{also} of the {n} flips introduced by the adapter are on problems the reference fails")
     if "checked" in s:
         out_console.print(
-            f"checker fallback: {s['checked']['fallbacks']} repaired solutions with a step that does not add up "
+            f"checker fallback: {s['checked']['fallbacks']} repaired solutions had a step that does not add up "
             "and were replaced by the quantized model's own (docs/repair.md)"
         )
     out_console.print(

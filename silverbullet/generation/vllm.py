@@ -334,6 +334,8 @@ def cpu_kernel_gap(path_or_id: str | os.PathLike) -> str | None:
         from vllm.platforms import current_platform
     except ImportError:  # no vLLM here: starting an engine says how to install it
         return None
+    if not current_platform.is_cpu():  # a GPU build has its own W4A16 kernels
+        return None
     current_platform.import_kernels()
     if hasattr(torch.ops._C, "cpu_gemm_wna16"):
         return None
