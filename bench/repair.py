@@ -5,6 +5,7 @@ quantization setting.
 
     python bench/repair.py [--eval-limit 1000] [--repair-limit 2000] [--only a,b] [--shard k/n]
     python bench/repair.py --table                # merge shard files, print the table
+    python bench/repair.py --only "sft (flipped-full),sft (flipped-full) seed 1,..."   # seed spread
 
 Every variant uses the package defaults (chosen on held-out repair-split problems by
 bench/repair_sweep.py, never on this split) and the same example budget (332 unless the curve says
@@ -47,6 +48,10 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "second: rtn-w2g128": (SECOND, {}, {}),
     "second: rtn-w2g128 control": (SECOND, {"control": True}, {}),
 }
+# Training-seed spread of the default (run with --only; not part of a plain run).
+SEEDS = {f"sft (flipped-full) seed {k}": (DEMO, {}, {"seed": k}) for k in range(1, 6)}
+MAIN = list(VARIANTS)
+VARIANTS.update(SEEDS)
 KEYS = (
     "accuracy",
     "recovery",
@@ -169,7 +174,7 @@ def main() -> None:
         table(merged)
         return
     k, n = (int(x) for x in args.shard.split("/"))
-    selected = args.only.split(",") if args.only else list(VARIANTS)
+    selected = args.only.split(",") if args.only else MAIN
     unknown = [x for x in selected if x not in VARIANTS]
     if unknown:
         sys.exit(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
