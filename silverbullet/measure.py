@@ -152,7 +152,10 @@ def evaluate_model(
 
         gen = fb = FallbackGenerator(gen, lambda: HFGenerator(path, tag=f"{tag}-base", device=device))
     t0 = time.time()
-    gens = measure(gen, problems, GenerationConfig(batch_size=batch_size, progress=progress))
+    # One chunk for the fallback: the flagged prompts of all problems then fill whole base batches
+    # (per 64-problem chunk, a batch of 2-3 costs a GPU nearly as much as a full one).
+    chunk = max(1, len(problems)) if fb else 64
+    gens = measure(gen, problems, GenerationConfig(batch_size=batch_size, progress=progress), chunk=chunk)
     secs = time.time() - t0
     extra = {"adapter": adapter, "flagged": fb.flagged, "fallbacks": fb.fallbacks} if fb else {}
     return {

@@ -35,7 +35,8 @@ def use_base(repaired_text: str, base_text: str) -> bool:
 class FallbackGenerator:
     """A Generator: `primary` (base + adapter) writes every solution; the flagged prompts are sent
     to the base (built on first need by `make_base`) and the rule above picks per prompt.
-    `flagged` and `fallbacks` count what happened, for the summary."""
+    `flagged` and `fallbacks` count what happened, for the summary. Give it many prompts per call:
+    the base's batch is made of one call's flagged prompts."""
 
     def __init__(self, primary: Generator, make_base: Callable[[], Generator]) -> None:
         self.primary = primary
