@@ -26,7 +26,8 @@ from _meta import run_meta  # noqa: E402
 
 from silverbullet.measure import read_jsonl_rows  # noqa: E402
 from silverbullet.records import Generation  # noqa: E402
-from silverbullet.repair.pipeline import checker_fallback, flip_stats  # noqa: E402
+from silverbullet.repair.fallback import checker_fallback
+from silverbullet.repair.pipeline import flip_stats  # noqa: E402
 
 
 def rescore(split: Path, run: Path) -> dict:

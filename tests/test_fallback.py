@@ -5,8 +5,8 @@ import time
 
 from silverbullet.generation.base import GenOutput
 from silverbullet.records import Generation
-from silverbullet.repair.fallback import FallbackGenerator, failed_step, use_base
-from silverbullet.repair.pipeline import checker_fallback, flip_stats
+from silverbullet.repair.fallback import FallbackGenerator, checker_fallback, failed_step, use_base
+from silverbullet.repair.pipeline import flip_stats
 
 GOOD = "Step 1: Ann has 3 boxes of 12, so 3 * 12 = 36.\nStep 2: She gives 6, so 36 - 6 = 30.\nThe answer is: 30\n"
 SLIP = "Step 1: Ann has 3 boxes of 12, so 3 * 12 = 36.\nStep 2: She gives 6, so 36 - 6 = 31.\nThe answer is: 31\n"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from silverbullet.attribution.check import FAULTY, check_step
 from silverbullet.attribution.steps import parse_steps
 from silverbullet.generation.base import GenerationConfig, Generator, GenOutput, ScoreOutput
+from silverbullet.records import Generation, to_dict
 
 
 def failed_step(text: str) -> int | None:
@@ -30,6 +31,17 @@ def use_base(repaired_text: str, base_text: str) -> bool:
     """The fallback rule: take the base's solution only when the repaired one has a refuted step and
     the base's has none (if both slip, the repaired one is kept: it is right more often)."""
     return failed_step(repaired_text) is not None and failed_step(base_text) is None
+
+
+def checker_fallback(repaired: list[Generation], base: dict[str, dict]) -> list[dict]:
+    """Per problem, the row the checker fallback serves: the repaired solution, or the quantized
+    model's own (from the evaluation diagnose: the same weights with the adapter off, same greedy
+    decoding) where `use_base` says so."""
+    out = []
+    for g in repaired:
+        own = base[g.problem_id]
+        out.append(own if use_base(g.text, own["text"]) else to_dict(g))
+    return out
 
 
 class FallbackGenerator:

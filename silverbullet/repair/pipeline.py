@@ -25,7 +25,7 @@ from silverbullet.diagnose import (
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
 from silverbullet.measure import measure, read_jsonl_rows, write_rows
-from silverbullet.records import Generation, Problem, to_dict
+from silverbullet.records import Generation, Problem
 from silverbullet.repair.dataset import (
     DatasetConfig,
     assert_disjoint,
@@ -36,7 +36,7 @@ from silverbullet.repair.dataset import (
     sft_rows,
     write_sets,
 )
-from silverbullet.repair.fallback import use_base
+from silverbullet.repair.fallback import checker_fallback
 from silverbullet.repair.train import METHODS, RepairTrainConfig, dist_world, leave_process_group, train_or_reuse
 
 
@@ -327,17 +327,6 @@ def summarise_repair(
             "config": asdict(cfg.train),
         },
     }
-
-
-def checker_fallback(repaired: list[Generation], base: dict[str, dict]) -> list[dict]:
-    """Per problem, the row the checker fallback serves: the repaired solution, or the quantized
-    model's own (from the evaluation diagnose: the same weights with the adapter off, same greedy
-    decoding) where the rule of `fallback.use_base` says so."""
-    out = []
-    for g in repaired:
-        own = base[g.problem_id]
-        out.append(own if use_base(g.text, own["text"]) else to_dict(g))
-    return out
 
 
 def flip_stats(ref: list[bool], q: list[bool], r: list[bool]) -> dict:
