@@ -3,7 +3,7 @@ uninterrupted run (no row lost or duplicated); same command, same seed, identica
 written atomically (temp + fsync + rename) or appended with fsync and torn-tail repair.
 
 The installed `silverbullet` script runs on the shipped reference model against an RTN W2 g32 variant
-made here (no calibration, seconds), 16 problems, batch size 4, no generation cache."""
+made here (no calibration, seconds), 16 problems, batch size 8 (two appends per file), no generation cache."""
 
 import json
 import os
@@ -42,7 +42,7 @@ def _cmd(quantized, out):
         "--limit",
         "16",
         "--batch-size",
-        "4",
+        "8",
         "--no-cache",
         "--out",
         str(out),
