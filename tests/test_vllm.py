@@ -1,7 +1,8 @@
 """The vLLM backend against the HF backend, for real on CPU (run in .venv-vllm: `make test-vllm`).
 
-Skipped where vllm is not installed. Each engine takes ~20-90 s to start on 2 cores, so engines are
-session-scoped and HF outputs are computed first (a live vLLM engine busy-polls the CPU).
+Skipped where vllm is not installed. Each engine takes ~40 s to start on 2 cores (eager, the CPU
+default), so engines are session-scoped, shared where a test allows, closed after their last test,
+and HF outputs are computed first (a live vLLM engine busy-polls the CPU).
 
 Tolerances, and why:
 - reference model, float32 in both backends (bf16 weights are exact in fp32): same kernels' maths
