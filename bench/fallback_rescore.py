@@ -26,7 +26,7 @@ from _meta import run_meta  # noqa: E402
 
 from silverbullet.measure import read_jsonl_rows  # noqa: E402
 from silverbullet.records import Generation  # noqa: E402
-from silverbullet.repair.fallback import checker_fallback
+from silverbullet.repair.fallback import checker_fallback  # noqa: E402
 from silverbullet.repair.pipeline import flip_stats  # noqa: E402
 
 

@@ -80,12 +80,15 @@ def append_rows(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+CHUNK = 64  # problems per generate call: results are appended (and resumable) per chunk
+
+
 def measure(
     generator: Generator,
     problems: list[Problem],
     config: GenerationConfig,
     out_path: Path | None = None,
-    chunk: int = 64,
+    chunk: int = CHUNK,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[Generation]:
     """Generate and grade every problem; with `out_path`, resume from and append to that file."""
@@ -154,7 +157,7 @@ def evaluate_model(
     t0 = time.time()
     # One chunk for the fallback: the flagged prompts of all problems then fill whole base batches
     # (per 64-problem chunk, a batch of 2-3 costs a GPU nearly as much as a full one).
-    chunk = max(1, len(problems)) if fb else 64
+    chunk = max(1, len(problems)) if fb else CHUNK
     gens = measure(gen, problems, GenerationConfig(batch_size=batch_size, progress=progress), chunk=chunk)
     secs = time.time() - t0
     extra = {"adapter": adapter, "flagged": fb.flagged, "fallbacks": fb.fallbacks} if fb else {}

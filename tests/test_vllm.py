@@ -47,13 +47,9 @@ N = 100  # problems compared between backends (answers must agree on >= 99 of th
 MAIN_PY = Path(os.environ.get("SILVERBULLET_MAIN_VENV", ROOT / ".venv")) / "bin" / "silverbullet"
 
 
-def prompts_for(n: int) -> list[str]:
-    return [build_prompt(p.question) for p in task_problems("eval", n)]
-
-
 @pytest.fixture(scope="session")
 def prompts() -> list[str]:
-    return prompts_for(N)
+    return [build_prompt(p.question) for p in task_problems("eval", N)]
 
 
 @pytest.fixture(scope="session")
@@ -305,7 +301,7 @@ def test_bf16_default_on_gpu():
     assert gen.dtype == "bfloat16" and gen.llm_kwargs()["enforce_eager"] is False  # compiled on GPU
 
 
-def test_diagnose_cli_with_vllm_backend(tmp_path, w4a16_dir, hf_outputs, vllm_ref):
+def test_diagnose_cli_with_vllm_backend(tmp_path, w4a16_dir, prompts, hf_outputs, vllm_ref):
     """`silverbullet diagnose --backend vllm` end to end (two engines in one process, closed at the
     end), and its records agree with the HF backend's generations of the same problems."""
     vllm_ref.close()  # its busy-polling engine would slow the subprocess on 2 cores
@@ -324,7 +320,7 @@ def test_diagnose_cli_with_vllm_backend(tmp_path, w4a16_dir, hf_outputs, vllm_re
     run = tmp_path / "run"
     assert json.loads((run / "summary.json").read_text())["backend"] == "vllm"
     problems = [json.loads(x) for x in (run / "problems.jsonl").read_text().splitlines()]
-    assert [build_prompt(p["question"]) for p in problems] == prompts_for(12)  # the HF outputs' problems
+    assert [build_prompt(p["question"]) for p in problems] == prompts[:12]  # the HF outputs' problems
     for tag, hf_name in (("reference", "reference"), ("quantized", "reference" if gap else "w4a16")):
         rows = [json.loads(x) for x in (run / "generations" / f"{tag}.jsonl").read_text().splitlines()]
         assert len(rows) == 12
