@@ -106,3 +106,12 @@ def test_malformed_jsonl_names_the_line(tmp_path):
         str(tmp_path / "o.jsonl"),
     )
     assert r.returncode == 2 and "bad.jsonl:2:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_reference_eval_writes_accuracy_by_steps(tmp_path):
+    out = tmp_path / "eval.json"
+    r = run("reference", "eval", "--n", "8", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["n"] == 8 and 0.5 <= res["accuracy"] <= 1.0  # the shipped model solves most eval problems
+    assert sum(1 for _ in res["accuracy_by_steps"]) >= 2

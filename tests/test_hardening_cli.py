@@ -210,6 +210,8 @@ def _cases(bad: Path, q: Path, tmp: Path) -> list[tuple[tuple, list[str]]]:
         (("reference", "eval", "--n", "0"), ["--n", "0"]),
         (("reference", "eval", "--n", "-1"), ["--n"]),
         (("reference", "train", "--steps", "0"), ["--steps"]),
+        (("reference", "train", "--combine-weight", "0"), ["--combine-weight"]),
+        (("reference", "train", "--n-problems", "-5"), ["--n-problems"]),
         # quantize
         (("quantize", "--bits", "1", "--out", tmp / "q"), ["--bits", "1"]),
         (("quantize", "--bits", "9", "--out", tmp / "q"), ["--bits", "9"]),

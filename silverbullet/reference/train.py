@@ -14,12 +14,13 @@ import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from silverbullet.prompting import build_prompt
 from silverbullet.reference import task
-from silverbullet.reference.tokenizer import build_and_save
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads TrainConfig's defaults at start
+    import torch
 
 
 @dataclass
@@ -33,29 +34,44 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The shipped model's recipe (`silverbullet reference train` uses these defaults)."""
+
     out: str = "data/reference-model"
     seed: int = 0
-    steps: int = 6000
-    batch_size: int = 256
-    lr: float = 2e-3
+    steps: int = 20_000  # upper bound; on one H100 the time budget ends the schedule first
+    batch_size: int = 512
+    lr: float = 3e-3
     min_lr_ratio: float = 0.05
-    warmup: int = 300
+    warmup: int = 200
     weight_decay: float = 0.1
-    n_problems: int = 1_536_000  # distinct training problems (cycled if steps need more)
-    max_minutes: float = 0.0  # > 0: stop early (and still save) when this wall-clock budget is used
-    eval_every: int = 1000
+    n_problems: int = 800_000  # distinct training problems (drawn again as steps need more)
+    max_minutes: float = 7.0  # > 0: a wall-clock budget; the schedule anneals to fit it, then stops
+    combine_weight: float = 2.5  # sampling weight of problems that end in a combining step
+    bucket: int = 32  # batches drawn at once and sorted by length (1: no bucketing)
+    log_every: int = 100
+    eval_every: int = 0
     eval_n: int = 256
+    final_eval_n: int = 1000
     device: str = "auto"
     workers: int = 16  # data generation chunks (fixed count keeps the data identical anywhere)
 
 
-def _gen_chunk(args: tuple[int, int]) -> list[tuple[str, str]]:
+COMBINE_OPS = ("together", "difference")
+
+
+def _gen_chunk(args: tuple[int, int]) -> list[tuple[str, str, bool]]:
     seed, n = args
-    return [(build_prompt(p.question), p.solution) for p in task.generate("train", n, seed=seed)]
+    return [
+        (build_prompt(p.question), p.solution, bool(p.ops) and p.ops[-1] in COMBINE_OPS)
+        for p in task.generate("train", n, seed=seed)
+    ]
 
 
-def make_data(tok, n: int, workers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token ids (padded), prompt lengths, total lengths of `n` training problems."""
+def make_data(tok, n: int, workers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids (padded), prompt lengths, total lengths and combining-step flags of `n` training
+    problems."""
+    import torch
+
     per = math.ceil(n / workers)
     chunks = [(1000 + i, per) for i in range(workers)]
     procs = min(workers, mp.cpu_count())
@@ -64,9 +80,9 @@ def make_data(tok, n: int, workers: int) -> tuple[torch.Tensor, torch.Tensor, to
             parts = pool.map(_gen_chunk, chunks)
     else:
         parts = [_gen_chunk(c) for c in chunks]
-    pairs = [x for part in parts for x in part][:n]
-    enc_p = tok.backend_tokenizer.encode_batch([p for p, _ in pairs], add_special_tokens=False)
-    enc_c = tok.backend_tokenizer.encode_batch([c for _, c in pairs], add_special_tokens=False)
+    rows = [x for part in parts for x in part][:n]
+    enc_p = tok.backend_tokenizer.encode_batch([p for p, _, _ in rows], add_special_tokens=False)
+    enc_c = tok.backend_tokenizer.encode_batch([c for _, c, _ in rows], add_special_tokens=False)
     eos = tok.eos_token_id
     seqs = [a.ids + b.ids + [eos] for a, b in zip(enc_p, enc_c)]
     plen = torch.tensor([len(a.ids) for a in enc_p], dtype=torch.int32)
@@ -75,7 +91,21 @@ def make_data(tok, n: int, workers: int) -> tuple[torch.Tensor, torch.Tensor, to
     ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.int32)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.int32)
-    return ids, plen, lens
+    combine = torch.tensor([c for _, _, c in rows], dtype=torch.bool)
+    return ids, plen, lens, combine
+
+
+def batches(lens: torch.Tensor, weights: torch.Tensor, batch_size: int, bucket: int, gen: torch.Generator):
+    """Endless index batches. Problems are drawn by weight, `bucket` batches at a time, sorted by
+    length and cut into batches (in shuffled order): random batches of this task are ~44% padding,
+    length-sorted ones almost none, so a step costs about half."""
+    import torch
+
+    while True:
+        idx = torch.multinomial(weights, batch_size * bucket, replacement=True, generator=gen)
+        idx = idx[torch.argsort(lens[idx], stable=True)]
+        for k in torch.randperm(bucket, generator=gen).tolist():
+            yield idx[k * batch_size : (k + 1) * batch_size]
 
 
 def build_model(vocab_size: int, cfg: ModelConfig, tok):
@@ -98,14 +128,16 @@ def build_model(vocab_size: int, cfg: ModelConfig, tok):
     return LlamaForCausalLM(conf)
 
 
-@torch.no_grad()
 def quick_eval(model, tok, n: int, device: str, batch: int = 256) -> float:
     """Greedy exact-answer accuracy on the first `n` eval problems (training-time monitor only;
     the model card's figures come from `silverbullet reference eval`)."""
+    import torch
+
     from silverbullet.grading import is_correct
     from silverbullet.prompting import extract_answer
 
     problems = list(task.generate("eval", n))
+    torch.set_grad_enabled(False)
     model.eval()
     correct = 0
     for i in range(0, n, batch):
@@ -118,10 +150,16 @@ def quick_eval(model, tok, n: int, device: str, batch: int = 256) -> float:
         texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         correct += sum(is_correct(extract_answer(t), str(p.answer)) for t, p in zip(texts, chunk))
     model.train()
+    torch.set_grad_enabled(True)
     return correct / n
 
 
 def train(cfg: TrainConfig, mcfg: ModelConfig | None = None, log=print) -> dict:
+    """Generate the data, train, save weights + tokenizer + training log under `cfg.out`."""
+    import torch
+
+    from silverbullet.reference.tokenizer import build_and_save
+
     mcfg = mcfg or ModelConfig()
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
@@ -129,8 +167,10 @@ def train(cfg: TrainConfig, mcfg: ModelConfig | None = None, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     tok = build_and_save(out)
-    ids, plen, lens = make_data(tok, cfg.n_problems, cfg.workers)
-    log(f"data: {len(ids)} problems, width {ids.shape[1]}, {time.time() - t0:.1f}s")
+    ids, plen, lens, combine = make_data(tok, cfg.n_problems, cfg.workers)
+    weights = torch.where(combine, cfg.combine_weight, 1.0)
+    share = float(weights[combine].sum() / weights.sum())
+    log(f"data: {len(ids)} problems, width {ids.shape[1]}, {time.time() - t0:.1f}s; combining in {share:.0%} of draws")
     model = build_model(len(tok), mcfg, tok).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params / 1e6:.2f}M parameters on {device}")
@@ -143,21 +183,21 @@ def train(cfg: TrainConfig, mcfg: ModelConfig | None = None, log=print) -> dict:
         fused=device == "cuda",
     )
     gen = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(len(ids), generator=gen)
+    stream = batches(lens, weights, cfg.batch_size, max(1, cfg.bucket), gen)
     pos = torch.arange(ids.shape[1])
     history = []
     t_train = time.time()
     model.train()
     step = 0
     for step in range(cfg.steps):
-        lr = _lr(step, cfg)
+        progress = _progress(step, time.time() - t_train, cfg)
+        if progress >= 1.0:
+            log(f"schedule done at step {step} ({time.time() - t_train:.0f}s)")
+            break
+        lr = _lr(step, progress, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        j = (step * cfg.batch_size) % len(ids)
-        idx = perm[j : j + cfg.batch_size]
-        if len(idx) < cfg.batch_size:
-            perm = torch.randperm(len(ids), generator=gen)
-            idx = perm[: cfg.batch_size]
+        idx = next(stream)
         width = int(lens[idx].max())
         x = ids[idx, :width].long()
         attn = pos[:width][None, :] < lens[idx][:, None]
@@ -170,25 +210,26 @@ def train(cfg: TrainConfig, mcfg: ModelConfig | None = None, log=print) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if step % 100 == 0:
+        if step % cfg.log_every == 0:
             log(f"step {step} loss {loss.item():.4f} lr {lr:.2e} {time.time() - t_train:.0f}s")
             history.append({"step": step, "loss": round(loss.item(), 5), "seconds": round(time.time() - t_train, 1)})
         if cfg.eval_every and step and step % cfg.eval_every == 0:
             acc = quick_eval(model, tok, cfg.eval_n, device)
             log(f"step {step} quick-eval accuracy {acc:.3f}")
             history[-1]["quick_eval"] = acc
-        if cfg.max_minutes and time.time() - t_train > cfg.max_minutes * 60:
-            log(f"time budget reached at step {step}")
-            break
+    else:
+        step = cfg.steps
     train_seconds = time.time() - t_train
-    final_acc = quick_eval(model, tok, 1000, device)
-    log(f"final quick-eval accuracy {final_acc:.3f}")
+    final_acc = quick_eval(model, tok, cfg.final_eval_n, device) if cfg.final_eval_n else None
+    if final_acc is not None:
+        log(f"final quick-eval accuracy on {cfg.final_eval_n} eval problems: {final_acc:.3f}")
     model.to(torch.bfloat16).save_pretrained(out, max_shard_size="12MB", safe_serialization=True)
     info = {
         "train_config": asdict(cfg),
         "model_config": asdict(mcfg),
         "parameters": n_params,
-        "steps_done": step + 1,
+        "steps_done": step,
+        "combine_share": round(share, 3),
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.time() - t0, 1),
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}",
@@ -200,10 +241,18 @@ def train(cfg: TrainConfig, mcfg: ModelConfig | None = None, log=print) -> dict:
     return info
 
 
-def _lr(step: int, cfg: TrainConfig) -> float:
+def _progress(step: int, seconds: float, cfg: TrainConfig) -> float:
+    """How far through the schedule: by steps, or by the time budget if that runs out first, so
+    a capped run still ends annealed instead of being cut mid-schedule."""
+    by_steps = step / max(1, cfg.steps)
+    return max(by_steps, seconds / (cfg.max_minutes * 60)) if cfg.max_minutes > 0 else by_steps
+
+
+def _lr(step: int, progress: float, cfg: TrainConfig) -> float:
+    """Linear warm-up over `warmup` steps, then cosine to `min_lr_ratio` as progress reaches 1."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    frac = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    frac = min(1.0, max(0.0, progress))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
