@@ -30,7 +30,7 @@ def test_tokenizer_round_trip_and_single_digits(ref_gen):
 
 def test_model_config_is_what_the_card_says(ref_gen):
     cfg = ref_gen.model.config
-    assert cfg.model_type == "llama" and cfg.head_dim == 64
+    assert cfg.model_type == "llama" and cfg.head_dim == 32 and cfg.num_attention_heads == 8
     n = sum(p.numel() for p in ref_gen.model.parameters())
     assert 5e6 < n < 15e6
     assert sum(f.stat().st_size for f in MODEL.glob("*.safetensors")) <= 30 * 2**20

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads TrainConf
 class ModelConfig:
     hidden_size: int = 256
     num_hidden_layers: int = 8
-    num_attention_heads: int = 4  # head_dim 64: vLLM's CPU attention needs it
+    num_attention_heads: int = 8  # head_dim 32 (vLLM's CPU attention takes 32, 64, 80, ...)
     intermediate_size: int = 1024
     max_position_embeddings: int = 512
 
@@ -46,7 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     n_problems: int = 800_000  # distinct training problems (drawn again as steps need more)
     max_minutes: float = 7.0  # > 0: a wall-clock budget; the schedule anneals to fit it, then stops
-    combine_weight: float = 2.5  # sampling weight of problems that end in a combining step
+    combine_weight: float = 4.0  # sampling weight of problems that end in a combining step
     bucket: int = 32  # batches drawn at once and sorted by length (1: no bucketing)
     log_every: int = 100
     eval_every: int = 0
