@@ -60,12 +60,18 @@ class DiagnoseConfig:
 
 
 def demo_quantized_path(reference: str = DEFAULT_REFERENCE) -> str:
-    """The demo quantized checkpoint, built on first use (about half a minute on CPU)."""
-    from silverbullet.quantize import QuantizeConfig, quantize
+    """The demo quantized checkpoint, built on first use (about half a minute on CPU) and built again
+    when the reference model's files changed since (a retrained or updated reference)."""
+    from silverbullet.quantize import QUANT_CONFIG_FILE, QuantizeConfig, quantize, source_fingerprint
 
     cfg = QuantizeConfig(model=reference, **DEMO_QUANT)
     out = cfg.out_dir()
-    if not (out / "config.json").exists():
+    info_file = out / QUANT_CONFIG_FILE
+    try:
+        built_from = json.loads(info_file.read_text()).get("source_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        built_from = "unknown"
+    if not (out / "config.json").exists() or built_from != source_fingerprint(reference):
         quantize(cfg, log=lambda m: None)
     return str(out)
 

@@ -124,10 +124,19 @@ def quantize(cfg: QuantizeConfig, log=print) -> Path:
         "tag": cfg.tag(),
         "seconds": round(time.time() - t0, 1),
         "source_model": str(cfg.model),
+        "source_fingerprint": source_fingerprint(cfg.model),
     }
     (out / QUANT_CONFIG_FILE).write_text(json.dumps(info, indent=1))
     log(f"quantized {cfg.model} with {cfg.tag()} -> {out} in {info['seconds']}s")
     return out
+
+
+def source_fingerprint(model: str) -> str | None:
+    """Hash of a local source model's files (None for a hub id): a checkpoint built from another
+    version of the model (retrained, pulled) is then known to be stale."""
+    from silverbullet.generation.loading import fingerprint_dir, is_local
+
+    return fingerprint_dir(model)[:16] if is_local(model) else None
 
 
 def _quiet_loguru() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import build_tiny_llama
@@ -51,3 +52,26 @@ def test_inference_matches_dequantized_training_load(quantized_dir):
     dense = HFGenerator(model=trained.eval(), tokenizer=tok, tag="dq").generate(prompts, cfg)
     assert [o.text for o in quant] == [o.text for o in dense]
     assert quant[0].margins == pytest.approx(dense[0].margins, abs=1e-3)
+
+
+def test_demo_quantized_checkpoint_is_rebuilt_when_the_reference_changes(tmp_path, monkeypatch):
+    """A retrained (or pulled) reference model must not be diagnosed against a quantized copy of
+    its previous version: the checkpoint records its source's fingerprint and is rebuilt on change."""
+    from silverbullet.diagnose import demo_quantized_path
+    from silverbullet.quantize import QUANT_CONFIG_FILE
+
+    monkeypatch.chdir(tmp_path)
+    ref = tmp_path / "ref"
+    build_tiny_llama(ref, seed=0)
+    q = Path(demo_quantized_path(str(ref)))
+    first = json.loads((q / QUANT_CONFIG_FILE).read_text())
+    weights = {f.name: f.read_bytes() for f in q.glob("*.safetensors")}
+    assert first["source_fingerprint"]
+    demo_quantized_path(str(ref))  # unchanged source: reused, not rebuilt
+    assert json.loads((q / QUANT_CONFIG_FILE).read_text())["seconds"] == first["seconds"]
+    assert {f.name: f.read_bytes() for f in q.glob("*.safetensors")} == weights
+    build_tiny_llama(ref, seed=1)  # the reference is retrained in place
+    assert demo_quantized_path(str(ref)) == str(q)
+    second = json.loads((q / QUANT_CONFIG_FILE).read_text())
+    assert second["source_fingerprint"] != first["source_fingerprint"]
+    assert {f.name: f.read_bytes() for f in q.glob("*.safetensors")} != weights
