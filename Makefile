@@ -26,8 +26,8 @@ vllm-env: $(VLLM_STAMP)
 
 # The main job on the embedded default: diagnose the shipped reference model against its demo
 # quantized variant, then repair it, and print the before/after table. Sized for about 10 minutes
-# on 2 CPU cores (7:12 with the install on an AVX-512 machine; 8:36-11:57 for the job on a slower
-# AVX2 one, most of it LoRA training); bench/repair.py measures the full-size figures.
+# on 2 CPU cores (7:12 with the install on an AVX-512 machine); a 2-core AVX2 machine took 14:51 for
+# the job at f10a6fd, half of it LoRA training at 4 s a step. bench/repair.py measures the full-size figures.
 demo: $(STAMP)
 	$(BIN)/silverbullet diagnose --out runs/demo --limit 200
 	$(BIN)/silverbullet repair --from runs/demo --out runs/demo-repair --repair-limit 500
