@@ -124,6 +124,30 @@ def test_lora_pass_trains_only_the_adapter(repair_run, method):
     assert json.loads((root / f"adapter-{method}" / "adapter_config.json").read_text())["r"] == 16
 
 
+def test_gradient_checkpointing_off_by_default_and_same_adapter_either_way(repair_run):
+    """TRL turns checkpointing on by default; we turn it off (a third less compute per step on CPU).
+    It only recomputes activations, so the trained adapter must be the same either way."""
+    import torch
+
+    from silverbullet.repair.train import _common_args
+
+    assert _common_args(RepairTrainConfig(), Path("x"), 1e-3, 1)["gradient_checkpointing"] is False
+    root, q = repair_run
+    pairs = curate(candidates(root / "run"), DatasetConfig(max_examples=6))
+    sft, dpo = write_sets(sft_rows("step", pairs, root / "run", 6), pairs, root / "s-ckpt")
+    tensors = []
+    for ckpt in (False, True):
+        cfg = RepairTrainConfig(epochs=2, batch_size=4, device="cpu", gradient_checkpointing=ckpt)
+        out = root / f"adapter-ckpt-{ckpt}"
+        train_adapter(q, sft, dpo, out, cfg)
+        with safe_open(str(next(out.glob("*.safetensors"))), "pt") as f:
+            tensors.append({k: f.get_tensor(k) for k in f.keys()})
+    assert tensors[0].keys() == tensors[1].keys()
+    assert any(t.abs().sum() > 0 for k, t in tensors[0].items() if "lora_B" in k)  # it trained
+    for k in tensors[0]:
+        torch.testing.assert_close(tensors[0][k], tensors[1][k], rtol=1e-4, atol=1e-6)
+
+
 def test_base_weights_stay_on_the_quantized_grid_after_training(repair_run):
     import torch
 

@@ -40,6 +40,7 @@ class RepairTrainConfig:
     beta: float = 0.1
     seed: int = 0
     device: str = "auto"
+    gradient_checkpointing: bool = False  # True trades compute for memory on models that need it
 
 
 def dist_world() -> tuple[int, int]:
@@ -90,6 +91,9 @@ def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) ->
         use_cpu=not torch.cuda.is_available() or cfg.device == "cpu",
         ddp_find_unused_parameters=False,  # every LoRA matrix takes part in every forward
         bf16=False,
+        # TRL turns checkpointing on by default; for a model this small it only recomputes the
+        # forward pass (the same gradients, about a third more compute per step).
+        gradient_checkpointing=cfg.gradient_checkpointing,
     )
 
 
