@@ -42,5 +42,5 @@ def test_reference_model_solves_eval_problems(ref_gen):
     problems = load_benchmark("synthetic", split="eval", limit=48)
     gens = measure(ref_gen, problems, GenerationConfig(batch_size=48))
     acc = sum(g.correct for g in gens) / len(gens)
-    assert acc >= 0.85, acc  # 95.0% on 1,000 problems (model card); 48 is a smoke-sized sample
+    assert acc >= 0.9, acc  # 99.2% on 1,000 problems (model card); 48 is a smoke-sized sample
     assert all(g.text.strip().splitlines()[0].startswith("Step 1:") for g in gens)
