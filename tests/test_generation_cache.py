@@ -141,3 +141,20 @@ def test_real_model_through_cache(tiny_model_dir, tmp_path):
         (o.text, o.margins, o.token_ends) for o in first
     ]
     assert second.inner._model is None  # everything was cached: the model was never loaded
+
+
+def test_cache_env_may_name_a_folder_and_a_bad_path_is_one_clear_error(tmp_path, monkeypatch):
+    from silverbullet.errors import UserError
+    from silverbullet.generation.cache import GenerationCache, default_cache_path
+
+    monkeypatch.setenv("SILVERBULLET_CACHE", str(tmp_path))
+    assert default_cache_path() == tmp_path / "generations.sqlite"
+    GenerationCache(default_cache_path())  # opens (and creates) the file inside the folder
+    assert (tmp_path / "generations.sqlite").is_file()
+    monkeypatch.setenv("SILVERBULLET_CACHE", str(tmp_path / "new") + "/")
+    assert default_cache_path() == tmp_path / "new" / "generations.sqlite"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="SILVERBULLET_CACHE"):
+        GenerationCache(tmp_path / "afile" / "db.sqlite")  # its parent is a file
+    with pytest.raises(UserError, match="cannot open"):
+        GenerationCache(tmp_path)  # a folder passed as the file itself

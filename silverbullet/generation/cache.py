@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator, GenOutput, ScoreOutput, progress
 
 # Bump when stopping/cutting logic changes what a generation looks like, to invalidate old rows.
@@ -34,10 +35,12 @@ CREATE TABLE IF NOT EXISTS generations (
 
 
 def default_cache_path() -> Path:
-    """$SILVERBULLET_CACHE, else ~/.cache/silverbullet/generations.sqlite."""
+    """$SILVERBULLET_CACHE (a file, or a folder to hold generations.sqlite), else
+    ~/.cache/silverbullet/generations.sqlite."""
     env = os.environ.get("SILVERBULLET_CACHE")
     if env:
-        return Path(env).expanduser()
+        path = Path(env).expanduser()
+        return path / "generations.sqlite" if path.is_dir() or env.endswith(("/", os.sep)) else path
     return Path.home() / ".cache" / "silverbullet" / "generations.sqlite"
 
 
@@ -51,10 +54,16 @@ class GenerationCache:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as e:
+            raise UserError(
+                f"generation cache {self.path}: cannot open it as an SQLite file ({e}); point "
+                "SILVERBULLET_CACHE at a writable file or folder (diagnose: or --no-cache)"
+            ) from None
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._db.commit()
