@@ -75,6 +75,20 @@ KEYS = (
 )
 
 
+def parse_only(text: str) -> list[str]:
+    """Comma-separated variant names, where names may hold commas themselves ("sft (step,
+    paper-style)"): pieces are joined until they form a known name."""
+    names, piece = [], ""
+    for part in text.split(","):
+        piece = f"{piece},{part}" if piece else part.strip()
+        if piece in VARIANTS:
+            names.append(piece)
+            piece = ""
+    if piece:
+        sys.exit(f"unknown variant {piece!r}; known: {'; '.join(VARIANTS)}")
+    return names
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-")
 
@@ -177,10 +191,7 @@ def main() -> None:
         table(merged)
         return
     k, n = (int(x) for x in args.shard.split("/"))
-    selected = args.only.split(",") if args.only else MAIN
-    unknown = [x for x in selected if x not in VARIANTS]
-    if unknown:
-        sys.exit(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
+    selected = parse_only(args.only) if args.only else MAIN
     names = selected[k::n]
     # Model i's shared diagnoses are prepared by shard i % n; a shard waits for those its variants need.
     models = sorted({VARIANTS[x][0] for x in selected})
