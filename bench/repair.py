@@ -28,12 +28,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _meta import run_meta  # noqa: E402
 
-from silverbullet.diagnose import DiagnoseConfig, run_diagnose  # noqa: E402
+from silverbullet.diagnose import DEFAULT_REFERENCE, DEMO_QUANT, DiagnoseConfig, run_diagnose  # noqa: E402
+from silverbullet.quantize import QuantizeConfig, ensure_quantized  # noqa: E402
 from silverbullet.repair.pipeline import RepairConfig, run_repair  # noqa: E402
 from silverbullet.repair.train import RepairTrainConfig  # noqa: E402
 
-DEMO = "runs/_models/reference-model-rtn-w2ch"
-SECOND = "runs/_models/reference-model-rtn-w2g128"
+# The two quantized checkpoints, by path; `prepare` builds each (again if the reference changed).
+CHECKPOINTS = {
+    str(c.out_dir()): c
+    for c in (
+        QuantizeConfig(model=DEFAULT_REFERENCE, **DEMO_QUANT),  # runs/_models/reference-model-rtn-w2ch
+        QuantizeConfig(model=DEFAULT_REFERENCE, **{**DEMO_QUANT, "group_size": 128}),  # ...-rtn-w2g128
+    )
+}
+DEMO, SECOND = CHECKPOINTS
 # name -> (quantized model, RepairConfig overrides, RepairTrainConfig overrides)
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "sft (flipped-full)": (DEMO, {}, {}),
@@ -100,13 +108,12 @@ def _dirs(quantized: str) -> tuple[Path, Path]:
 
 def prepare(quantized: str, args) -> None:
     """The shared diagnoses of one quantized model: evaluation split and repair split."""
+    ensure_quantized(CHECKPOINTS[quantized])
     eval_dir, shared = _dirs(quantized)
     common = dict(quantized=quantized, batch_size=args.batch_size, progress=False)
     run_diagnose(DiagnoseConfig(limit=args.eval_limit, out=str(eval_dir), **common))
     run_diagnose(
-        DiagnoseConfig(
-            split="repair", limit=args.repair_limit, out=str(shared), confirm=False, margins=True, **common
-        )
+        DiagnoseConfig(split="repair", limit=args.repair_limit, out=str(shared), confirm=False, margins=True, **common)
     )
 
 

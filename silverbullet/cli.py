@@ -395,9 +395,7 @@ def reference_eval(
 ) -> None:
     """Greedy exact-answer accuracy on the eval split, by number of steps."""
     _positive("--n", n)
-    evaluate(
-        model=model, benchmark="synthetic", split="eval", limit=n, adapter=None, fallback=False, json_out=json_out
-    )
+    evaluate(model=model, benchmark="synthetic", split="eval", limit=n, adapter=None, fallback=False, json_out=json_out)
 
 
 def main() -> None:

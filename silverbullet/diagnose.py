@@ -29,7 +29,7 @@ ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
 DEFAULT_REFERENCE = "data/reference-model"
 # The demo's quantized setting: chosen from bench/results/quantization.json as the setting that
 # costs the shipped reference model a real, repairable 10-40 points (see data/reference-model/README.md).
-DEMO_QUANT = {"method": "rtn", "bits": 2, "group_size": 0}  # RTN W2 per-channel: -23 points
+DEMO_QUANT = {"method": "rtn", "bits": 2, "group_size": 0}  # RTN W2 per-channel: -34 points (model card)
 
 
 @dataclass
@@ -62,18 +62,9 @@ class DiagnoseConfig:
 def demo_quantized_path(reference: str = DEFAULT_REFERENCE) -> str:
     """The demo quantized checkpoint, built on first use (about half a minute on CPU) and built again
     when the reference model's files changed since (a retrained or updated reference)."""
-    from silverbullet.quantize import QUANT_CONFIG_FILE, QuantizeConfig, quantize, source_fingerprint
+    from silverbullet.quantize import QuantizeConfig, ensure_quantized
 
-    cfg = QuantizeConfig(model=reference, **DEMO_QUANT)
-    out = cfg.out_dir()
-    info_file = out / QUANT_CONFIG_FILE
-    try:
-        built_from = json.loads(info_file.read_text()).get("source_fingerprint")
-    except (OSError, ValueError, AttributeError):
-        built_from = "unknown"
-    if not (out / "config.json").exists() or built_from != source_fingerprint(reference):
-        quantize(cfg, log=lambda m: None)
-    return str(out)
+    return str(ensure_quantized(QuantizeConfig(model=reference, **DEMO_QUANT), log=lambda m: None))
 
 
 def make_generator(path: str, tag: str, cfg: DiagnoseConfig, adapter: str | None = None) -> Generator:

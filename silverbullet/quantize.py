@@ -131,6 +131,19 @@ def quantize(cfg: QuantizeConfig, log=print) -> Path:
     return out
 
 
+def ensure_quantized(cfg: QuantizeConfig, log=print) -> Path:
+    """`cfg.out_dir()`, quantized now unless a checkpoint built from the same source files is
+    already there (a retrained or pulled source model makes the old one stale)."""
+    out = cfg.out_dir()
+    try:
+        built_from = json.loads((out / QUANT_CONFIG_FILE).read_text()).get("source_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        built_from = "unknown"
+    if (out / "config.json").exists() and built_from == source_fingerprint(cfg.model):
+        return out
+    return quantize(cfg, log=log)
+
+
 def source_fingerprint(model: str) -> str | None:
     """Hash of a local source model's files (None for a hub id): a checkpoint built from another
     version of the model (retrained, pulled) is then known to be stale."""

@@ -137,20 +137,19 @@ def quick_eval(model, tok, n: int, device: str, batch: int = 256) -> float:
     from silverbullet.prompting import extract_answer
 
     problems = list(task.generate("eval", n))
-    torch.set_grad_enabled(False)
     model.eval()
     correct = 0
-    for i in range(0, n, batch):
-        chunk = problems[i : i + batch]
-        enc = tok([build_prompt(p.question) for p in chunk], return_tensors="pt", padding=True)
-        enc = {k: v.to(device) for k, v in enc.items()}
-        out = model.generate(
-            **enc, max_new_tokens=320, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
-        )
-        texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        correct += sum(is_correct(extract_answer(t), str(p.answer)) for t, p in zip(texts, chunk))
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            chunk = problems[i : i + batch]
+            enc = tok([build_prompt(p.question) for p in chunk], return_tensors="pt", padding=True)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model.generate(
+                **enc, max_new_tokens=320, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id
+            )
+            texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            correct += sum(is_correct(extract_answer(t), str(p.answer)) for t, p in zip(texts, chunk))
     model.train()
-    torch.set_grad_enabled(True)
     return correct / n
 
 
