@@ -11,35 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _meta import run_meta  # noqa: E402
 
 from silverbullet.attribution.check import FAULTY, OK, ROUNDING, check_equation  # noqa: E402
 from silverbullet.attribution.steps import analyse_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def meta() -> dict:
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "git_commit": commit,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def main() -> None:
@@ -71,7 +55,7 @@ def main() -> None:
     n = sum(status.values())
     right = status[OK] + status[ROUNDING]
     res = {
-        "meta": meta(),
+        "meta": run_meta(),
         "annotations": n,
         "judged_correct": right,
         "rate": round(right / max(n, 1), 6),

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _meta import run_meta  # noqa: E402
 
 from silverbullet.attribution.expr import evaluate  # noqa: E402
 from silverbullet.attribution.locate import locate  # noqa: E402
@@ -39,20 +37,6 @@ TYPES = ("execution", "method", "conceptual", "reasoning")
 ANN_RE = re.compile(r"<<([^<>=]+)=([^<>]+)>>(\$?)(-?[\d,]*\.?\d+)?")
 NUM_RE = re.compile(r"\d+(?:\.\d+)?")
 SWAP = {"+": "-", "-": "+", "*": "+", "/": "*"}
-
-
-def meta() -> dict:
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "git_commit": commit,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def fmt(v: Fraction) -> str | None:
@@ -221,7 +205,7 @@ def main() -> None:
     for c in per_type.values():
         tot.update(c)
     res = {
-        "meta": meta(),
+        "meta": run_meta(),
         "n": n,
         "position_exact": round(tot["position"] / max(n, 1), 4),
         "type_accuracy": round(tot["type"] / max(n, 1), 4),

@@ -9,35 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _meta import run_meta  # noqa: E402
 
 from silverbullet.attribution import expr, steps  # noqa: E402
 from silverbullet.attribution.locate import locate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
-
-
-def meta() -> dict:
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "git_commit": commit,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def main() -> None:
@@ -64,7 +48,7 @@ def main() -> None:
             n_model += 1
     t2 = time.perf_counter()
     res = {
-        "meta": meta(),
+        "meta": run_meta(),
         "gold_solutions": len(test),
         "gold_seconds": round(t1 - t0, 3),
         "model_solutions": n_model,

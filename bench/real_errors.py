@@ -12,38 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _meta import run_meta  # noqa: E402
 
 from silverbullet.attribution.locate import locate  # noqa: E402
 
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def meta() -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "git_commit": commit,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def f1(acc_err: float, acc_clean: float) -> float:
@@ -144,7 +125,7 @@ def main() -> None:
 
     hist = sorted(((k, v) for k, v in pos_hist.items() if v), key=lambda kv: int(kv[0]))
     result = {
-        "meta": meta(),
+        "meta": run_meta(),
         "n_solutions": wrong["n"] + right["n"],
         "wrong_answer": share(wrong, ">= 0.85"),
         "right_answer": share(right, "<= 0.05"),

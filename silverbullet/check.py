@@ -13,7 +13,6 @@ interval reaches below the tolerance.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from silverbullet.errors import UserError
 from silverbullet.settings import CheckThresholds
+from silverbullet.stats import newcombe_paired, newcombe_unpaired, wilson
 
 SCHEMA = 1
 ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
@@ -39,7 +39,6 @@ CHECK_KEYS = (
     "error_type_shares.quantized",
     "margins.frontier_mean",
 )
-Z95 = 1.959964
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -125,44 +124,6 @@ def read_correctness(run: Path, tag: str = "quantized") -> dict[str, bool]:
 
 
 # ------------------------------------------------------------------------------------ statistics
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for k/n: honest at small n and near 0 or 1."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
-def newcombe_unpaired(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
-    """95% interval for p1 - p2 from independent samples (Newcombe 1998, method 10)."""
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson(k1, n1)
-    l2, u2 = wilson(k2, n2)
-    d = p1 - p2
-    return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
-
-
-def newcombe_paired(a: int, b: int, c: int, d: int) -> tuple[float, float]:
-    """95% interval for p1 - p2 on the same items (Newcombe 1998, paired method 10).
-
-    a: both right, b: only the first right, c: only the second right, d: both wrong. Pairing removes
-    the problem-difficulty variance the two runs share, so the interval is much tighter than unpaired.
-    """
-    n = a + b + c + d
-    p1, p2 = (a + b) / n, (a + c) / n
-    l1, u1 = wilson(a + b, n)
-    l2, u2 = wilson(a + c, n)
-    den = math.sqrt((a + b) * (c + d) * (a + c) * (b + d))
-    phi = (a * d - b * c) / den if den else 0.0
-    diff = p1 - p2
-    lo_sq = (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2
-    hi_sq = (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2
-    return diff - math.sqrt(max(0.0, lo_sq)), diff + math.sqrt(max(0.0, hi_sq))
 
 
 # ------------------------------------------------------------------------------------ results
@@ -395,36 +356,14 @@ def evaluate(run: Path, s: dict[str, Any], t: CheckThresholds, baseline: Path | 
     return result
 
 
-def run_check(
-    run_dir: Path,
-    thresholds: CheckThresholds,
-    baseline: Path | None = None,
-    junit: Path | None = None,
-    markdown: Path | None = None,
-) -> CheckResult:
-    """Gate one diagnose run; write JUnit XML / Markdown when asked. Exit code: `result.exit_code`."""
+def run_check(run_dir: Path, thresholds: CheckThresholds, baseline: Path | None = None) -> CheckResult:
+    """Gate one diagnose run. Exit code: `result.exit_code`; `report.write_check_files` writes its
+    JUnit XML and Markdown (the gate computes, the report renders)."""
     t0 = time.perf_counter()
     s = load_summary(Path(run_dir))
     result = evaluate(Path(run_dir), s, thresholds, baseline)
     result.seconds = time.perf_counter() - t0
-    if junit is not None:
-        from silverbullet.report.junit import write_junit
-
-        result.junit_path = write_junit(result, Path(junit))
-    if markdown is not None:
-        from silverbullet.report.markdown import check_markdown
-
-        result.markdown_path = _write(Path(markdown), check_markdown(result))
     return result
-
-
-def _write(path: Path, text: str) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
 
 
 # ------------------------------------------------------------------------------------ terminal

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from silverbullet import ui
 from silverbullet.errors import UserError
 from silverbullet.reference.train import TrainConfig
 
@@ -27,8 +27,22 @@ app = typer.Typer(
 )
 reference_app = typer.Typer(no_args_is_help=True, help="Train and evaluate the project's reference model.")
 app.add_typer(reference_app, name="reference")
-console = Console(stderr=True)
-out_console = Console()
+console = ui.err
+out_console = ui.out
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Show library output (progress bars, warnings, logs) live instead of in log.txt."
+    ),
+) -> None:
+    ui.set_verbose(verbose)
+
+
+def _log_file(run_dir: str | Path) -> Path:
+    """Where a command's library output goes (`-v` shows it live instead)."""
+    return Path(run_dir) / "log.txt"
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -88,7 +102,8 @@ def diagnose(
         device=device,
         vllm_options=_vllm_options(backend, tensor_parallel_size, pipeline_parallel_size, data_parallel_size),
     )
-    summary = run_diagnose(cfg, console=console)
+    with ui.library_output_to(_log_file(out)):
+        summary = run_diagnose(cfg)
     print_summary(summary)
     out_console.print(f"run directory: {out}")
 
@@ -163,18 +178,17 @@ def quantize(
     from silverbullet.quantize import quantize as run
 
     _positive("--samples", samples)
-    path = run(
-        QuantizeConfig(
-            model=model,
-            method=method,
-            bits=bits,
-            group_size=group_size,
-            out=out,
-            calibration=calibration,
-            calibration_samples=samples,
-        ),
-        log=out_console.print,
+    qcfg = QuantizeConfig(
+        model=model,
+        method=method,
+        bits=bits,
+        group_size=group_size,
+        out=out,
+        calibration=calibration,
+        calibration_samples=samples,
     )
+    with ui.library_output_to(_log_file(qcfg.out_dir())):
+        path = run(qcfg, log=out_console.print)
     out_console.print(str(path))
 
 
@@ -198,7 +212,13 @@ def evaluate(
     if fallback and not adapter:
         raise UserError("--fallback needs --adapter (it falls back from the adapter to the base model)")
     problems = load_benchmark(benchmark, split=split, limit=limit)
-    res = evaluate_model(model, problems, adapter=adapter, fallback=fallback, progress=True)
+    with ui.library_output_to(_log_file(json_out.parent if json_out else "runs/_logs")):
+        if fallback:
+            from silverbullet.repair.fallback import evaluate_with_fallback
+
+            res = evaluate_with_fallback(model, problems, adapter=adapter)
+        else:
+            res = evaluate_model(model, problems, adapter=adapter, progress=True)
     if json_out:
         json_out.write_text(json.dumps(res, indent=1))
     out_console.print_json(json.dumps(res))
@@ -258,7 +278,8 @@ def repair(
         vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),
         train=RepairTrainConfig(method=method, epochs=epochs, learning_rate=learning_rate, dpo_epochs=dpo_epochs),
     )
-    s = run_repair(cfg, console=console, log=console.print)
+    with ui.library_output_to(_log_file(out)):
+        s = run_repair(cfg, log=ui.note)
     if s.get("rank", 0) == 0:  # under `accelerate launch`, rank 0 alone reports
         print_repair(s)
 
@@ -337,7 +358,11 @@ def check(
         ),
         config=config,
     )
-    result = run_check(run_dir, t, baseline=baseline, junit=junit, markdown=markdown)
+    result = run_check(run_dir, t, baseline=baseline)
+    if junit is not None or markdown is not None:
+        from silverbullet.report import write_check_files
+
+        write_check_files(result, junit=junit, markdown=markdown)
     print_check(result, out_console)
     raise typer.Exit(result.exit_code)
 
@@ -347,7 +372,9 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
     """Write report.html (self-contained, with plots) and report.md into the run directory."""
     from silverbullet.report import write_report
 
-    for p in write_report(run_dir):
+    with ui.library_output_to(_log_file(run_dir) if run_dir.is_dir() else None):
+        paths = write_report(run_dir)
+    for p in paths:
         out_console.print(str(p))
 
 
@@ -398,8 +425,21 @@ def reference_eval(
     evaluate(model=model, benchmark="synthetic", split="eval", limit=n, adapter=None, fallback=False, json_out=json_out)
 
 
+def _verbose_first(argv: list[str]) -> list[str]:
+    """`-v`/`--verbose` is accepted anywhere on the line (`silverbullet diagnose -v ...`)."""
+    head, rest = argv[:1], argv[1:]
+    if "--" in rest:
+        cut = rest.index("--")
+        rest, tail = rest[:cut], rest[cut:]
+    else:
+        tail = []
+    flags = [a for a in rest if a in ("-v", "--verbose")]
+    return head + flags[:1] + [a for a in rest if a not in ("-v", "--verbose")] + tail
+
+
 def main() -> None:
     """Entry point: expected mistakes become one readable line and exit code 2, not a traceback."""
+    sys.argv = _verbose_first(sys.argv)
     try:
         app()
     except UserError as e:
@@ -408,6 +448,10 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted; re-run the same command to resume")
         sys.exit(130)
+    except Exception:
+        if ui.last_log is not None:
+            console.print(f"library output of this run: {ui.last_log}", highlight=False)
+        raise
 
 
 if __name__ == "__main__":

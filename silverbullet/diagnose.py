@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import time
@@ -17,9 +16,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from silverbullet import stats, ui
 from silverbullet.attribution import locate
 from silverbullet.errors import UserError
-from silverbullet.generation.base import GenerationConfig, Generator
+from silverbullet.generation.base import GenerationConfig, Generator, close_generator
 from silverbullet.grading import is_correct
 from silverbullet.measure import append_rows, measure, read_jsonl_rows, repair_torn_tail
 from silverbullet.prompting import build_prompt, extract_answer, renumber_step, step_spans
@@ -64,7 +64,7 @@ def demo_quantized_path(reference: str = DEFAULT_REFERENCE) -> str:
     when the reference model's files changed since (a retrained or updated reference)."""
     from silverbullet.quantize import QuantizeConfig, ensure_quantized
 
-    return str(ensure_quantized(QuantizeConfig(model=reference, **DEMO_QUANT), log=lambda m: None))
+    return str(ensure_quantized(QuantizeConfig(model=reference, **DEMO_QUANT), log=ui.note))
 
 
 def make_generator(path: str, tag: str, cfg: DiagnoseConfig, adapter: str | None = None) -> Generator:
@@ -93,23 +93,14 @@ def make_generator(path: str, tag: str, cfg: DiagnoseConfig, adapter: str | None
     return gen
 
 
-def close_generator(gen: Generator) -> None:
-    """Stop a backend's engine now (a vLLM engine holds GPU memory and, on CPU, busy-polls)."""
-    inner = getattr(gen, "inner", gen)
-    close = getattr(inner, "close", None)
-    if callable(close):
-        close()
+def _vllm_preflight(cfg: DiagnoseConfig) -> None:
+    """Refuse, before any engine starts, a checkpoint that vLLM's kernels would refuse."""
+    from silverbullet.generation.loading import resolve_device
+    from silverbullet.generation.vllm import kernel_gap
 
-
-def _vllm_cpu_preflight(cfg: DiagnoseConfig) -> None:
-    import torch
-
-    if torch.cuda.is_available() and cfg.device != "cpu":
-        return
-    from silverbullet.generation.vllm import cpu_kernel_gap
-
+    on_gpu = resolve_device(cfg.device).startswith("cuda")
     for path in (cfg.reference, cfg.quantized):
-        gap = cpu_kernel_gap(path)
+        gap = kernel_gap(path, on_gpu=on_gpu)
         if gap:
             raise UserError(gap)
 
@@ -144,15 +135,9 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval for a proportion (honest at small n and near 0 or 1)."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return [round(max(0.0, mid - half), 4), round(min(1.0, mid + half), 4)]
+def wilson(k: int, n: int) -> list[float]:
+    """95% Wilson interval as summary.json stores it (rounded to 4 places)."""
+    return [round(x, 4) for x in stats.wilson(k, n, z=1.96)]
 
 
 # ---------------------------------------------------------------------------------- attribution
@@ -358,7 +343,7 @@ def summarise(
 # ---------------------------------------------------------------------------------- the command
 
 
-def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
+def run_diagnose(cfg: DiagnoseConfig) -> dict:
     """Run (or resume) a diagnosis and return its summary (also written to summary.json)."""
     from silverbullet.benchmarks import load_benchmark
 
@@ -372,7 +357,7 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
         for path in (cfg.reference, cfg.quantized):
             preflight(path)
     elif cfg.backend == "vllm":  # likewise for a checkpoint vLLM's CPU kernels cannot run
-        _vllm_cpu_preflight(cfg)
+        _vllm_preflight(cfg)
     _check_run_dir(out, cfg)
     problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     if not problems:
@@ -388,10 +373,16 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
     timings: dict = {"generation_seconds": {}}
     for tag, gen in generators.items():
         t0 = time.time()
-        with _progress(console, f"generating ({tag})", cfg.progress) as update:
+        with ui.stage(f"generating ({tag})", cfg.progress) as st:
             out_gens = measure(
-                gen, problems, gen_cfg, out / "generations" / f"{tag}.jsonl", chunk=cfg.batch_size, on_progress=update
+                gen,
+                problems,
+                gen_cfg,
+                out / "generations" / f"{tag}.jsonl",
+                chunk=cfg.batch_size,
+                on_progress=ui.progress_callback(st),
             )
+            st.summary = f"{sum(g.correct for g in out_gens)}/{len(out_gens)} correct"
         gens[tag] = {g.problem_id: g for g in out_gens}
         timings["generation_seconds"][tag] = round(time.time() - t0, 1)
 
@@ -407,8 +398,9 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
         if not gens[tag][p.id].correct and (p.id, tag) not in done
     ]
     chunk = 64
-    with _progress(console, "locating first faulty steps", cfg.progress) as update:
-        update(0, len(wrong))
+    with ui.stage("locating first faulty steps", cfg.progress) as st:
+        st.update(0, len(wrong))
+        st.summary = f"{len(wrong)} wrong solutions"
         for i in range(0, len(wrong), chunk):
             new = [
                 attribute(p, gens[tag][p.id], gens["reference"][p.id] if tag == "quantized" else None)
@@ -419,7 +411,7 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
             )
             append_rows(att_path, new)
             rows.extend(new)
-            update(min(i + chunk, len(wrong)), len(wrong))
+            st.update(min(i + chunk, len(wrong)), len(wrong))
     order = {p.id: i for i, p in enumerate(problems)}
     rows.sort(key=lambda r: (order.get(r["problem_id"], 0), r["model"]))
     timings["attribution_seconds"] = round(time.time() - t0, 1)
@@ -430,36 +422,3 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
     summary = summarise(cfg, problems, gens, rows, timings, fps)
     _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
     return summary
-
-
-class _progress:
-    """A rich progress bar that degrades to nothing (tests, CI logs)."""
-
-    def __init__(self, console, description: str, show: bool):
-        self.console, self.description, self.show = console, description, show
-
-    def __enter__(self):
-        if not self.show:
-            return lambda done, total: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self.bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self.bar.__enter__()
-        self.task = self.bar.add_task(self.description, total=None)
-
-        def update(done: int, total: int) -> None:
-            self.bar.update(self.task, completed=done, total=total)
-
-        return update
-
-    def __exit__(self, *exc):
-        if self.show:
-            self.bar.__exit__(*exc)
-        return False

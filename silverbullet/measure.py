@@ -141,29 +141,21 @@ def evaluate_model(
     batch_size: int = 64,
     device: str = "auto",
     adapter: str | None = None,
-    fallback: bool = False,
     progress: bool = False,
+    generator: Generator | None = None,
+    chunk: int = CHUNK,
 ) -> dict:
-    """Accuracy of a checkpoint on problems, with timing: the building block of the tables. With
-    `fallback`, the adapter's refuted solutions are answered by the base (repair/fallback.py)."""
-    from silverbullet.generation.hf import HFGenerator
+    """Accuracy of a checkpoint on problems, with timing: the building block of the tables.
+    `generator` replaces the plain HF one (the checker fallback passes its wrapper)."""
+    if generator is None:
+        from silverbullet.generation.hf import HFGenerator
 
-    gen: Generator = HFGenerator(path, tag=tag, device=device, adapter=adapter)
-    fb = None
-    if fallback:
-        from silverbullet.repair.fallback import FallbackGenerator
-
-        gen = fb = FallbackGenerator(gen, lambda: HFGenerator(path, tag=f"{tag}-base", device=device))
+        generator = HFGenerator(path, tag=tag, device=device, adapter=adapter)
     t0 = time.time()
-    # One chunk for the fallback: the flagged prompts of all problems then fill whole base batches
-    # (per 64-problem chunk, a batch of 2-3 costs a GPU nearly as much as a full one).
-    chunk = max(1, len(problems)) if fb else CHUNK
-    gens = measure(gen, problems, GenerationConfig(batch_size=batch_size, progress=progress), chunk=chunk)
+    gens = measure(generator, problems, GenerationConfig(batch_size=batch_size, progress=progress), chunk=chunk)
     secs = time.time() - t0
-    extra = {"adapter": adapter, "flagged": fb.flagged, "fallbacks": fb.fallbacks} if fb else {}
     return {
         "model": str(path),
-        **extra,
         "n": len(problems),
         "accuracy": round(sum(g.correct for g in gens) / max(1, len(gens)), 4),
         "accuracy_by_steps": accuracy_by(problems, gens),

@@ -139,9 +139,14 @@ def ensure_quantized(cfg: QuantizeConfig, log=print) -> Path:
         built_from = json.loads((out / QUANT_CONFIG_FILE).read_text()).get("source_fingerprint")
     except (OSError, ValueError, AttributeError):
         built_from = "unknown"
-    if (out / "config.json").exists() and built_from == source_fingerprint(cfg.model):
+    exists = (out / "config.json").exists()
+    if exists and built_from == source_fingerprint(cfg.model):
         return out
-    return quantize(cfg, log=log)
+    t0 = time.time()
+    path = quantize(cfg, log=lambda m: None)
+    why = f"{cfg.model} changed since it was quantized" if exists else "first use"
+    log(f"[green]✓[/] quantized {cfg.model} ({cfg.tag()}) -> {path} [dim]({why}; {time.time() - t0:.1f}s)[/]")
+    return path
 
 
 def source_fingerprint(model: str) -> str | None:

@@ -17,6 +17,7 @@ from silverbullet.check import (
     wilson,
 )
 from silverbullet.errors import UserError
+from silverbullet.report import write_check_files
 from silverbullet.settings import resolve_thresholds
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -145,7 +146,8 @@ def test_drop_within_noise_passes_and_says_so(tmp_path):
     s["flips"]["rate"] = s["flips"]["ref_right_quant_wrong"] / s["n"]
     (now / "summary.json").write_text(json.dumps(s))
     md = tmp_path / "summary.md"
-    res = run_check(now, CheckThresholds(), baseline=BASELINE / "summary.json", markdown=md)
+    res = run_check(now, CheckThresholds(), baseline=BASELINE / "summary.json")
+    write_check_files(res, markdown=md)
     r = row(res, "baseline_regression")
     assert r.status == "pass" and res.exit_code == 0
     assert res.baseline.within_noise and "within noise" in r.note
@@ -202,7 +204,8 @@ def test_intervals_match_known_values():
 
 def test_junit_structure(tmp_path):
     path = tmp_path / "reports" / "check.xml"
-    res = run_check(RELEASE, CheckThresholds(max_flip_rate=0.1, max_method_share=0.5), baseline=BASELINE, junit=path)
+    res = run_check(RELEASE, CheckThresholds(max_flip_rate=0.1, max_method_share=0.5), baseline=BASELINE)
+    write_check_files(res, junit=path)
     root = ET.parse(path).getroot()
     assert root.tag == "testsuites"
     suites = root.findall("testsuite")
@@ -231,13 +234,15 @@ def test_junit_structure(tmp_path):
 
 def test_junit_validates_against_the_xsd(tmp_path):
     xmlschema = pytest.importorskip("xmlschema")
-    path = run_check(RELEASE, CheckThresholds(max_flip_rate=0.1), junit=tmp_path / "j.xml").junit_path
+    res = run_check(RELEASE, CheckThresholds(max_flip_rate=0.1))
+    write_check_files(res, junit=tmp_path / "j.xml")
+    path = res.junit_path
     xmlschema.XMLSchema(str(FIXTURES / "junit.xsd")).validate(str(path))
 
 
 def test_markdown_summary(tmp_path):
     md = tmp_path / "step-summary.md"
-    run_check(RELEASE, CheckThresholds(max_flip_rate=0.1), markdown=md)
+    write_check_files(run_check(RELEASE, CheckThresholds(max_flip_rate=0.1)), markdown=md)
     text = md.read_text()
     assert text.startswith("## silverbullet check: ❌ FAIL")
     assert "| `max_flip_rate` | 35.0% | &lt;= 10.0% | ❌ fail |" in text

@@ -109,13 +109,6 @@ def _local_checks(
                             etype, near = tx.CONCEPTUAL, m
                         elif m in ref_results and m not in qnums:
                             etype, near = tx.REASONING, m
-                    m = _missing_in_reference(i, steps, ref)
-                    if m is not None:  # the reference uses a given here (misread) or a result (carry-over)
-                        ref_results = {r.result for r in ref.steps if r.result is not None} if ref else set()
-                        if m in qnums and m not in ref_results:
-                            etype, near = tx.CONCEPTUAL, m
-                        elif m in ref_results and m not in qnums:
-                            etype, near = tx.REASONING, m
                     found.offer(
                         i,
                         etype,

@@ -97,3 +97,12 @@ def progress(items: list, description: str, show: bool) -> Iterator:
     from rich.progress import track
 
     yield from track(items, description=description, transient=True)
+
+
+def close_generator(gen: Generator) -> None:
+    """Stop a backend's engine now (a vLLM engine holds GPU memory and, on CPU, busy-polls); a
+    wrapper (cache, fallback) is closed through what it wraps."""
+    inner = getattr(gen, "inner", gen)
+    close = getattr(inner, "close", None)
+    if callable(close):
+        close()

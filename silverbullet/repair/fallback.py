@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from silverbullet.attribution.check import FAULTY, check_step
 from silverbullet.attribution.steps import parse_steps
-from silverbullet.generation.base import GenerationConfig, Generator, GenOutput, ScoreOutput
+from silverbullet.generation.base import GenerationConfig, Generator, GenOutput, ScoreOutput, close_generator
 from silverbullet.records import Generation, to_dict
 
 
@@ -87,8 +87,24 @@ class FallbackGenerator:
         return self.primary.score(prompt, continuation)
 
     def close(self) -> None:
-        from silverbullet.diagnose import close_generator
-
         close_generator(self.primary)
         if self._base is not None:
             close_generator(self._base)
+
+
+def evaluate_with_fallback(
+    path: str, problems: list, tag: str = "model", batch_size: int = 64, device: str = "auto", adapter: str = ""
+) -> dict:
+    """`measure.evaluate_model` of base + adapter behind the checker fallback (`silverbullet evaluate
+    --adapter A --fallback`): the summary adds how many solutions were flagged and replaced."""
+    from silverbullet.generation.hf import HFGenerator
+    from silverbullet.measure import evaluate_model
+
+    gen = FallbackGenerator(
+        HFGenerator(path, tag=tag, device=device, adapter=adapter),
+        lambda: HFGenerator(path, tag=f"{tag}-base", device=device),
+    )
+    # One chunk: the flagged prompts of all problems then fill whole base batches (per 64-problem
+    # chunk, a batch of 2-3 costs a GPU nearly as much as a full one).
+    res = evaluate_model(path, problems, tag=tag, batch_size=batch_size, generator=gen, chunk=max(1, len(problems)))
+    return {"model": res.pop("model"), "adapter": adapter, "flagged": gen.flagged, "fallbacks": gen.fallbacks, **res}

@@ -17,13 +17,12 @@ from pathlib import Path
 from silverbullet.diagnose import (
     DiagnoseConfig,
     attribute,
-    close_generator,
     demo_quantized_path,
     make_generator,
     run_diagnose,
 )
 from silverbullet.errors import UserError
-from silverbullet.generation.base import GenerationConfig
+from silverbullet.generation.base import GenerationConfig, close_generator
 from silverbullet.measure import measure, read_jsonl_rows, write_rows
 from silverbullet.records import Generation, Problem
 from silverbullet.repair.dataset import (
@@ -73,7 +72,7 @@ def recovery(ref_acc: float, quant_acc: float, repaired_acc: float) -> float | N
     return None if gap <= 0 else round((repaired_acc - quant_acc) / gap, 4)
 
 
-def _eval_run(cfg: RepairConfig, out: Path, console) -> Path:
+def _eval_run(cfg: RepairConfig, out: Path) -> Path:
     if cfg.from_run:
         run = Path(cfg.from_run)
         if not (run / "summary.json").exists():
@@ -99,7 +98,7 @@ def _eval_run(cfg: RepairConfig, out: Path, console) -> Path:
         seed=cfg.seed,
         progress=cfg.progress,
     )
-    run_diagnose(dcfg, console=console)
+    run_diagnose(dcfg)
     return out / "eval-split"
 
 
@@ -112,7 +111,7 @@ def _models(cfg: RepairConfig, eval_run: Path) -> tuple[dict, str, str]:
     return eval_cfg, reference, quantized
 
 
-def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
+def run_repair(cfg: RepairConfig, log=print) -> dict:
     """The whole loop. Under `accelerate launch` (several processes) rank 0 diagnoses and builds the
     sets, every rank trains (TRL's data parallel), and rank 0 re-measures and writes the summary."""
     t_start = time.time()
@@ -132,7 +131,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
             state.wait_for_everyone()  # rank 0 has written the sets
             return _train_only(cfg, out, rank, log)
     out.mkdir(parents=True, exist_ok=True)
-    eval_run = _eval_run(cfg, out, console)
+    eval_run = _eval_run(cfg, out)
     eval_cfg, reference, quantized = _models(cfg, eval_run)
     problems = [Problem(**p) for p in read_jsonl_rows(eval_run / "problems.jsonl")]
     gens = {
@@ -157,7 +156,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
         progress=cfg.progress,
     )
     log(f"diagnosing {cfg.repair_limit} problems of the {cfg.repair_split} split")
-    run_diagnose(rcfg, console=console)
+    run_diagnose(rcfg)
 
     # 2. the Silver Bullet sets: first-fault pairs (DPO) and the SFT rows (`sft_data`)
     repair_dir = out / "repair-split"

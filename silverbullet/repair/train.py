@@ -87,7 +87,7 @@ def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) ->
         report_to=[],
         seed=cfg.seed,
         max_length=cfg.max_length,
-        disable_tqdm=False,
+        disable_tqdm=True,  # our own progress bar (with the loss) and train_log.jsonl instead
         use_cpu=not torch.cuda.is_available() or cfg.device == "cpu",
         ddp_find_unused_parameters=False,  # every LoRA matrix takes part in every forward
         bf16=False,
@@ -102,6 +102,38 @@ def _one_process_one_gpu(args) -> None:
     wrap it in nn.DataParallel, which TRL refuses; several GPUs are for `accelerate launch`.)"""
     if dist_world()[1] == 1 and args.n_gpu > 1:
         args._n_gpu = 1  # what Trainer itself does for a model placed with a device_map
+
+
+def _train(trainer, description: str, log_path: Path, show: bool):
+    """trainer.train() behind one progress bar of ours, its loss in the bar's postfix and every
+    logged dict (loss, learning rate, grad norm) appended to `log_path` as JSONL."""
+    from transformers import TrainerCallback
+
+    from silverbullet import ui
+
+    class _Report(TrainerCallback):
+        def __init__(self, st: ui.Stage) -> None:
+            self.st = st
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.st.update(0, state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.st.update(state.global_step, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or not show:
+                return
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"stage": description, "step": state.global_step, **logs}) + "\n")
+            if "loss" in logs:
+                self.st.postfix(f"loss {float(logs['loss']):.4g}")
+
+    with ui.stage(description, show) as st:
+        trainer.add_callback(_Report(st))
+        res = trainer.train()
+        st.summary = f"{res.global_step} steps, loss {res.training_loss:.4g}"
+    return res
 
 
 def train_adapter(
@@ -136,7 +168,7 @@ def train_adapter(
             processing_class=tok,
             peft_config=_lora(cfg),
         )
-        res = trainer.train()
+        res = _train(trainer, "training LoRA (SFT)", out.parent / "train_log.jsonl", rank == 0)
         info["sft"] = {"examples": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4)}
         model = trainer.model
     if cfg.method in ("dpo", "sft+dpo"):
@@ -160,7 +192,7 @@ def train_adapter(
             processing_class=tok,
             peft_config=peft_cfg,
         )
-        res = trainer.train()
+        res = _train(trainer, "training LoRA (DPO)", out.parent / "train_log.jsonl", rank == 0)
         info["dpo"] = {"examples": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4)}
         model = trainer.model
     info["train_seconds"] = round(time.time() - t0, 1)

@@ -11,7 +11,8 @@ import json
 from typing import Any
 
 from silverbullet.prompting import step_spans
-from silverbullet.report import RunData, plots
+from silverbullet.report import plots
+from silverbullet.report.data import RunData, repaired_accuracy
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;
@@ -135,8 +136,6 @@ def _key_numbers(data: RunData) -> str:
         ivs = f" [{iv[0]:.1%}, {iv[1]:.1%}]" if iv else ""
         rows.append((f"accuracy ({tag})", f"{s['accuracy'][tag]:.1%}{ivs}"))
     if data.repair:
-        from silverbullet.report import repaired_accuracy
-
         rep = repaired_accuracy(data.repair)
         if rep is not None:
             rows.append(("accuracy (repaired)", f"{rep:.1%}"))

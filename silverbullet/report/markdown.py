@@ -9,11 +9,12 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
+from silverbullet.report.data import repaired_accuracy
 from silverbullet.report.plots import ERROR_KINDS
 
 if TYPE_CHECKING:
     from silverbullet.check import CheckResult
-    from silverbullet.report import RunData
+    from silverbullet.report.data import RunData
 
 MAX_FLIPS = 30  # the Markdown lists at most this many flips (report.html has them all)
 STATUS = {"pass": "✅ pass", "fail": "❌ fail", "skip": "➖ skip"}
@@ -61,7 +62,6 @@ def check_markdown(result: CheckResult) -> str:
 
 
 def report_markdown(data: RunData) -> str:
-    from silverbullet.report import repaired_accuracy
 
     s = data.summary
     acc_rows = []
