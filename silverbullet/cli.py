@@ -67,7 +67,7 @@ def diagnose(
     reference: str = typer.Option("data/reference-model", help="Full-precision model: local path or hub id."),
     quantized: str | None = typer.Option(None, help="Quantized model (default: the demo quantized reference)."),
     benchmark: str = typer.Option("synthetic", help="Benchmark name (synthetic, gsm8k, math, ...) or JSONL path."),
-    split: str = typer.Option("eval", help="Benchmark split."),
+    split: str | None = typer.Option(None, help="Benchmark split (default: its evaluation split, eval or test)."),
     limit: int | None = typer.Option(500, help="Number of problems (0 = all)."),
     backend: str = typer.Option("hf", help="Generation backend: hf or vllm."),
     out: str = typer.Option("runs/diagnose", help="Run directory (re-running resumes)."),
@@ -82,6 +82,7 @@ def diagnose(
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
 ) -> None:
     """Measure both models, locate the quantized model's first faulty steps, summarise."""
+    from silverbullet.benchmarks import default_split
     from silverbullet.diagnose import DiagnoseConfig, run_diagnose
 
     _positive("--limit", limit or None)
@@ -90,7 +91,7 @@ def diagnose(
         reference=reference,
         quantized=quantized,
         benchmark=benchmark,
-        split=split,
+        split=split or default_split(benchmark),
         limit=limit or None,
         seed=seed,
         backend=backend,
@@ -196,7 +197,7 @@ def quantize(
 def evaluate(
     model: str = typer.Option("data/reference-model", help="Model path or hub id."),
     benchmark: str = typer.Option("synthetic"),
-    split: str = typer.Option("eval"),
+    split: str | None = typer.Option(None, help="Benchmark split (default: its evaluation split, eval or test)."),
     limit: int | None = typer.Option(1000),
     adapter: str | None = typer.Option(None, help="PEFT adapter directory."),
     fallback: bool = typer.Option(
@@ -205,13 +206,13 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
 ) -> None:
     """Accuracy of one model on a benchmark (by number of steps where known)."""
-    from silverbullet.benchmarks import load_benchmark
+    from silverbullet.benchmarks import default_split, load_benchmark
     from silverbullet.measure import evaluate_model
 
     _positive("--limit", limit)
     if fallback and not adapter:
         raise UserError("--fallback needs --adapter (it falls back from the adapter to the base model)")
-    problems = load_benchmark(benchmark, split=split, limit=limit)
+    problems = load_benchmark(benchmark, split=split or default_split(benchmark), limit=limit)
     with ui.library_output_to(_log_file(json_out.parent if json_out else "runs/_logs")):
         if fallback:
             from silverbullet.repair.fallback import evaluate_with_fallback

@@ -112,7 +112,7 @@ class Stage:
 
     def __enter__(self) -> Stage:
         self._t0 = time.time()
-        if self.show:
+        if self.show and err.is_terminal:  # in a log (CI, a pipe) only the closing line is written
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._bar = Progress(

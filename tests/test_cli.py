@@ -115,3 +115,16 @@ def test_reference_eval_writes_accuracy_by_steps(tmp_path):
     res = json.loads(out.read_text())
     assert res["n"] == 8 and 0.5 <= res["accuracy"] <= 1.0  # the shipped model solves most eval problems
     assert len(res["accuracy_by_steps"]) >= 2
+
+
+@pytest.mark.skipif(not GSM8K_SOLUTIONS.exists(), reason="needs ../shared/data")
+def test_a_newcomer_s_gsm8k_run_uses_the_test_split_and_warns_about_the_reference(tmp_path):
+    """`diagnose --benchmark gsm8k` with nothing else: GSM8K's own evaluation split, and one warning
+    line that the shipped reference (trained on the synthetic task) cannot solve GSM8K."""
+    out = tmp_path / "gsm"
+    r = run("diagnose", "--benchmark", "gsm8k", "--limit", "3", "--out", str(out), "--no-confirm")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["split"] == "test" and s["accuracy"]["reference"] < 0.5
+    assert len(s["warnings"]) == 1 and "bring a reference model that solves the task" in s["warnings"][0]
+    assert r.stderr.count("warning: the reference model solves only") == 1

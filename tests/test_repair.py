@@ -193,6 +193,7 @@ def repaired_slice(tmp_path_factory):
     out = tmp_path_factory.mktemp("slice") / "rep"
     r = _repair_cli(out, "--merge")
     assert r.returncode == 0, r.stderr[-3000:]
+    (out.parent / "cli_stderr.txt").write_text(r.stderr)  # for the quiet-output test
     return out, r.stdout, json.loads((out / "repair_summary.json").read_text())
 
 
@@ -224,6 +225,22 @@ def test_repair_command_end_to_end_on_a_small_slice(repaired_slice):
     merged_cfg = json.loads(Path(m["path"], "config.json").read_text())["quantization_config"]
     assert merged_cfg["config_groups"]["group_0"]["weights"]["num_bits"] == 2  # still 2-bit after merging
     assert len((out / "generations" / "merged.jsonl").read_text().splitlines()) == 16
+
+
+@pytest.mark.slow
+def test_repair_is_quiet_and_logs_training(repaired_slice):
+    """Without -v the terminal gets our stage lines and tables only: TRL's, datasets' and
+    llm-compressor's bars and the loss dicts go to log.txt; the loss goes to train_log.jsonl."""
+    out, stdout, s = repaired_slice
+    terminal = stdout + (out.parent / "cli_stderr.txt").read_text()
+    for noise in ("it/s]", "examples/s]", "Warning", "warn(", "{'loss'", "Tokenizing"):
+        assert noise not in terminal, noise
+    assert "training LoRA (SFT)" in terminal and "✓" in terminal
+    log = (out / "log.txt").read_text()
+    assert "Tokenizing train dataset" in log and "it/s]" in log
+    rows = _rows(out / "train_log.jsonl")
+    assert rows and all(r["stage"] == "training LoRA (SFT)" for r in rows)
+    assert any("loss" in r for r in rows) and rows[-1]["step"] == s["train"]["sft"]["steps"]
 
 
 @pytest.mark.slow

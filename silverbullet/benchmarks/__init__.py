@@ -33,6 +33,18 @@ def known_benchmarks() -> list[str]:
     return sorted([*REGISTRY, *GENERATED])
 
 
+def default_split(name: str) -> str:
+    """The split a benchmark is evaluated on when none is named: the reference task's `eval`, every
+    other benchmark's `test` (GSM8K, MATH, AIME, ...; a JSONL path ignores the split)."""
+    return "eval" if str(name) in GENERATED else "test"
+
+
+def repair_split(name: str) -> str:
+    """The split repair data is drawn from: never the evaluation split (the reference task's
+    `repair`, otherwise `train`)."""
+    return "repair" if str(name) in GENERATED else "train"
+
+
 def load_benchmark(
     name_or_path: str | Path,
     split: str = "test",
@@ -100,4 +112,4 @@ def _load_hub(name: str, split: str, fields: dict[str, str] | None) -> list[Prob
     )
 
 
-__all__ = ["REGISTRY", "data_root", "known_benchmarks", "load_benchmark"]
+__all__ = ["REGISTRY", "data_root", "default_split", "known_benchmarks", "load_benchmark", "repair_split"]

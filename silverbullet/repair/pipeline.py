@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from silverbullet.benchmarks import default_split, repair_split
 from silverbullet.diagnose import (
     DiagnoseConfig,
     attribute,
@@ -46,9 +47,9 @@ class RepairConfig:
     from_run: str | None = None  # a diagnose run on the evaluation split to reuse (its generations)
     out: str = "runs/repair"
     benchmark: str = "synthetic"
-    eval_split: str = "eval"
+    eval_split: str | None = None  # None: the benchmark's evaluation split (benchmarks.default_split)
     eval_limit: int | None = 500
-    repair_split: str = "repair"
+    repair_split: str | None = None  # None: the benchmark's repair split (benchmarks.repair_split)
     repair_limit: int = 1500  # problems diagnosed on the repair split (about 23% flip at the demo setting)
     max_examples: int = 332
     control: bool = False  # the untargeted control: same as sft_data="full", method sft
@@ -89,7 +90,7 @@ def _eval_run(cfg: RepairConfig, out: Path) -> Path:
         reference=cfg.reference,
         quantized=cfg.quantized,
         benchmark=cfg.benchmark,
-        split=cfg.eval_split,
+        split=cfg.eval_split or default_split(cfg.benchmark),
         limit=cfg.eval_limit,
         out=str(out / "eval-split"),
         backend=cfg.backend,
@@ -140,11 +141,12 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     }
 
     # 1. first faulty steps on the repair split
+    split_name = cfg.repair_split or repair_split(eval_cfg["benchmark"])
     rcfg = DiagnoseConfig(
         reference=reference,
         quantized=quantized,
         benchmark=eval_cfg["benchmark"],
-        split=cfg.repair_split,
+        split=split_name,
         limit=cfg.repair_limit,
         out=str(out / "repair-split"),
         backend=cfg.backend,
@@ -155,7 +157,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         margins=True,  # anchors are the quantized model's least confident correct solutions
         progress=cfg.progress,
     )
-    log(f"diagnosing {cfg.repair_limit} problems of the {cfg.repair_split} split")
+    log(f"diagnosing {cfg.repair_limit} problems of the {split_name} split (repair data)")
     run_diagnose(rcfg)
 
     # 2. the Silver Bullet sets: first-fault pairs (DPO) and the SFT rows (`sft_data`)

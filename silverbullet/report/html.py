@@ -32,6 +32,7 @@ pre.sol{white-space:pre-wrap;background:#fafafa;border:1px solid #eee;padding:8p
 mark.fault{background:#ffb3b3;outline:2px solid #d62728;border-radius:2px}
 mark.aligned{background:#c9f2c7;outline:2px solid #2ca02c;border-radius:2px}
 .kv td:first-child{color:#555;white-space:nowrap} .muted{color:#777}
+.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px}
 """
 
 JS = """
@@ -201,6 +202,7 @@ def render_html(data: RunData) -> str:
     if not flips:
         details = '<p class="muted">No flips: the quantized model solves every problem the reference solves.</p>'
     title = f"silverbullet report: {s.get('run', data.run_dir.name)}"
+    warn_html = "".join(f'<p class="warn"><b>warning:</b> {esc(w)}</p>' for w in s.get("warnings") or [])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -209,7 +211,7 @@ def render_html(data: RunData) -> str:
 <h1>{esc(title)}</h1>
 <p class="sub">{esc(s.get("benchmark"))}/{esc(s.get("split"))}, n={esc(s["n"])}, seed {esc(s.get("seed"))},
 created {esc(s.get("created"))}<br>{model_line}</p>
-{_key_numbers(data)}
+{warn_html}{_key_numbers(data)}
 <h2>Plots</h2>
 <div class="plots">{fig_html}</div>
 <h2>Flipped problems ({len(flips)})</h2>

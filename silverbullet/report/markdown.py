@@ -62,7 +62,6 @@ def check_markdown(result: CheckResult) -> str:
 
 
 def report_markdown(data: RunData) -> str:
-
     s = data.summary
     acc_rows = []
     for tag, acc, ci in data.accuracy_bars():
@@ -74,6 +73,7 @@ def report_markdown(data: RunData) -> str:
         "",
         f"{cell(s.get('benchmark'))}/{cell(s.get('split'))}, n={s['n']}, created {cell(s.get('created'))}. "
         "Plots and side-by-side solutions: `report.html` in the same directory.",
+        *[f"\n> **warning:** {cell(w)}" for w in s.get("warnings") or []],
         "",
         "## Accuracy",
         "",
