@@ -12,12 +12,13 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 
 # What the demo needs (runtime + llm-compressor); the test tools come on top, for `make test` only.
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# CPU build of torch from local disk first: an unpinned torch would pull gigabytes of CUDA.
-	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[quantize]"
-	touch $(STAMP)
+	@echo "setting up $(VENV) (the first time takes a minute or two; pip's output: $(VENV)/install.log)"
+	@{ $(PY) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip \
+	  && $(BIN)/pip install -q "torch==2.13.0" \
+	  && $(BIN)/pip install -q -e ".[quantize]"; } > $(VENV).install.log 2>&1 \
+	  || { cat $(VENV).install.log; exit 1; }
+	@mv $(VENV).install.log $(VENV)/install.log
+	@touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e ".[quantize,dev]" "torch==2.13.0"
@@ -37,9 +38,12 @@ vllm-env: $(VLLM_STAMP)
 # README quotes). Generations are cached (SILVERBULLET_CACHE), so a second run or clone is quicker.
 DEMO_REPAIR := --repair-limit 400 --epochs 3 --learning-rate 2e-3
 demo: $(STAMP)
-	$(BIN)/silverbullet diagnose --out runs/demo --limit 200
-	$(BIN)/silverbullet repair --from runs/demo --out runs/demo-repair $(DEMO_REPAIR)
-	$(BIN)/silverbullet report runs/demo
+	@echo "\$$ silverbullet diagnose --out runs/demo --limit 200"
+	@$(BIN)/silverbullet diagnose --out runs/demo --limit 200
+	@echo "\$$ silverbullet repair --from runs/demo --out runs/demo-repair $(DEMO_REPAIR)"
+	@$(BIN)/silverbullet repair --from runs/demo --out runs/demo-repair $(DEMO_REPAIR)
+	@echo "\$$ silverbullet report runs/demo"
+	@$(BIN)/silverbullet report runs/demo
 
 # Everything CI runs: lint, the main suite, then the vLLM backend's tests in its own environment.
 test: $(DEV_STAMP) $(VLLM_STAMP)

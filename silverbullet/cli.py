@@ -128,15 +128,21 @@ def print_summary(s: dict) -> None:
         )
     out_console.print(t)
     f, m, c = s["flips"], s["margins"], s["confirmation"]
-    out_console.print(
-        f"flips: {f['ref_right_quant_wrong']} right->wrong, {f['ref_wrong_quant_right']} wrong->right "
-        f"(rate {f['rate']:.1%})\n"
-        f"first faulty step (0-based) of flips: {s['first_fault_position']['absolute']}\n"
-        f"margin at frontier: mean {m['frontier_mean']}, min {m.get('frontier_min_mean')}; other steps: mean "
-        f"{m['elsewhere_mean']}, min {m.get('elsewhere_min_mean')} "
-        f"(reference on same prefix {m['reference_at_frontier_mean']}; collapse: {m['collapse']})\n"
-        f"causal confirmation: {c['confirmed']}/{c['n']} = {c['rate']}"
-    )
+    pos = s["first_fault_position"]["absolute"]
+    at = ", ".join(f"Step {int(k) + 1}: {v}" for k, v in pos.items() if k.isdigit())
+    lines = [f"flips: {f['ref_right_quant_wrong']} right->wrong, {f['ref_wrong_quant_right']} wrong->right"]
+    if at:
+        lines.append(f"first faulty step of the flips: {at}")
+    if m.get("frontier_min_mean") is not None:
+        lines.append(
+            f"least certain token (top-1 minus top-2 log-prob): {m['frontier_min_mean']:.2f} in the faulty step, "
+            f"{m['elsewhere_min_mean']:.2f} in the others" + (" (collapse at the frontier)" if m["collapse"] else "")
+        )
+    if c.get("n"):
+        lines.append(
+            f"causal confirmation: the reference's step fixes {c['confirmed']} of {c['n']} flips ({c['rate']:.0%})"
+        )
+    out_console.print("\n".join(lines), highlight=False)
 
 
 @app.command()

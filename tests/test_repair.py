@@ -298,14 +298,14 @@ def test_repair_rerun_reuses_the_trained_adapter(repaired_slice, tmp_path):
     (out / "generations" / "repaired.jsonl").write_text("")  # as if killed before the re-measure wrote a row
     r = _repair_cli(out)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "reused sft adapter" in r.stdout + r.stderr  # progress lines go to stderr
+    assert "reused the sft adapter" in r.stdout + r.stderr  # progress lines go to stderr
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == weights
     after = json.loads((out / "repair_summary.json").read_text())
     assert after["accuracy"] == before["accuracy"]
     assert after["train"]["train_seconds"] == before["train"]["train_seconds"]
     r = _repair_cli(out, "--epochs", "3")  # (one step is all warm-up at learning rate 0)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "trained sft adapter" in r.stdout + r.stderr
+    assert "✓ training LoRA (SFT)" in r.stdout + r.stderr
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() != weights
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from silverbullet import ui
 from silverbullet.benchmarks import default_split, repair_split
 from silverbullet.diagnose import (
     DiagnoseConfig,
@@ -195,7 +196,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     assert_disjoint(sft, eval_questions)
     assert_disjoint(pairs, eval_questions)
     sft_path, dpo_path = write_sets(sft, pairs, out)
-    log(f"{len(sft)} SFT rows ({sft_mode}) -> {sft_path}; {len(pairs)} DPO pairs -> {dpo_path}")
+    log(f"Silver Bullet sets: {len(sft)} SFT rows ({sft_mode}), {len(pairs)} DPO pairs -> {out}")
 
     # 3. LoRA on the quantized model (reused when a finished run trained the same sets the same way)
     if world > 1:
@@ -205,8 +206,8 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     train_info, reused = train_or_reuse(quantized, sft_path, dpo_path, adapter, train_cfg)
     if world > 1:
         leave_process_group()  # rank 0 goes on alone: the re-measure must not wait on other ranks
-    verb = "reused" if reused else "trained"
-    log(f"{verb} {train_cfg.method} adapter ({train_info['train_seconds']}s of training) -> {adapter}")
+    if reused:
+        log(f"reused the {train_cfg.method} adapter in {adapter} (trained from the same sets and config)")
 
     # 4. re-measure on the evaluation split
     t0 = time.time()
@@ -215,7 +216,15 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     rep_path = out / "generations" / "repaired.jsonl"
     if rep_path.exists() and not reused:
         rep_path.unlink()  # a new adapter: old repaired generations are stale (else: resume them)
-    repaired = measure(rep_gen, problems, GenerationConfig(batch_size=cfg.batch_size), rep_path)
+    with ui.stage("re-measuring (quantized + adapter)", cfg.progress) as st:
+        repaired = measure(
+            rep_gen,
+            problems,
+            GenerationConfig(batch_size=cfg.batch_size),
+            rep_path,
+            on_progress=ui.progress_callback(st),
+        )
+        st.summary = f"{sum(g.correct for g in repaired)}/{len(repaired)} correct"
     close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
     checked = checker_fallback(repaired, gens["quantized"])
