@@ -6,9 +6,8 @@ The gold answer is the `answer` field when present, else the last \\boxed{} of t
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from silverbullet.benchmarks.jsonl import data_file, data_root, read_jsonl, rows_to_problems, source_name
+from silverbullet.benchmarks.jsonl import data_file, data_root, load_jsonl
 from silverbullet.errors import UserError
 from silverbullet.records import Problem
 
@@ -19,16 +18,7 @@ def load_file(
     path: str | os.PathLike, *, source: str | None = None, split: str | None = None
 ) -> list[Problem]:
     """A MATH-style JSONL file: problem, solution and/or answer, optional id / unique_id / idx."""
-    path = Path(path).expanduser()
-    src, file_split = source_name(path)
-    return rows_to_problems(
-        read_jsonl(path),
-        where=str(path),
-        source=source or src,
-        split=split or file_split,
-        fields=FIELDS,
-        grading="latex",
-    )
+    return load_jsonl(path, fields=FIELDS, grading="latex", source=source, split=split)
 
 
 def load_folder(folder: str, split: str = "test") -> list[Problem]:

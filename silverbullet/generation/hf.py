@@ -302,23 +302,7 @@ class HFGenerator:
     def _finish(
         self, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig
     ) -> GenOutput:
-        tok = self.tokenizer
-        full = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        text = cut_after_answer(full)
-        ends: list[int] | None = None
-        n = len(ids)
-        if config.margins or len(text) < len(full):
-            ends = token_ends(tok, ids, limit=len(text))
-            # keep the tokens that start before the cut
-            n = next((k + 1 for k, e in enumerate(ends) if e >= len(text)), len(ends))
-            ends = ends[:n]
-        return GenOutput(
-            text=text,
-            n_tokens=n,
-            margins=[float(m) for m in margins[:n]] if margins is not None else None,
-            token_ends=ends if config.margins else None,
-            seconds=seconds,
-        )
+        return finish_output(self.tokenizer, ids, margins, seconds, config)
 
     # -- teacher forcing -------------------------------------------------------------------------
     def score(self, prompt: str, continuation: str) -> ScoreOutput:
@@ -368,3 +352,25 @@ class HFGenerator:
                     )
                 )
         return outs
+
+
+def finish_output(
+    tok: Any, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig
+) -> GenOutput:
+    """Decode generated ids and cut after the answer line, keeping the tokens that start before the
+    cut: one rule for every backend, so HF and vLLM outputs compare token for token."""
+    full = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    text = cut_after_answer(full)
+    ends: list[int] | None = None
+    n = len(ids)
+    if config.margins or len(text) < len(full):
+        ends = token_ends(tok, ids, limit=len(text))
+        n = next((k + 1 for k, e in enumerate(ends) if e >= len(text)), len(ends))
+        ends = ends[:n]
+    return GenOutput(
+        text=text,
+        n_tokens=n,
+        margins=[float(m) for m in margins[:n]] if margins is not None else None,
+        token_ends=ends if config.margins else None,
+        seconds=seconds,
+    )

@@ -35,7 +35,7 @@ from typing import Any
 
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, GenOutput, ScoreOutput
-from silverbullet.generation.hf import answer_line_end, cut_after_answer, token_ends
+from silverbullet.generation.hf import answer_line_end, finish_output, token_ends
 from silverbullet.generation.loading import (
     fingerprint_model_source,
     is_compressed_tensors,
@@ -579,23 +579,7 @@ class VLLMGenerator:
     def _finish(
         self, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig
     ) -> GenOutput:
-        """Decode and cut after the answer line, exactly as `HFGenerator._finish`."""
-        tok = self.tokenizer
-        full = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        text = cut_after_answer(full)
-        ends: list[int] | None = None
-        n = len(ids)
-        if config.margins or len(text) < len(full):
-            ends = token_ends(tok, ids, limit=len(text))
-            n = next((k + 1 for k, e in enumerate(ends) if e >= len(text)), len(ends))
-            ends = ends[:n]
-        return GenOutput(
-            text=text,
-            n_tokens=n,
-            margins=[float(m) for m in margins[:n]] if margins is not None else None,
-            token_ends=ends if config.margins else None,
-            seconds=seconds,
-        )
+        return finish_output(self.tokenizer, ids, margins, seconds, config)
 
     # -- teacher forcing ---------------------------------------------------------------------------
     def score(self, prompt: str, continuation: str) -> ScoreOutput:
