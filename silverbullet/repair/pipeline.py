@@ -211,7 +211,8 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
 
     # 4. re-measure on the evaluation split
     t0 = time.time()
-    gcfg = DiagnoseConfig(backend=cfg.backend, vllm_options=cfg.vllm_options, cache=False)
+    # Cached like every generation: the key holds the adapter's files, so a retrained adapter misses.
+    gcfg = DiagnoseConfig(backend=cfg.backend, vllm_options=cfg.vllm_options)
     rep_gen = make_generator(quantized, "repaired", gcfg, adapter=str(adapter))
     rep_path = out / "generations" / "repaired.jsonl"
     if rep_path.exists() and not reused:
