@@ -128,3 +128,42 @@ def test_a_newcomer_s_gsm8k_run_uses_the_test_split_and_warns_about_the_referenc
     assert s["split"] == "test" and s["accuracy"]["reference"] < 0.5
     assert len(s["warnings"]) == 1 and "bring a reference model that solves the task" in s["warnings"][0]
     assert r.stderr.count("warning: the reference model solves only") == 1
+
+
+def test_vllm_on_the_2bit_default_is_refused_before_any_engine_starts(tmp_path):
+    """vLLM's weight-only kernels take 4-bit (CPU) or 4/8-bit (GPU) weights: the 2-bit demo setting
+    gets one line and exit 2 at once, not an engine start and a wall of worker tracebacks."""
+    import resource
+    import time
+
+    from silverbullet.diagnose import demo_quantized_path
+
+    demo_quantized_path()  # built outside the timed call, as a user's earlier run would have
+    t0, cpu0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = run("diagnose", "--backend", "vllm", "--limit", "4", "--out", str(tmp_path / "v"))
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds: the bar is 5 s of work (about 1 s wall on an idle 2-core machine); wall time
+    # only guards against an engine start, since a loaded CI machine stretches it.
+    assert (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime) < 5
+    assert time.time() - t0 < 60
+    assert r.returncode == 2
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "2-bit weights" in lines[0] and "--backend hf" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_kernel_gap_reads_the_bits_from_the_config(tmp_path):
+    from silverbullet.generation.vllm import kernel_gap
+
+    def ckpt(bits: int, acts: dict | None = None) -> Path:
+        d = tmp_path / f"w{bits}{'a' if acts else ''}"
+        d.mkdir(exist_ok=True)
+        group = {"weights": {"num_bits": bits, "type": "int"}, "input_activations": acts}
+        q = {"quant_method": "compressed-tensors", "config_groups": {"group_0": group}}
+        (d / "config.json").write_text(json.dumps({"quantization_config": q}))
+        return d
+
+    assert "3-bit" in kernel_gap(ckpt(3), on_gpu=True)
+    assert kernel_gap(ckpt(8), on_gpu=True) is None
+    assert "8-bit" in kernel_gap(ckpt(8), on_gpu=False)
+    assert kernel_gap(ckpt(2, {"num_bits": 8, "type": "int"}), on_gpu=False) is None  # W2A8 is not weight-only
