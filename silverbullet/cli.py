@@ -121,6 +121,8 @@ def print_summary(s: dict) -> None:
         f"{s['accuracy']['quantized']:.1%} [{ci['quantized'][0]:.1%}, {ci['quantized'][1]:.1%}]",
     )
     for et in ("execution", "method", "conceptual", "reasoning", "none"):
+        if not any(s["error_types"][m].get(et, 0) for m in ("reference", "quantized")):
+            continue  # a row of zeros says nothing
         t.add_row(
             f"errors: {et}",
             str(s["error_types"]["reference"].get(et, 0)),
@@ -132,11 +134,11 @@ def print_summary(s: dict) -> None:
     at = ", ".join(f"Step {int(k) + 1}: {v}" for k, v in pos.items() if k.isdigit())
     lines = [f"flips: {f['ref_right_quant_wrong']} right->wrong, {f['ref_wrong_quant_right']} wrong->right"]
     if at:
-        lines.append(f"first faulty step of the flips: {at}")
+        lines.append(f"first faulty step: {at}")
     if m.get("frontier_min_mean") is not None:
         lines.append(
-            f"least certain token (top-1 minus top-2 log-prob): {m['frontier_min_mean']:.2f} in the faulty step, "
-            f"{m['elsewhere_min_mean']:.2f} in the others" + (" (collapse at the frontier)" if m["collapse"] else "")
+            f"least certain token's margin: {m['frontier_min_mean']:.2f} in the faulty step, "
+            f"{m['elsewhere_min_mean']:.2f} elsewhere" + (" (collapse)" if m["collapse"] else "")
         )
     if c.get("n"):
         lines.append(
@@ -312,12 +314,12 @@ def print_repair(s: dict) -> None:
     out_console.print(t)
     if s["flips_introduced"] and "flips_introduced_reference_solves" in s:
         also = s["flips_introduced"] - s["flips_introduced_reference_solves"]
-        n = s["flips_introduced"]
-        out_console.print(f"{also} of the {n} flips introduced by the adapter are on problems the reference fails")
+        if also:
+            n = s["flips_introduced"]
+            out_console.print(f"{also} of the {n} flips introduced by the adapter are on problems the reference fails")
     if "checked" in s:
         out_console.print(
-            f"checker fallback: {s['checked']['fallbacks']} repaired solutions had a step that does not add up "
-            "and were replaced by the quantized model's own (docs/repair.md)"
+            f"checker fallback: {s['checked']['fallbacks']} refuted solutions served by the quantized model's own"
         )
     out_console.print(
         f"adapter {s['adapter_bytes'] / 1e6:.2f} MB next to a {s['base_bytes'] / 1e6:.2f} MB "
