@@ -181,6 +181,9 @@ def quantize(
     out: str | None = typer.Option(None, help="Output dir (default runs/_models/<model>-<setting>)."),
     calibration: str = typer.Option("synthetic", help="Benchmark or JSONL for calibration text (train split)."),
     samples: int = typer.Option(256, help="Calibration samples."),
+    recipe: Path | None = typer.Option(
+        None, help="An llm-compressor recipe file (e.g. `sensitivity`'s recipe.yaml); replaces --method/--bits."
+    ),
 ) -> None:
     """Quantize a model with llm-compressor into a compressed-tensors checkpoint."""
     from silverbullet.quantize import QuantizeConfig
@@ -195,7 +198,10 @@ def quantize(
         out=out,
         calibration=calibration,
         calibration_samples=samples,
+        recipe=str(recipe) if recipe else None,
     )
+    if recipe is not None and not recipe.is_file():
+        raise UserError(f"recipe {recipe} not found")
     with ui.library_output_to(_log_file(qcfg.out_dir())):
         path = run(qcfg, log=out_console.print)
     out_console.print(str(path))
@@ -374,6 +380,50 @@ def check(
         write_check_files(result, junit=junit, markdown=markdown)
     print_check(result, out_console)
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def sensitivity(
+    run_dir: Path = typer.Argument(..., help="A `silverbullet diagnose` run directory with flips."),
+    out: Path | None = typer.Option(None, help="Where to write (default RUN_DIR/sensitivity)."),
+    target: float = typer.Option(0.8, help="Share of the restorable flips the recipe must restore."),
+    keep_bits: int = typer.Option(8, help="Precision of the modules the recipe keeps (16: unquantized)."),
+    max_flips: int = typer.Option(128, help="Flips scored."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+) -> None:
+    """Which quantized modules cause the first faulty steps, and a mixed-precision recipe that keeps them."""
+    from silverbullet.sensitivity import SensitivityConfig, run_sensitivity
+
+    _positive("--max-flips", max_flips)
+    if not 0 < target <= 1:
+        raise UserError(f"--target must be in (0, 1], got {target}")
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a directory; pass a `silverbullet diagnose` run")
+    cfg = SensitivityConfig(
+        run=str(run_dir), out=str(out) if out else None, target=target, keep_bits=keep_bits, max_flips=max_flips,
+        device=device,
+    )  # fmt: skip
+    with ui.library_output_to(_log_file(run_dir)):
+        s = run_sensitivity(cfg)
+    print_sensitivity(s)
+
+
+def print_sensitivity(s: dict) -> None:
+    t = Table(title=f"most sensitive modules ({s['flips']} flips; restored: reference step greedy again)")
+    for col in ("module", "restored", "per MB kept", "log-prob gain"):
+        t.add_column(col, justify="left" if col == "module" else "right")
+    for r in s["modules"][:10]:
+        t.add_row(r["name"], str(r["restored"]), f"{r['restored_per_mb']:.1f}", f"{r['pref_gain']:+.2f}")
+    out_console.print(t)
+    r, full = s["recipe"], s["all_restored"]
+    out_console.print(
+        f"all modules restored: {full['n_restored']} of {s['flips']} flips; recipe: {len(r['modules'])} modules at "
+        f"{s['bits']['kept']} bits restore {r['restored']} ({r['bits_per_weight']} bits per weight)\n"
+        f"answers on {s['answers']['recipe']['n']} flips: {s['answers']['recipe']['answer_restored']} right with the "
+        f"recipe, {s['answers']['quantized']['answer_restored']} without\n"
+        f"cost: {s['cost']['forward_passes']} forward passes, {s['cost']['seconds']}s; "
+        f"recipe: silverbullet quantize --recipe {Path(s['run']) / 'sensitivity' / 'recipe.yaml'}"
+    )
 
 
 @app.command()

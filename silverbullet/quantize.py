@@ -9,9 +9,11 @@ supplies calibration text, and records what was done next to the checkpoint.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from silverbullet.errors import UserError
 
@@ -32,8 +34,14 @@ class QuantizeConfig:
     max_seq_length: int = 384
     seed: int = 0
     ignore: list[str] = field(default_factory=lambda: ["lm_head"])
+    recipe: str | None = None  # an llm-compressor recipe file (e.g. sensitivity's recipe.yaml): replaces method/bits
 
     def tag(self) -> str:
+        if self.recipe:
+            import hashlib
+
+            digest = hashlib.sha256(Path(self.recipe).read_bytes()).hexdigest()[:8]
+            return f"recipe-{Path(self.recipe).stem}-{digest}"
         if self.method == "smoothquant":
             return "smoothquant-w8a8"
         g = f"g{self.group_size}" if self.group_size else "ch"
@@ -96,11 +104,22 @@ def quantize(cfg: QuantizeConfig, log=print) -> Path:
     """Quantize `cfg.model` and save a compressed-tensors checkpoint; returns its directory."""
     from silverbullet.generation.loading import load_causal_lm
 
-    recipe = build_recipe(cfg)
     out = cfg.out_dir()
     t0 = time.time()
+    if cfg.recipe:
+        if not Path(cfg.recipe).is_file():
+            raise UserError(f"recipe {cfg.recipe} not found")
+        recipe: Any = str(cfg.recipe)
+    else:
+        recipe = build_recipe(cfg)
     model, tok = load_causal_lm(cfg.model, device="cpu", dtype="float32")
-    needs_data = cfg.method != "rtn"
+    if cfg.recipe:
+        names = [n for n, _ in model.named_modules()]
+        check_recipe_targets(Path(cfg.recipe), names, {type(m).__name__ for m in model.modules()})
+        text = Path(cfg.recipe).read_text()
+        needs_data = any(k in text for k in ("GPTQModifier", "AWQModifier", "SmoothQuantModifier"))
+    else:
+        needs_data = cfg.method != "rtn"
     kwargs = {}
     if needs_data:
         from datasets import Dataset
@@ -165,3 +184,72 @@ def _quiet_loguru() -> None:
         logger.add(lambda m: None, level="ERROR")
     except ImportError:  # pragma: no cover
         pass
+
+
+# ------------------------------------------------------------------------------------------ recipes
+
+
+def write_recipe(path: Path, quantized: str, keep: list[str], keep_bits: int) -> Path:
+    """An llm-compressor recipe: the base checkpoint's own weight scheme for every linear module but
+    `keep`, which get `keep_bits` (or stay unquantized at 16). Targets are exact module names."""
+    q = json.loads((Path(quantized) / "config.json").read_text())["quantization_config"]
+    group = next(g for g in q["config_groups"].values() if isinstance(g, dict) and g.get("weights"))
+    w = {k: v for k, v in group["weights"].items() if v is not None and k in _WEIGHT_KEYS}
+    base_ignore = [x for x in q.get("ignore") or [] if isinstance(x, str)] or ["lm_head"]
+    kept = [f"re:^{re.escape(n)}$" for n in keep]
+    groups: dict[str, Any] = {"group_0": {"targets": ["Linear"], "weights": w}}
+    ignore = list(base_ignore)
+    if keep_bits >= 16:
+        ignore += kept
+    else:
+        groups["group_1"] = {"targets": kept, "weights": {**w, "num_bits": keep_bits}}
+    recipe = {"quant_stage": {"quant_modifiers": {"QuantizationModifier": {"ignore": ignore, "config_groups": groups}}}}
+    import yaml
+
+    path.write_text(
+        "# silverbullet sensitivity: keep these modules at higher precision (silverbullet quantize --recipe)\n"
+        + yaml.safe_dump(recipe, sort_keys=False)
+    )
+    return path
+
+
+_WEIGHT_KEYS = ("num_bits", "type", "symmetric", "strategy", "group_size", "block_structure", "dynamic", "observer")
+
+
+def recipe_targets(path: Path) -> list[str]:
+    """Every module target a recipe names (config groups' targets and ignore lists), for validation."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read recipe {path}: {str(e).splitlines()[0]}") from None
+    found: list[str] = []
+
+    def walk(x: Any, key: str = "") -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, k)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v, key)
+        elif isinstance(x, str) and key in ("targets", "ignore"):
+            found.append(x)
+
+    walk(data)
+    if not found:
+        raise UserError(f"recipe {path} names no targets; expected llm-compressor config_groups with targets")
+    return found
+
+
+def check_recipe_targets(path: Path, module_names: list[str], class_names: set[str]) -> None:
+    """One line for a recipe naming a module the model does not have (llm-compressor would skip it)."""
+    for t in recipe_targets(path):
+        if t in class_names:
+            continue
+        if t.startswith("re:"):
+            rx = re.compile(t[3:])
+            if not any(rx.search(n) for n in module_names):
+                raise UserError(f"recipe {path}: target {t!r} matches no module of the model; check the names")
+        elif t not in module_names and not any(n.endswith("." + t) or n == t for n in module_names):
+            raise UserError(f"recipe {path}: target {t!r} matches no module of the model; check the names")
