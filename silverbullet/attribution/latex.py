@@ -96,6 +96,7 @@ class Parsed:
     node: tuple | None = None
     reason: str = ""
     text: str = ""
+    units: tuple[str, ...] = ()  # \\text/\\mathrm groups dropped (units or words), sorted
 
 
 def _brace_group(text: str, i: int) -> int:
@@ -132,8 +133,10 @@ def _subscript(text: str, i: int) -> tuple[str, int]:
     raise _Unparseable("empty subscript")
 
 
-def tokenize(text: str) -> list[tuple]:
-    """Tokens (kind, payload[, extra]); raises _Reject / _Unparseable."""
+def tokenize(text: str, flags: dict | None = None) -> list[tuple]:
+    """Tokens (kind, payload[, extra]); raises _Reject / _Unparseable. flags['units'] is set when a
+    text group was dropped."""
+    flags = {} if flags is None else flags
     if len(text) > MAX_CHARS:
         raise _Reject(f"longer than {MAX_CHARS} characters")
     if _HOSTILE_RE.search(text):
@@ -144,6 +147,14 @@ def tokenize(text: str) -> list[tuple]:
     i, n, depth = 0, len(text), 0
     while i < n:
         c = text[i]
+        if c == "~" and (m := re.match(r"~\s*([A-Za-z]+)", text[i:])):  # '{~J}', '~cm': a unit word
+            i += m.end()
+            unit = [m.group(1)]
+            while i < n and text[i] in "_^":
+                suffix, i = _subscript(text, i)
+                unit.append(suffix)
+            flags.setdefault("units", []).append("".join(unit))
+            continue
         if c in " \t\n\r~&$":
             i += 1
             continue
@@ -185,16 +196,33 @@ def tokenize(text: str) -> list[tuple]:
                     raise _Unparseable("set braces")
                 raise _Unparseable("stray backslash")
             cmd, i = m.group(1), m.end()
-            if cmd in _TEXT_CMDS:
+            if cmd == "operatorname":
+                raise _Unparseable("\\operatorname (an unknown function)")
+            if cmd in _TEXT_CMDS or cmd in ("begin", "end"):
                 while i < n and text[i] == " ":
                     i += 1
                 if i < n and text[i] == "{":
                     end = _brace_group(text, i)
                     if end < 0:
-                        raise _Unparseable("unbalanced \\text")
+                        raise _Unparseable("unbalanced group")
+                    body = text[i + 1 : end - 1]
                     i = end
-                    if i < n and text[i] == "_":  # \mathrm{M}_{\odot}: a unit with its subscript
-                        _, i = _subscript(text, i)
+                    if cmd in ("mathrm", "textrm", "mathit") and re.fullmatch(r"[A-Za-z]", body):
+                        name = body  # \mathrm{a}: a variable set upright, not a unit
+                        if i < n and text[i] == "_":
+                            sub, i = _subscript(text, i)
+                            name += sub
+                        toks.append(("name", name))
+                        continue
+                    unit = [re.sub(r"[\s~]+", "", body)]
+                    while i < n and text[i] in "_^ ":  # the unit's own subscript or power: m^{-2}
+                        if text[i] == " ":
+                            i += 1
+                            continue
+                        suffix, i = _subscript(text, i)
+                        unit.append(suffix)
+                    if cmd != "begin" and cmd != "end":
+                        flags.setdefault("units", []).append("".join(unit))
                 continue
             if cmd in _SKIP_CMDS or cmd in _FORMAT_CMDS:
                 continue
@@ -382,7 +410,11 @@ def parse(text: str, time_limit_s: float = TIME_LIMIT_S) -> Parsed:
     try:
         if not isinstance(text, str):
             return Parsed(UNPARSEABLE, reason="not a string")
-        toks = tokenize(text)
+        flags: dict = {}
+        toks = tokenize(text, flags)
+        if len(toks) > 1 and toks[-1] == ("op", "%"):  # '= 12.5\\%' claims a percentage: a unit here
+            toks.pop()
+            flags.setdefault("units", []).append("%")
         if not toks:
             return Parsed(UNPARSEABLE, reason="empty", text=text)
         p = _Parser(toks, time.perf_counter() + time_limit_s)
@@ -390,7 +422,7 @@ def parse(text: str, time_limit_s: float = TIME_LIMIT_S) -> Parsed:
         if p.i != len(toks):
             return Parsed(UNPARSEABLE, reason=f"trailing {toks[p.i][1] if len(toks[p.i]) > 1 else toks[p.i][0]!r}",
                           text=text)  # fmt: skip
-        return Parsed(OK, node, text=text)
+        return Parsed(OK, node, text=text, units=tuple(sorted(flags.get("units", []))))
     except _Reject as e:
         return Parsed(REJECTED, reason=str(e), text=text[:200])
     except (_Unparseable, ValueError, ZeroDivisionError) as e:
@@ -438,9 +470,11 @@ _REL_RE = re.compile(
     r"\\\\|;|\\approx|\\simeq|\\sim(?![A-Za-z])|\\cong|\u2248|\\neq?(?![A-Za-z])|\\le(?:q|qslant)?(?![A-Za-z])|"
     r"\\ge(?:q|qslant)?(?![A-Za-z])|\\lt|\\gt|<|>|:=|=)"
 )
-_POISON_RE = re.compile(r"\\(?:pm|mp|cdots|ldots|dots|pmod|bmod|mod|equiv|in|sum|prod|int|lim|cup|cap|setminus|"
-                        r"ne|neq|vec|overline|angle|triangle|circ|perp|parallel|cdots|vdots|lfloor|lceil|"
-                        r"mid|nmid|cases|matrix|pmatrix|bmatrix)(?![A-Za-z])|\.\.\.|[|]")
+_POISON_RE = re.compile(
+    r"\\(?:pm|mp|cdots|ldots|dots|pmod|bmod|mod|equiv|in|sum|prod|int|lim|cup|cap|setminus|"
+    r"ne|neq|vec|overline|angle|triangle|circ|perp|parallel|cdots|vdots|lfloor|lceil|"
+    r"mid|nmid|cases|matrix|pmatrix|bmatrix)(?![A-Za-z])|\.\.\.|[|]"
+)
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _PROTECT_RE = re.compile(r"(\d),(\d{3})(?!\d)")
 

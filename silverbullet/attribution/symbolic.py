@@ -31,7 +31,6 @@ from typing import Any
 import mpmath
 
 from silverbullet.attribution import latex
-from silverbullet.attribution.check import is_rounding
 
 VALID, FAULTY, UNKNOWN = "valid", "faulty", "unknown"
 SYMPY_TIMEOUT_S = 0.5
@@ -39,6 +38,8 @@ _MAX_EXPONENT = 200
 _MAX_BITS = 20_000
 _MAX_FACT = 300
 _MAX_COMBOS = 16
+_RECENT_STEPS = 2  # a bare 'x = value' contradicting a solution this recent is an error, not a new x
+_CONSTANT_LETTERS = frozenset({"i", "e"})  # the imaginary unit and Euler's number read as letters
 _MAX_ROOTS = 8
 _DPS = 30
 _F = Fraction
@@ -211,6 +212,17 @@ def value(node: tuple, env: dict[str, Value]) -> Value:
         return evaluate(node, env, True)
     except _Irrational:
         return evaluate(node, env, False)
+
+
+def _mp(v: Value) -> Any:
+    return _CTX.mpf(v.numerator) / v.denominator if isinstance(v, Fraction) else v
+
+
+def _diff(a: Value, b: Value) -> Value:
+    """a - b, exact when both are rationals."""
+    if isinstance(a, Fraction) and isinstance(b, Fraction):
+        return a - b
+    return _mp(a) - _mp(b)
 
 
 def _is_zero(d: Value, scale: Value) -> bool:
@@ -425,20 +437,21 @@ def _bare(node: tuple) -> bool:
 
 def _close(a: Value, b: Value, na: tuple, nb: tuple, approx: bool) -> bool | None:
     """True: equal, or equal up to the rounding the written claim allows; None: only approximately."""
-    if isinstance(a, Fraction) and isinstance(b, Fraction):
-        if a == b or is_rounding(a, b, approx) or is_rounding(b, a, approx):
+    exact = isinstance(a, Fraction) and isinstance(b, Fraction)
+    if exact and a == b:
+        return True
+    fa, fb = _mp(a), _mp(b)
+    diff = abs(fa - fb)
+    if not exact and diff <= _CTX.mpf(10) ** -20 * max(1, abs(fa)):
+        return True
+    # a side written as a number may be rounded to its last written place (0.53 for 0.533...);
+    # an integer result written as another integer is an error (3 * 24 = 73), not a rounding
+    for u in (_unit(nb), _unit(na)):
+        if u is None or (u == 1 and exact and a.denominator == 1 and b.denominator == 1):
+            continue
+        if diff < _CTX.mpf(u.numerator) / u.denominator * _CTX.mpf("1.0000001"):
             return True
-    else:
-        fa, fb = _CTX.mpf(a.numerator) / a.denominator if isinstance(a, Fraction) else a, \
-            _CTX.mpf(b.numerator) / b.denominator if isinstance(b, Fraction) else b  # fmt: skip
-        diff = abs(fa - fb)
-        if diff <= _CTX.mpf(10) ** -20 * max(1, abs(fa)):
-            return True
-        for u in (_unit(nb), _unit(na)):
-            if u is not None and diff <= _CTX.mpf(u.numerator) / u.denominator * _CTX.mpf("1.0000001"):
-                return True
-        a, b = fa, fb
-    if approx and a != 0 and abs(a - b) / abs(a) <= Fraction(1, 20):
+    if approx and fa != 0 and diff / abs(fa) <= _CTX.mpf("0.05"):
         return True
     return None if approx else False
 
@@ -453,6 +466,9 @@ class SolutionChecker:
         self.pool = pool
         self.timeout_s = timeout_s
         self.known: dict[str, list[Value]] = {}
+        self.solved_at: dict[str, int] = {}  # step where each known name was solved
+        self.assigned: set[str] = set()  # names whose value was written directly ('n = 1'), not derived
+        self.premised: set[str] = set()  # names tied by an unsolved premise of several unknowns
         self.n = 0
 
     def _sympy(self, kind: str, args: tuple) -> tuple[str, Any]:
@@ -474,7 +490,23 @@ class SolutionChecker:
                         links.append(LinkCheck(UNKNOWN, "parse", eq, f"{bad.status}: {bad.reason}"))
                         continue
                     middle = len(rel.parts) >= 3
-                    links.append(self._link(pa.node, pb.node, r == latex.REL_APPROX, middle, eq))
+                    na_, nb_ = pa.node, pb.node
+                    if ("%" in pb.units) != ("%" in pa.units):  # '= 19.2\\%': compare as a percentage
+                        hundred = ("num", Fraction(100), 0)
+                        if "%" in pb.units:
+                            na_ = ("bin", "*", na_, hundred)
+                        else:
+                            nb_ = ("bin", "*", nb_, hundred)
+                    got = self._link(na_, nb_, r == latex.REL_APPROX, middle, eq)
+                    if got.status == FAULTY and (na_ is not pa.node or nb_ is not pb.node):
+                        # '1/8 \\times 100 = 12.5\\%' is already in percent
+                        plain = self._link(pa.node, pb.node, r == latex.REL_APPROX, middle, eq)
+                        got = plain if plain.status != FAULTY else got
+                    units_differ = bool(pa.units and pb.units and pa.units != pb.units)
+                    if got.status == FAULTY and (units_differ or got.kind != "numeric" and (pa.units or pb.units)):
+                        # a dropped unit may have been a factor ('d/10 pc'): not trusted for a fault
+                        got = LinkCheck(UNKNOWN, got.kind, eq, "units dropped; " + got.detail)
+                    links.append(got)
         except Exception as e:  # pragma: no cover - untrusted text never crashes a run
             links.append(LinkCheck(UNKNOWN, "parse", "", f"internal: {type(e).__name__}"))
         if any(c.status == FAULTY for c in links):
@@ -513,8 +545,29 @@ class SolutionChecker:
             how = how if status == "ok" and how != "not_zero" else f"random points (sympy: {how or status})"
             return LinkCheck(VALID, "identity", eq, f"identity, confirmed by {how}")
         if free <= self.known.keys():
-            return self._substitute(a, b, free, approx, eq)
-        if ident is False and middle and na == nb and a[0] != "name" and b[0] != "name" and na:
+            got = self._substitute(a, b, free, approx, eq)
+            lone = (a[0] == "name" and a[1] not in nb) or (b[0] == "name" and b[1] not in na)
+            if got.status == FAULTY and lone:
+                u = a[1] if a[0] == "name" and a[1] not in nb else b[1]
+                other = b if u == a[1] and a[0] == "name" else a
+                age = self.n - 1 - self.solved_at.get(u, -99)
+                if age == 0 and not latex.names(other) and u in self.assigned:
+                    # 'from n=1 to n=2', 'x = 2 or x = 3': alternatives in one step
+                    self.known[u].append(value(other, {}))
+                    return LinkCheck(UNKNOWN, "premise", eq, f"another value of {u} in the same step")
+                if age > _RECENT_STEPS:
+                    # 'n = 5' long after 'n = 1': the letter is reused, not derived
+                    try:
+                        self.known[u] = [value(other, {n: vs[0] for n, vs in self.known.items()})]
+                    except (_Undefined, _TooBig, _Irrational, ZeroDivisionError):
+                        self.known.pop(u, None)
+                    self.solved_at[u] = self.n - 1
+                    return LinkCheck(UNKNOWN, "premise", eq, f"{u} reassigned (last solved more than "
+                                     f"{_RECENT_STEPS} steps earlier)")  # fmt: skip
+            return got
+        if ident is False and middle and na == nb and a[0] != "name" and b[0] != "name" and na and \
+                not _has_decimals(a) and not _has_decimals(b) and not (na & _CONSTANT_LETTERS) and \
+                not (na & self.premised):  # fmt: skip
             return LinkCheck(FAULTY, "identity", eq, "a link of an equality chain is not an identity "
                              f"(differs at {_point_text(free)})")  # fmt: skip
         unknown = free - self.known.keys()
@@ -523,7 +576,12 @@ class SolutionChecker:
             roots = self._solve(a, b, u)
             if roots:
                 self.known[u] = roots[:_MAX_ROOTS]
+                self.solved_at[u] = self.n - 1
+                lone = (a[0] == "name" and not nb) or (b[0] == "name" and not na)
+                (self.assigned.add if lone else self.assigned.discard)(u)
                 return LinkCheck(UNKNOWN, "premise", eq, f"{u} = " + ", ".join(_fmt(r) for r in roots[:4]))
+        if len(unknown) > 1 and not (na and nb):  # 'a + b + c = 300': later links may use it
+            self.premised |= free
         return LinkCheck(UNKNOWN, "premise", eq, "a premise in " + ", ".join(sorted(free))[:80])
 
     def _substitute(self, a: tuple, b: tuple, free: Iterable[str], approx: bool, eq: str) -> LinkCheck:
@@ -559,14 +617,14 @@ class SolutionChecker:
 
         def f(t: Value) -> Value:
             env[u] = t
-            return value(a, env) - value(b, env)
+            return _diff(value(a, env), value(b, env))
 
         try:
             ys = [f(Fraction(t)) for t in (0, 1, 2, 3)]
             probe = Fraction(17, 7)
-            slope = ys[1] - ys[0]
-            linear = all(_is_zero(ys[i + 1] - ys[i] - slope, slope) for i in range(3))
-            if linear and _is_zero(f(probe) - (ys[0] + slope * probe), slope) and not _is_zero(slope, 1):
+            slope = _diff(ys[1], ys[0])
+            linear = all(_is_zero(_diff(_diff(ys[i + 1], ys[i]), slope), _mp(slope)) for i in range(3))
+            if linear and _is_zero(_diff(f(probe), ys[0] + slope * probe), _mp(slope)) and not _is_zero(slope, 1):
                 return [-ys[0] / slope]
         except (_Undefined, _TooBig, ZeroDivisionError):
             pass
@@ -596,6 +654,19 @@ def _substitute_ast(node: tuple, env: dict[str, Value], keep: str) -> tuple:
     return node
 
 
+def _has_decimals(node: tuple) -> bool:
+    """A written decimal (a rounded value): an identity can then only hold approximately."""
+    stack = [node]
+    while stack:
+        nd = stack.pop()
+        if nd[0] == "num":
+            if nd[2] != 0:
+                return True
+        else:
+            stack.extend(x for x in nd[1:] if isinstance(x, tuple))
+    return False
+
+
 def _point_text(free: Iterable[str]) -> str:
     return ", ".join(f"{n}={p}" for n, p in zip(sorted(free), _POINTS[0], strict=False))[:120]
 
@@ -615,7 +686,7 @@ def _random_identity(a: tuple, b: tuple, free: frozenset[str]) -> bool | None:
         except _TooBig:
             return None
         seen += 1
-        if not _is_zero(va - vb, max(abs(va), abs(vb))):
+        if not _is_zero(_diff(va, vb), max(abs(_mp(va)), abs(_mp(vb)))):
             return False
     return True if seen >= 2 else None
 
@@ -624,4 +695,3 @@ def check_steps(texts: Sequence[str], pool: WorkerPool | None = None) -> list[Sy
     """Check a solution's steps in order (see SolutionChecker)."""
     checker = SolutionChecker(pool)
     return [checker.check(t) for t in texts]
-
