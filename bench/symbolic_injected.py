@@ -1,6 +1,6 @@
 """Symbolic checker on real LaTeX solutions (minerva_math 272, aime24 30) with injected errors.
 
-    python bench/symbolic_injected.py [--per-solution 4] [--out bench/results/symbolic_injected.json]
+    python bench/symbolic_injected.py [--per-solution 30] [--out bench/results/symbolic_injected.json]
 
 Steps: each solution is split here, simply: display blocks (\\[..\\], $$..$$, \\begin..\\end) are one
 step each; prose between them is split at line breaks and at sentence ends outside inline math. For
@@ -215,7 +215,7 @@ def first_fault(row: dict, steps: list[str]) -> int | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--per-solution", type=int, default=5)
+    ap.add_argument("--per-solution", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "symbolic_injected.json"))
     args = ap.parse_args()

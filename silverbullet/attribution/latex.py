@@ -151,8 +151,9 @@ def tokenize(text: str, flags: dict | None = None) -> list[tuple]:
             i += m.end()
             unit = [m.group(1)]
             while i < n and text[i] in "_^":
+                mark = text[i]
                 suffix, i = _subscript(text, i)
-                unit.append(suffix)
+                unit.append(mark + suffix[1:])
             flags.setdefault("units", []).append("".join(unit))
             continue
         if c in " \t\n\r~&$":
@@ -219,8 +220,9 @@ def tokenize(text: str, flags: dict | None = None) -> list[tuple]:
                         if text[i] == " ":
                             i += 1
                             continue
+                        mark = text[i]
                         suffix, i = _subscript(text, i)
-                        unit.append(suffix)
+                        unit.append(mark + suffix[1:])
                     if cmd != "begin" and cmd != "end":
                         flags.setdefault("units", []).append("".join(unit))
                 continue

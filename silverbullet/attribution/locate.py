@@ -98,7 +98,7 @@ def _local_checks(
         if found.index is not None and i >= found.index:
             break
         sym = symbolic[i] if symbolic is not None and i < len(symbolic) else None
-        if sym is not None and sym.status == SYM_FAULTY and c.status != FAULTY:
+        if sym is not None and sym.status == SYM_FAULTY:
             bad_link = sym.first_fault
             assert bad_link is not None
             found.offer(i, tx.EXECUTION, bad_link.evidence())
