@@ -110,7 +110,12 @@ def test_relations_chains_and_implications():
 
 def test_numeric_checks():
     ok, bad, rounded, approx = check_steps(
-        [r"$3 \cdot 4 = 12$", r"$\binom{6}{2} \cdot 3! = 15 \cdot 6 = 80$", r"$\frac{1}{3} = 0.33$", r"$\pi \approx 3.14$"]
+        [
+            r"$3 \cdot 4 = 12$",
+            r"$\binom{6}{2} \cdot 3! = 15 \cdot 6 = 80$",
+            r"$\frac{1}{3} = 0.33$",
+            r"$\pi \approx 3.14$",
+        ]
     )
     assert ok.status == VALID
     assert bad.status == FAULTY and "90" in bad.first_fault.detail
