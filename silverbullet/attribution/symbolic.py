@@ -34,6 +34,7 @@ from silverbullet.attribution import latex
 
 VALID, FAULTY, UNKNOWN = "valid", "faulty", "unknown"
 SYMPY_TIMEOUT_S = 0.5
+STARTUP_TIMEOUT_S = 60.0
 _MAX_EXPONENT = 200
 _MAX_BITS = 20_000
 _MAX_FACT = 300
@@ -306,6 +307,7 @@ def _task(kind: str, args: tuple) -> Any:
 def _worker(conn: Any) -> None:  # pragma: no cover - runs in the child process
     import sympy  # noqa: F401  (warm the import before the first task)
 
+    conn.send(("ready", None))
     while True:
         try:
             msg = conn.recv()
@@ -332,16 +334,27 @@ class WorkerPool:
         self.kills = 0
 
     def _start(self) -> None:
+        """Start a worker and wait for it to be ready: its start-up (importing sympy, slow on a busy
+        machine) is not charged to the first call's deadline."""
+        import sympy  # noqa: F401  (imported once here, a forked worker starts with it)
+
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(target=_worker, args=(child,), daemon=True)
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
+        if not parent.poll(STARTUP_TIMEOUT_S):
+            self._kill()
+            raise RuntimeError("sympy worker did not start")
+        parent.recv()
 
     def call(self, kind: str, args: tuple = (), timeout_s: float = SYMPY_TIMEOUT_S) -> tuple[str, Any]:
         with self._lock:
             if self._proc is None or not self._proc.is_alive():
-                self._start()
+                try:
+                    self._start()
+                except (RuntimeError, OSError, EOFError):
+                    return "error", "worker did not start"
             try:
                 self._conn.send((kind, args))
                 if self._conn.poll(timeout_s):
