@@ -6,7 +6,10 @@ Inputs mix random text, step-like lines with mutated numbers/operators, and host
 code, dunder access, exponent and factorial towers, huge numbers, deep nesting, NUL bytes, invalid
 UTF-8, right-to-left marks, 1 MB lines). `builtins.eval`/`exec` are trapped for the whole run
 (only math-verify's sympy number literals and module imports pass; see docs/hardening.md).
-Per-call times are CPU seconds (process_time): the machine is shared. Prints a table and writes
+Per-call times are CPU seconds (process_time): the machine is shared; symbolic.check_steps is timed in
+wall seconds, so the time a sympy worker takes (killed at its deadline) counts. One input in five is
+a LaTeX step (random chains of the new grammar, some mutated); the hostile list has TeX programming,
+huge exponents and 10,000 nested braces. Prints a table and writes
 bench/results/fuzz.json.
 """
 
@@ -57,14 +60,60 @@ HOSTILE = [
     "0/0",
     "5 % 0 = 1",
     "-(-(-(-(-1)))) = -1",
+    # LaTeX (the symbolic checker): TeX programming is refused, never expanded
+    "$\\def\\a{\\a\\a}\\a = 1$",
+    "\\def\\loop{\\loop}\\loop $x = 1$",
+    "$\\input{/etc/passwd} = 2$",
+    "$\\newcommand{\\x}{\\x\\x}\\x = 3$",
+    "$\\csname foo\\endcsname = 1$ \\write18{touch /tmp/silverbullet_pwned}",
+    "$" + "{" * 10_000 + "x" + "}" * 10_000 + " = 1$",
+    "$2^{10^{10^{10}}} = 4$",
+    "$9^{9^{9^{9^{9}}}} = x$",
+    "$(10^{100})! = 1$",
+    "$\\binom{10^{9}}{10^{8}} = 2$",
+    "$\\sqrt[10^{9}]{2} = x$",
+    "$x^{999999} - 1 = (x-1)(x^{999998} + 1)$",
+    "$(x+1)^{200} = x^{200} + 1$",
+    "$\\frac{x^{150}-1}{x-1} = x + 1 = 2$",
+    "\\[" + "\\left(" * 3000 + "x" + "\\right)" * 3000 + " = 1 \\]",
+    "$" + "x+" * 5000 + "1 = 2$",
+    "$\\sin(10^{30}) = 0$ and $\\exp(10^{9}) = 1$ and $\\ln 0 = 1$",
 ]
 # Names a compiled sympy parse_expr code object may use on the LaTeX path (math-verify's number tokens).
 SAFE_NAMES = {"Integer", "Float", "Rational", "Symbol", "Add", "Mul", "Pow", "E", "I", "pi"}
 OPS = ["+", "-", "*", "/", "x", "^", "=", "%", "(", ")", "$", ",", ".", "\\times", "\\frac{", "}"]
 
 
+LATEX_ATOMS = ["x", "y", "2", "3.5", "10", "\\pi", "\\frac{1}{2}", "\\sqrt{x}", "\\sqrt[3]{27}", "\\binom{5}{2}",
+               "4!", "x^{2}", "(x+1)", "\\left(x-2\\right)", "2x", "x(x+2)", "3\\frac{1}{4}", "50{,}000",
+               "5 \\text{ cm}", "\\sin x", "\\ln 2", "e^{x}", "10^{-3}", "1.5e3", "R_{\\mathrm{WD}}"]  # fmt: skip
+LATEX_OPS = ["+", "-", "\\cdot", "\\times", "\\div", "/", "^", "", " "]
+LATEX_RELS = ["=", "=", "=", "\\Rightarrow", "\\implies", "\\approx", "<", ","]
+
+
+def random_latex(rng: random.Random) -> str:
+    """A LaTeX step: chains of random expressions, some of them true identities, some mutated."""
+    steps = []
+    for _ in range(rng.randint(1, 4)):
+        parts = []
+        for _ in range(rng.randint(2, 4)):
+            e = rng.choice(LATEX_ATOMS)
+            for _ in range(rng.randint(0, 4)):
+                e += rng.choice(LATEX_OPS) + rng.choice(LATEX_ATOMS)
+            if rng.random() < 0.1:  # a cut, a stray brace, a doubled operator
+                k = rng.randint(0, len(e))
+                e = e[:k] + rng.choice(["{", "}", "\\", "^^", "_", "", "$"]) + e[k:]
+            parts.append(e)
+        chain = parts[0] + "".join(f" {rng.choice(LATEX_RELS)} {p}" for p in parts[1:])
+        wrap = rng.choice(["${}$", "\\[ {} \\]", "\\begin{{aligned}} {} \\end{{aligned}}", "so ${}$.", "{}"])
+        steps.append(wrap.format(chain))
+    return "\n".join(steps)
+
+
 def random_input(rng: random.Random) -> str:
     kind = rng.random()
+    if kind > 0.8:
+        return random_latex(rng)
     if kind < 0.05:
         return rng.choice(HOSTILE)
     if kind < 0.35:
@@ -83,10 +132,11 @@ def random_input(rng: random.Random) -> str:
 
 
 def targets():
-    from silverbullet.attribution import locate
+    from silverbullet.attribution import latex, locate
     from silverbullet.attribution.check import check_step
     from silverbullet.attribution.expr import evaluate
     from silverbullet.attribution.steps import analyse_step, parse_steps
+    from silverbullet.attribution.symbolic import check_steps
     from silverbullet.grading import is_correct, parse_number
     from silverbullet.prompting import parse_solution, step_spans
 
@@ -99,6 +149,9 @@ def targets():
         "parse_number": lambda s: parse_number(s),
         "is_correct(numeric)": lambda s: is_correct(s, "42"),
         "is_correct(latex)": lambda s: is_correct(s, "\\frac{1}{2}", "latex"),
+        "latex.parse": lambda s: latex.parse(s),
+        "latex.relations": lambda s: latex.relations(s),
+        "symbolic.check_steps": lambda s: check_steps(s.split("\n")),
         "locate": lambda s: locate(
             "Ann has 3 apples. How many?", s, reference_text="Step 1: 3 + 0 = 3.\nThe answer is: 3", gold_answer="3"
         ),
@@ -151,13 +204,14 @@ def run(n: int, seed: int) -> dict:
                     continue  # cheap; sampled
                 if name == "is_correct(latex)" and i % 100 and i >= len(HOSTILE):
                     continue  # math-verify (sympy, own 3 s timeouts): every hostile string + a 1% sample
-                t0 = time.process_time()
+                clock = time.perf_counter if name.startswith("symbolic") else time.process_time
+                t0 = clock()  # symbolic: wall time, so time spent waiting on the sympy worker counts
                 try:
                     fn(s)
                 except Exception as e:  # noqa: BLE001 - this is what we count
                     stats[name]["crashes"] += 1
                     crashes.append({"fn": name, "input": s[:200], "error": f"{type(e).__name__}: {e}"[:200]})
-                dt = time.process_time() - t0
+                dt = clock() - t0
                 st = stats[name]
                 st["calls"] += 1
                 st["max_s"] = max(st["max_s"], dt)
@@ -192,6 +246,12 @@ def main() -> None:
     res = run(args.n, args.seed)
     res["seconds"] = round(time.time() - t0, 1)
     res["meta"] = run_meta()
+    res["worker_kills"] = __import__("silverbullet.attribution.symbolic", fromlist=["get_pool"]).get_pool().kills
+    old = Path(args.out)
+    if old.is_file():  # keep the figures of the run before this one
+        prev = json.loads(old.read_text())
+        prev.pop("previous_run", None)
+        res["previous_run"] = {k: prev.get(k) for k in ("n_inputs", "stats", "n_crashes", "seconds", "meta")}
     Path(args.out).write_text(json.dumps(res, indent=1))
     print(f"{'function':<22} {'calls':>8} {'crashes':>8} {'p99 ms':>8} {'max ms':>8}")
     for k, st in res["stats"].items():

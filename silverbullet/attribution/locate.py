@@ -25,10 +25,13 @@ from silverbullet.attribution import taxonomy as tx
 from silverbullet.attribution.align import align
 from silverbullet.attribution.check import FAULTY, StepCheck, check_step
 from silverbullet.attribution.steps import ParsedSteps, StepInfo, parse_steps, question_numbers
+from silverbullet.attribution.symbolic import FAULTY as SYM_FAULTY
+from silverbullet.attribution.symbolic import SymbolicStep, check_steps
 from silverbullet.grading import is_correct, parse_number
 from silverbullet.records import Attribution
 
 _NORM_RE = re.compile(r"\W+")
+_LATEX_RE = re.compile(r"\\[A-Za-z\[(]")  # a TeX command: the symbolic checker runs too
 
 
 def _f(v: Fraction | None) -> str | None:
@@ -86,6 +89,7 @@ def _local_checks(
     found: _Found,
     full: bool,
     ref: ParsedSteps | None = None,
+    symbolic: Sequence[SymbolicStep] | None = None,
 ) -> None:
     known: set[Fraction] = set(qnums)
     results: list[Fraction] = []
@@ -93,7 +97,13 @@ def _local_checks(
     for i, (s, c) in enumerate(zip(steps, checks, strict=False)):
         if found.index is not None and i >= found.index:
             break
-        if c.status == FAULTY:
+        sym = symbolic[i] if symbolic is not None and i < len(symbolic) else None
+        if sym is not None and sym.status == SYM_FAULTY:
+            bad_link = sym.first_fault
+            assert bad_link is not None
+            found.offer(i, tx.EXECUTION, bad_link.evidence())
+            break
+        if c.status == FAULTY and symbolic is None:  # on LaTeX the symbolic checker replaces it
             bad = c.first_fault
             assert bad is not None
             found.offer(i, tx.EXECUTION, {"check": "arithmetic", **bad.evidence()})
@@ -264,9 +274,11 @@ def locate(
     steps = cand.steps
     qnums = question_numbers(question or "")
     checks = [check_step(s) for s in steps]
+    # LaTeX solutions also get the symbolic checker (GSM8K-style text never matches _LATEX_RE)
+    symbolic = check_steps([s.text for s in steps]) if _LATEX_RE.search(candidate_text or "") else None
     found = _Found()
     # right answer: only a false equation is an error; unknown: local checks; wrong: everything
-    _local_checks(steps, checks, qnums, found, full=final_ok is not True, ref=ref)
+    _local_checks(steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic)
     if final_ok is False and ref is not None:
         _divergence(steps, ref, qnums, gold, found)
     answer_line = False

@@ -1,0 +1,314 @@
+"""Symbolic checker on real LaTeX solutions (minerva_math 272, aime24 30) with injected errors.
+
+    python bench/symbolic_injected.py [--per-solution 30] [--out bench/results/symbolic_injected.json]
+
+Steps: each solution is split here, simply: display blocks (\\[..\\], $$..$$, \\begin..\\end) are one
+step each; prose between them is split at line breaks and at sentence ends outside inline math. For
+AIME only the first of the concatenated solutions is used (the text up to the first author
+signature line or 'Solution 2' heading), since later solutions reuse the same letters.
+
+Injections (one per variant, types in rotation) go into an equality link of one step, in the part
+after '=' (the claimed side): wrong coefficient (a number before a variable or bracket changes),
+sign flip (a binary +/- flips), dropped term (one top-level term removed), wrong root (`name =
+number` gets another number), arithmetic slip (the number of a numeric claim changes). Later steps
+are left as they were: the first fault is the injected step. Sites are links that the checker
+verified valid in the gold text (a derivation, not a definition that any value satisfies); the
+'any site' figure injects into any parseable link instead and is shown beside it.
+
+Scored through `locate` (steps joined one per line; gold answer given, so only the arithmetic and
+symbolic checks fire): exact first-fault position. False alarms: untouched gold solutions through
+the same path, share of steps flagged. Coverage: share of steps (with an equality) the checker gives
+valid or faulty rather than unknown. Speed: CPU time per `SolutionChecker.check` call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from collections import Counter
+from fractions import Fraction
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _meta import run_meta  # noqa: E402
+
+from silverbullet.attribution import latex  # noqa: E402
+from silverbullet.attribution.locate import locate  # noqa: E402
+from silverbullet.attribution.symbolic import FAULTY, UNKNOWN, VALID, SolutionChecker, get_pool  # noqa: E402
+from silverbullet.prompting import parse_solution  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TYPES = ("wrong_coefficient", "sign_flip", "dropped_term", "wrong_root", "arithmetic_slip")
+_DISPLAY_RE = re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{([a-z]+\*?)\}.+?\\end\{\1\}", re.S)
+_SENT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\])")
+_AIME_CUT_RE = re.compile(r"\n\s*(?:~|-)\s*[A-Za-z][\w .]*\n|\n\s*=*\s*Solution\s*2", re.S)
+
+
+def split_steps(text: str) -> list[str]:
+    """Display blocks are one step each; prose splits at line breaks and sentence ends."""
+    out: list[str] = []
+    pos = 0
+
+    def prose(s: str) -> None:
+        for line in s.split("\n"):
+            buf = []
+            for piece in _SENT_RE.split(line):
+                buf.append(piece)
+                if piece.count("$") % 2 == 0 and "".join(buf).count("$") % 2 == 0:
+                    if "".join(buf).strip():
+                        out.append(" ".join(b.strip() for b in buf))
+                    buf = []
+            if buf and "".join(buf).strip():
+                out.append(" ".join(b.strip() for b in buf))
+
+    for m in _DISPLAY_RE.finditer(text):
+        prose(text[pos : m.start()])
+        out.append(re.sub(r"\s*\n\s*", " ", m.group(0)))
+        pos = m.end()
+    prose(text[pos:])
+    return [s for s in out if s.strip()]
+
+
+def load() -> list[dict]:
+    rows = []
+    for line in (DATA / "minerva_math" / "test.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        rows.append(
+            {
+                "id": f"minerva-{r['idx']}",
+                "question": r["problem"],
+                "solution": r["solution"],
+                "answer": parse_solution(r["solution"]).answer,
+            }
+        )  # the \\boxed{} answer
+    for line in (DATA / "aime24" / "test.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        sol = r["solution"]
+        m = _AIME_CUT_RE.search(sol)
+        rows.append({"id": f"aime24-{r['id']}", "question": r["problem"], "solution": sol[: m.start()] if m else sol,
+                     "answer": str(r["answer"])})  # fmt: skip
+    for r in rows:
+        r["steps"] = split_steps(r["solution"])
+    return rows
+
+
+# --------------------------------------------------------------------------- injections
+
+_NUM_RE = re.compile(r"(?<![\d.^_{])(\d+(?:\.\d+)?)(?![\d.])")
+
+
+def _bump(num: str, rng: random.Random) -> str:
+    v = Fraction(num)
+    d = rng.choice([1, 2, 3]) if "." not in num else Fraction(1, 10 ** len(num.split(".")[1])) * rng.choice([3, 7])
+    new = v + d if rng.random() < 0.5 or v - d <= 0 else v - d
+    if "." in num:
+        return f"{float(new):.{len(num.split('.')[1])}f}"
+    return str(new)
+
+
+def _mutate(part: str, etype: str, rng: random.Random) -> str | None:
+    """A changed copy of one side of an equality, or None when the type does not apply."""
+    if etype == "wrong_coefficient":
+        sites = [m for m in _NUM_RE.finditer(part) if re.match(r"\s*(?:[A-Za-z(]|\\(?:frac|sqrt|pi|left))",
+                                                              part[m.end():])]  # fmt: skip
+    elif etype in ("arithmetic_slip", "wrong_root"):
+        sites = list(_NUM_RE.finditer(part))
+    elif etype == "sign_flip":
+        depth, sites_i = 0, []
+        for i, ch in enumerate(part):
+            depth += ch in "({[" and 1 or 0
+            depth -= ch in ")}]" and 1 or 0
+            if ch in "+-" and depth == 0 and part[:i].strip() and part[:i].rstrip()[-1] not in "^_(=+-{":
+                sites_i.append(i)
+        if not sites_i:
+            return None
+        i = rng.choice(sites_i)
+        return part[:i] + ("-" if part[i] == "+" else "+") + part[i + 1 :]
+    elif etype == "dropped_term":
+        depth, cuts = 0, []
+        for i, ch in enumerate(part):
+            depth += ch in "({[" and 1 or 0
+            depth -= ch in ")}]" and 1 or 0
+            if ch in "+-" and depth == 0 and part[:i].strip() and part[:i].rstrip()[-1] not in "^_(=+-{":
+                cuts.append(i)
+        if not cuts:
+            return None
+        k = rng.randrange(len(cuts))
+        end = cuts[k + 1] if k + 1 < len(cuts) else len(part)
+        return part[: cuts[k]] + part[end:]
+    else:
+        return None
+    if not sites:
+        return None
+    m = rng.choice(sites)
+    return part[: m.start()] + _bump(m.group(1), rng) + part[m.end() :]
+
+
+def _applies(etype: str, lhs: tuple, rhs: tuple) -> bool:
+    if etype == "wrong_root":
+        return lhs[0] == "name" and rhs[0] in ("num", "neg")
+    if etype == "arithmetic_slip":
+        return not latex.names(lhs) and not latex.names(rhs)
+    return True
+
+
+def sites(steps: list[str], verified_only: bool) -> list[tuple[int, str, str]]:
+    """(step, original formula text of the claimed side, its relation) for each checkable link."""
+    checker = SolutionChecker()
+    out = []
+    for i, s in enumerate(steps):
+        res = checker.check(s)
+        valid_eqs = {c.equation for c in res.links if c.status == VALID}
+        for rel in latex.relations(s):
+            for j, r in enumerate(rel.rels):
+                if r != latex.REL_EQ:
+                    continue
+                a, b = rel.parts[j], rel.parts[j + 1]
+                eq = f"{a.strip()} = {b.strip()}"[:300]
+                if verified_only and eq not in valid_eqs:
+                    continue
+                pa, pb = latex.parse(a), latex.parse(b)
+                if pa.node is not None and pb.node is not None and b.strip() and s.count(b) == 1:
+                    out.append((i, a, b))
+    return out
+
+
+def inject(row: dict, etype: str, rng: random.Random, verified_only: bool) -> tuple[list[str], int] | None:
+    cands = []
+    for i, a, b in sites(row["steps"], verified_only):
+        pa, pb = latex.parse(a), latex.parse(b)
+        if not _applies(etype, pa.node, pb.node):  # type: ignore[arg-type]
+            continue
+        cands.append((i, b))
+    rng.shuffle(cands)
+    for i, b in cands:
+        new = _mutate(b, etype, rng)
+        if new is None or new.strip() == b.strip():
+            continue
+        pn = latex.parse(new)
+        if pn.node is None:
+            continue
+        steps = list(row["steps"])
+        steps[i] = steps[i].replace(b, new, 1)
+        return steps, i
+    return None
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def first_fault(row: dict, steps: list[str]) -> int | None:
+    text = "\n".join(s.replace("\n", " ") for s in steps)
+    # the gold answer as parse_solution reads it from the same lines: the bench scores step checks,
+    # not answer extraction (injections leave the final answer as it was)
+    gold = parse_solution("\n".join(s.replace("\n", " ") for s in row["steps"])).answer
+    att = locate(row["question"], text, gold_answer=gold)
+    # locate's steps are our lines one to one (parse_solution keeps every non-empty line)
+    return att.first_faulty_step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--per-solution", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "symbolic_injected.json"))
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    t0 = time.time()
+    get_pool().call("ping")
+    rows = load()
+    # gold: false alarms, coverage, speed
+    step_times: list[float] = []
+    n_steps = n_eq_steps = covered = flagged_steps = flagged_solutions = 0
+    status_counts: Counter = Counter()
+    for row in rows:
+        checker = SolutionChecker()
+        for s in row["steps"]:
+            c0 = time.process_time()
+            res = checker.check(s)
+            step_times.append(time.process_time() - c0)
+            n_steps += 1
+            status_counts[res.status] += 1
+            if res.links:
+                n_eq_steps += 1
+                covered += res.status in (VALID, FAULTY)
+        ff = first_fault(row, row["steps"])
+        if ff is not None:
+            flagged_solutions += 1
+            flagged_steps += 1
+            row["gold_flag"] = ff
+    # injections
+    results: dict[str, dict] = {}
+    for mode, verified in (("verified_sites", True), ("any_site", False)):
+        per_type: dict[str, Counter] = {t: Counter() for t in TYPES}
+        for row in rows:
+            if row.get("gold_flag") is not None:
+                continue  # a gold false alarm would be scored as a miss for a reason that is not the injection
+            for k in range(args.per_solution):
+                etype = TYPES[k % len(TYPES)]
+                got = inject(row, etype, rng, verified)
+                if got is None:
+                    per_type[etype]["no_site"] += 1
+                    continue
+                steps, pos = got
+                ff = first_fault(row, steps)
+                per_type[etype]["n"] += 1
+                per_type[etype]["exact"] += ff == pos
+                per_type[etype]["missed"] += ff is None
+                per_type[etype]["early"] += ff is not None and ff < pos
+                per_type[etype]["late"] += ff is not None and ff > pos
+        tot = Counter()
+        for c in per_type.values():
+            tot.update(c)
+        results[mode] = {
+            "injections": tot["n"],
+            "exact": tot["exact"],
+            "exact_rate": round(tot["exact"] / max(1, tot["n"]), 4),
+            "missed": tot["missed"],
+            "early": tot["early"],
+            "late": tot["late"],
+            "by_type": {
+                t: {**dict(c), "exact_rate": round(c["exact"] / max(1, c["n"]), 4)} for t, c in per_type.items()
+            },
+        }
+    step_times.sort()
+    p = lambda q: round(step_times[min(len(step_times) - 1, int(q * len(step_times)))] * 1000, 3)  # noqa: E731
+    summary = {
+        "solutions": len(rows),
+        "steps": n_steps,
+        "steps_with_equalities": n_eq_steps,
+        "gold_step_status": dict(status_counts),
+        "coverage_all_steps": round((status_counts[VALID] + status_counts[FAULTY]) / max(1, n_steps), 4),
+        "coverage_steps_with_equalities": round(covered / max(1, n_eq_steps), 4),
+        "gold_false_alarm_steps": flagged_steps,
+        "gold_false_alarm_rate_steps": round(flagged_steps / max(1, n_steps), 4),
+        "gold_solutions_flagged": flagged_solutions,
+        "injected": results,
+        "step_ms": {"p50": p(0.5), "p90": p(0.9), "p99": p(0.99), "max": round(step_times[-1] * 1000, 3)},
+        "worker_kills": get_pool().kills,
+        "unknown_steps": status_counts[UNKNOWN],
+        "wall_s": round(time.time() - t0, 1),
+        "step_split": "display blocks one step each; prose at line breaks and sentence ends; AIME: first solution",
+        "meta": run_meta(),
+    }
+    Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"{'':22} {'n':>5} {'exact':>7} {'missed':>7} {'early':>6} {'late':>5}")
+    for mode, r in results.items():
+        print(f"{mode:22} {r['injections']:5d} {r['exact_rate']:7.1%} {r['missed']:7d} {r['early']:6d} {r['late']:5d}")
+        for t, c in r["by_type"].items():
+            print(f"  {t:20} {c.get('n', 0):5d} {c['exact_rate']:7.1%} {c.get('missed', 0):7d} "
+                  f"{c.get('early', 0):6d} {c.get('late', 0):5d}")  # fmt: skip
+    print(f"gold: {n_steps} steps, false alarms {flagged_steps} ({summary['gold_false_alarm_rate_steps']:.2%} of "
+          f"steps), coverage {summary['coverage_all_steps']:.1%} of all steps, "
+          f"{summary['coverage_steps_with_equalities']:.1%} of steps with equalities")  # fmt: skip
+    print(f"per step ms: {summary['step_ms']}, worker kills {summary['worker_kills']}, wall {summary['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""LaTeX parser (tables of input -> value), symbolic step checks, the killable worker, hostile TeX."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from silverbullet.attribution import latex
+from silverbullet.attribution.symbolic import (
+    FAULTY,
+    UNKNOWN,
+    VALID,
+    SolutionChecker,
+    check_steps,
+    evaluate,
+    get_pool,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "math_injected.jsonl"
+
+
+def val(text: str):
+    p = latex.parse(text)
+    assert p.node is not None, (text, p)
+    return evaluate(p.node, {}, True)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (r"3 \cdot 4", 12),
+        (r"3 \times 4", 12),
+        (r"12 \div 3", 4),
+        (r"\left(2+3\right)^{2}", 25),
+        (r"2^{10}", 1024),
+        (r"x^23".replace("x", "2"), 12),  # TeX: 2^2 * 3
+        (r"\sqrt[3]{27}", 3),
+        (r"\sqrt{16}", 4),
+        (r"\binom{5}{2}", 10),
+        (r"5!", 120),
+        (r"3\frac{1}{2}", Fraction(7, 2)),
+        (r"\frac12", Fraction(1, 2)),
+        (r"\dfrac{3}{4}", Fraction(3, 4)),
+        (r"50{,}000", 50000),
+        (r"50,000", 50000),
+        (r"4 \text{ cm}", 4),
+        (r"6.5 \mathrm{~m}", Fraction(13, 2)),
+        (r"2(3+4)", 14),
+        (r"-2^2", -4),
+        (r"1.5e3", 1500),
+    ],
+)
+def test_latex_values(text, expected):
+    assert val(text) == expected
+
+
+def test_implicit_products_and_names():
+    p = latex.parse(r"x(x+2) + 2y")
+    assert latex.names(p.node) == {"x", "y"}
+    assert evaluate(p.node, {"x": Fraction(3), "y": Fraction(1)}, True) == 17
+    assert latex.names(latex.parse(r"R_{\mathrm{WD}}^2").node) == {r"R_{\mathrm{WD}}"}
+    assert latex.parse("f(x)").status == latex.UNPARSEABLE  # a function, not f times x
+
+
+def test_units_are_recorded():
+    assert latex.parse(r"5 \mathrm{~kg} \mathrm{~m}^{2}").units == ("kg", "m^{2}")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        r"\def\a{\a}\a",
+        r"\input{/etc/passwd}",
+        r"\newcommand{\x}{\x}\x",
+        r"\csname x\endcsname",
+        "{" * 10_000 + "1" + "}" * 10_000,
+        "(" * 5_000 + "x" + ")" * 5_000,
+        r"\frac{" * 3000,
+    ],
+)
+def test_hostile_tex_gets_a_row_fast(text):
+    t0 = time.perf_counter()
+    p = latex.parse(text)
+    assert p.status in (latex.REJECTED, latex.UNPARSEABLE)
+    res = check_steps([f"${text} = 1$"])
+    assert res[0].status == UNKNOWN
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_huge_exponent_is_unknown_not_slow():
+    t0 = time.perf_counter()
+    res = check_steps([r"$2^{10^{10}} = 4$", r"$10^{99999}! = 3$", r"$9^{9^{9^{9}}} = 1$"])
+    assert [r.status for r in res] == [UNKNOWN, UNKNOWN, UNKNOWN]
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_relations_chains_and_implications():
+    rels = latex.relations(r"$2x + 3 = 13 \Rightarrow x = 5$ and $a = 1, b = 2$")
+    assert [r.parts for r in rels] == [("2x + 3 ", " 13 "), (" x ", " 5"), ("a ", " 1"), (" b ", " 2")]
+    rows = latex.relations(r"\[ \begin{aligned} L &= 2 + 3 \\ &= 5 \end{aligned} \]")
+    assert len(rows) == 1 and len(rows[0].parts) == 3
+    assert latex.relations(r"$x = 3 \pm 2$") == []  # +- is not an equality of values
+
+
+def test_numeric_checks():
+    ok, bad, rounded, approx = check_steps(
+        [
+            r"$3 \cdot 4 = 12$",
+            r"$\binom{6}{2} \cdot 3! = 15 \cdot 6 = 80$",
+            r"$\frac{1}{3} = 0.33$",
+            r"$\pi \approx 3.14$",
+        ]
+    )
+    assert ok.status == VALID
+    assert bad.status == FAULTY and "90" in bad.first_fault.detail
+    assert rounded.status == VALID
+    assert approx.status == VALID
+    assert check_steps([r"$3 \cdot 24 = 73$"])[0].status == FAULTY  # an integer is not a rounding
+    assert check_steps([r"$\frac{1}{2} = 0.50$", r"$0.693/1.3 = 0.50$"])[1].status == FAULTY
+
+
+def test_identity_chain():
+    good = check_steps([r"$(x+1)^2 - 1 = x^2 + 2x = x(x+2)$"])[0]
+    assert good.status == VALID and good.links[0].kind == "identity"
+    bad = check_steps([r"$(x+1)^2 - 1 = x^2 + 3x = x(x+3)$"])[0]
+    assert bad.status == FAULTY and bad.first_fault.kind == "identity"
+
+
+def test_derived_equations_by_substitution():
+    res = check_steps([r"$2x + 3 = 13$", r"so $x = 5$", r"and $x^2 = 25$"])
+    assert [r.status for r in res] == [UNKNOWN, VALID, VALID]
+    assert check_steps([r"$2x + 3 = 13$", r"so $x = 4$"])[1].status == FAULTY
+    # a bare 'x = value' long after x was solved reads as a new x (letters are reused), not a fault
+    late = check_steps([r"$2x + 3 = 13$", "a", "b", "c", r"now $x = 4$"])
+    assert late[-1].status == UNKNOWN
+    roots = check_steps([r"$x^2 - 5x + 6 = 0$", r"so $x = 2$ or $x = 3$", r"take $x = 7$"])
+    assert [r.status for r in roots] == [UNKNOWN, VALID, FAULTY]  # a wrong root
+
+
+def test_premises_are_unknown_never_faulty():
+    res = check_steps([r"$F = ma$", r"$a^2 + b^2 = c^2$", r"$E = mc^2$"])
+    assert all(r.status == UNKNOWN for r in res)
+
+
+def test_worker_deadline_kills_and_replaces():
+    pool = get_pool()
+    kills = pool.kills
+    t0 = time.perf_counter()
+    assert pool.call("sleep", (30,), 0.3) == ("timeout", None)
+    assert time.perf_counter() - t0 < 5
+    assert pool.kills == kills + 1
+    assert pool.call("ping") == ("ok", "pong")  # a fresh worker answers
+
+
+def test_identity_confirmed_by_sympy_or_numeric():
+    step = SolutionChecker().check(r"$\frac{x^2 - 1}{x - 1} = x + 1$")
+    assert step.status == VALID
+    assert "cancel" in step.links[0].detail or "simplify" in step.links[0].detail
+
+
+def test_locate_names_the_injected_step(tmp_path):
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "silverbullet.cli", "locate", "--input", str(FIXTURE), "--question-field", "problem",
+         "--candidate-field", "solution", "--answer-field", "answer", "--id-field", "id", "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    want = {r["id"]: r["injected_step"] for r in map(json.loads, FIXTURE.read_text().splitlines())}
+    got = {r["problem_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(got) == set(want)
+    for pid, step in want.items():
+        assert got[pid]["first_faulty_step"] == step, (pid, got[pid])
+        if step is not None:
+            assert got[pid]["evidence"]["check"] == "symbolic"
