@@ -112,12 +112,15 @@ class Scorer:
         self.flips, self.batch_size, self.device = flips, batch_size, device
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.batches = []  # (ids, attention, [(prompt_len, cont_len)], kind) per batch
+        prompts = [tokenizer(f.prompt, add_special_tokens=True)["input_ids"] for f in flips]
+        # Flips in order of prompt length: batches of like lengths waste little on padding. Both kinds
+        # use the same order, so the i-th reference and faulty scores belong to the same flip.
+        order = sorted(range(len(flips)), key=lambda i: len(prompts[i]))
         for kind in ("reference", "faulty"):
             rows = []
-            for f in flips:
-                p = tokenizer(f.prompt, add_special_tokens=True)["input_ids"]
-                c = tokenizer(getattr(f, kind), add_special_tokens=False)["input_ids"]
-                rows.append((p, c))
+            for i in order:
+                c = tokenizer(getattr(flips[i], kind), add_special_tokens=False)["input_ids"]
+                rows.append((prompts[i], c))
             for s in range(0, len(rows), batch_size):
                 chunk = rows[s : s + batch_size]
                 width = max(len(p) + len(c) for p, c in chunk)
