@@ -33,7 +33,7 @@ def slice_run(tmp_path_factory):
 def sensitivity(slice_run):
     from silverbullet.sensitivity import SensitivityConfig, run_sensitivity
 
-    cfg = SensitivityConfig(run=str(slice_run), max_flips=6, max_single=0, top_blocks=1, answer_sample=3, device="cpu")
+    cfg = SensitivityConfig(run=str(slice_run), max_flips=6, max_single=0, top_blocks=1, answer_sample=2, device="cpu")
     return run_sensitivity(cfg)
 
 
@@ -59,12 +59,8 @@ def test_sensitivity_scores_blocks_types_and_modules(sensitivity, slice_run):
 
 
 def _linear_names() -> list[str]:
-    return [
-        f"model.layers.{i}.{part}.{p}"
-        for i in range(8)
-        for part, ps in (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")), ("mlp", ("gate_proj", "up_proj", "down_proj")))
-        for p in ps
-    ]
+    parts = [("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")), ("mlp", ("gate_proj", "up_proj", "down_proj"))]
+    return [f"model.layers.{i}.{part}.{p}" for i in range(8) for part, ps in parts for p in ps]
 
 
 @pytest.mark.slow
