@@ -155,6 +155,9 @@ def format_compliance(text: str) -> dict[str, Any]:
     }
 
 
+GENERATION_FIELDS = {"answer": "string", "correct": "boolean", "n_tokens": "Int64", "seconds": "Float64"}
+
+
 def _generations(rows: list[tuple[str, Path, dict[str, Any]]], order: dict[str, int]) -> pd.DataFrame:
     """(tag, file, row) triples -> one row per problem x model; checked rows keep who served them."""
 
@@ -405,7 +408,10 @@ class Run:
         for f in sorted((run / "generations").glob("*.jsonl")):
             if (only and f.stem not in only) or f.stem in exclude:
                 continue
-            out += [(f.stem, f, r) for r in _rows(f, ("problem_id",))]
+            rows = _rows(f, ("problem_id",))
+            for name, kind in GENERATION_FIELDS.items():  # here, so a wrong value's error names its file
+                _col([r.get(name) for r in rows], kind, f, name)
+            out += [(f.stem, f, r) for r in rows]
         return out
 
 
