@@ -453,17 +453,27 @@ def test_docs_example_runs(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_run_written_by_the_diagnose_command(tmp_path, tiny_model_dir):
-    """`silverbullet diagnose` as a user runs it (the reference model against a random tiny model:
-    every answer of that one is wrong, so every row kind appears), read back and exported."""
+def test_a_run_written_by_the_diagnose_command(tmp_path, memorizer_dir, tiny_model_dir):
+    """`silverbullet diagnose` as a user runs it, read back and exported. The reference is the
+    memorizer (it knows the two problems' solutions), the quantized model a random tiny one (every
+    answer wrong): flips, attribution rows and margins all appear, in seconds."""
+    from conftest import MEMORIZED
+
+    bench = tmp_path / "bench.jsonl"
+    rows = [{"question": q[len("Question: "):].strip(), "answer": c.split("The answer is: ")[1].split("\n")[0],
+             "solution": c.split("</s>")[0]} for q, c in MEMORIZED.items()]  # fmt: skip
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    r = _cli("diagnose", "--reference", MODEL, "--quantized", str(tiny_model_dir), "--limit", "6",
-             "--no-cache", "--device", "cpu", "--out", str(out))  # fmt: skip
+    r = _cli("diagnose", "--reference", str(memorizer_dir), "--quantized", str(tiny_model_dir), "--benchmark",
+             str(bench), "--no-cache", "--device", "cpu", "--batch-size", "2", "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert_matches_files(out)
     run = open_run(out)
-    assert len(run.flips) == run.summary["flips"]["ref_right_quant_wrong"] > 0
-    assert not run.generations[run.generations["model"] == "quantized"]["format_ok"].any()
+    assert run.summary["accuracy"] == {"reference": 1.0, "quantized": 0.0}
+    assert len(run.flips) == 2 and (run.flips["direction"] == "ref_right_quant_wrong").all()
+    g = run.generations
+    assert g[g["model"] == "reference"]["format_ok"].all() and g["has_margins"].all()
+    assert not g[g["model"] == "quantized"]["format_ok"].any()
     r = _cli("export", str(out), "--format", "parquet", "--out", str(tmp_path / "pq"))
     assert r.returncode == 0, r.stderr
     for name, df in run.frames().items():
