@@ -268,6 +268,11 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
             f"{path} is a repair run but its evaluation diagnose ({rs.get('eval_run', path / 'eval-split')}) "
             "is not found; open it from the directory it was run in, or pass the diagnose run itself"
         )
+    if (path / "eval-split" / "summary.json").is_file():
+        raise UserError(
+            f"{path} is a repair run that has not finished (no repair_summary.json); re-run `silverbullet repair "
+            f"--out {path}` (it resumes), or open {path / 'eval-split'} for its evaluation diagnose"
+        )
     if (path / "generations").is_dir() or (path / "problems.jsonl").is_file():
         summary_path(path)  # check.py's message for a diagnosis still running or stopped
     raise UserError(

@@ -240,6 +240,20 @@ def test_repair_run_finds_its_evaluation_run_by_eval_run(tmp_path, monkeypatch):
         open_run("rep")
 
 
+def test_unfinished_repair_and_a_run_without_wrong_answers(repair_run):
+    (repair_run / "repair_summary.json").unlink()
+    with pytest.raises(UserError, match="repair run that has not finished"):
+        open_run(repair_run)
+    diag = repair_run / "eval-split"  # every answer right: no attribution.jsonl, no flips
+    (diag / "attribution.jsonl").unlink()
+    ref = (diag / "generations" / "reference.jsonl").read_text()
+    (diag / "generations" / "quantized.jsonl").write_text(ref.replace('"model": "reference"', '"model": "quantized"'))
+    run = open_run(diag)
+    assert len(run.attributions) == 0 and len(run.flips) == 0
+    assert list(run.flips.columns)[:4] == ["problem_id", "direction", "reference_answer", "quantized_answer"]
+    assert isinstance(run.flips["error_type"].dtype, pd.CategoricalDtype)
+
+
 def test_diagnose_run_with_repair_output_in_the_same_directory(tmp_path):
     """`repair --from RUN --out RUN`: summary.json, repair_summary.json and repaired.jsonl side by side."""
     run_dir = Path(shutil.copytree(RUNS / "release", tmp_path / "r"))
