@@ -304,8 +304,8 @@ class Run:
     path: Path
     diagnose_dir: Path
     repair_dir: Path | None
-    summary: dict[str, Any]
-    repair_summary: dict[str, Any] | None = None
+    summary: dict[str, Any] = field(repr=False)
+    repair_summary: dict[str, Any] | None = field(default=None, repr=False)
     config: dict[str, Any] | None = field(default=None, repr=False)
 
     @cached_property
