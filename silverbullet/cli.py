@@ -3,6 +3,7 @@
 diagnose -> silverbullet.diagnose      locate   -> silverbullet.attribution.batch
 repair   -> silverbullet.repair        check    -> silverbullet.check
 report   -> silverbullet.report        quantize -> silverbullet.quantize
+export   -> silverbullet.results
 reference train/eval -> silverbullet.reference
 """
 
@@ -435,6 +436,19 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
         paths = write_report(run_dir)
     for p in paths:
         out_console.print(str(p))
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory of `diagnose` or `repair`."),
+    format: str = typer.Option("parquet", "--format", help="parquet or csv."),
+    out: Path | None = typer.Option(None, help="Output folder (default RUN_DIR/export, which the report links)."),
+) -> None:
+    """Write the run's tables (problems, generations, attributions, flips; after repair: repaired, sets)."""
+    from silverbullet.results import export_run
+
+    for p in export_run(run_dir, format, out):
+        out_console.print(str(p), soft_wrap=True, highlight=False)
 
 
 @reference_app.command("train")

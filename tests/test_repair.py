@@ -428,3 +428,31 @@ def test_anchor_and_guard_rows(tmp_path):
         sft_rows("flipped-full", pairs, run, 4, replay=0.6, anchor=0.6)
     with pytest.raises(UserError, match="anchor 0.5, guard 0.6 add up"):
         sft_rows("flipped-full", pairs, run, 4, anchor=0.5, guard=0.6)
+
+
+@pytest.mark.slow
+def test_open_run_reads_the_repair_command_output(repaired_slice):
+    """silverbullet.open_run on what `silverbullet repair --merge` wrote: the evaluation diagnose's
+    frames, and the repaired / checked / merged generations and the sets, row for row."""
+    from silverbullet.results import export_run, open_run
+
+    out, _, s = repaired_slice
+    run = open_run(out)
+    assert run.diagnose_dir == out / "eval-split" and run.repair_summary == s
+    assert len(run.generations) == 32 and set(run.generations["model"]) == {"reference", "quantized"}
+    rep = run.repaired
+    for tag in ("repaired", "checked", "merged"):
+        rows = _rows(out / "generations" / f"{tag}.jsonl")
+        part = rep[rep["model"] == tag]
+        assert list(part["problem_id"]) == [r["problem_id"] for r in rows]
+        assert list(part["correct"]) == [r["correct"] for r in rows]
+        assert list(part["served_by"]) == [r["model"] for r in rows]
+    assert round(rep[rep["model"] == "repaired"]["correct"].mean(), 4) == s["accuracy"]["repaired"]
+    assert (rep[rep["model"] == "checked"]["served_by"] == "quantized").sum() == s["checked"]["fallbacks"]
+    sft = run.sets[run.sets["set"] == "sft"]
+    assert len(sft) == s["sets"]["sft_rows"] and len(run.sets) - len(sft) == s["sets"]["dpo_pairs"]
+    assert list(sft["error_type"]) == [r["error_type"] for r in _rows(out / "silverbullet_sft.jsonl")]
+    import pandas as pd
+
+    for p in export_run(out, "parquet", out / "pq"):
+        pd.testing.assert_frame_equal(pd.read_parquet(p), run.frames()[p.stem])

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from silverbullet.errors import UserError
-from silverbullet.report.data import RunData, frontier_token, load_run, margin_curve, repaired_accuracy
+from silverbullet.report.data import EXPORT_DIR, RunData, frontier_token, load_run, margin_curve, repaired_accuracy
 
 __all__ = [
+    "EXPORT_DIR",
     "RunData",
     "frontier_token",
     "load_run",

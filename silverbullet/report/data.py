@@ -26,6 +26,7 @@ REPORT_KEYS = (
     "margins",
 )
 WINDOW = 32  # tokens either side of the frontier in the margin curve
+EXPORT_DIR = "export"  # where `silverbullet export` writes by default (results.EXPORT_DIR; not imported: pandas)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class RunData:
     generations: dict[str, dict[str, dict[str, Any]]]  # tag -> problem id -> row
     attribution: list[dict[str, Any]]
     curve: dict[str, Any] = field(default_factory=dict)
+    data_files: list[str] = field(default_factory=list)  # exported Parquet tables, relative to run_dir
 
     @property
     def flips(self) -> list[dict[str, Any]]:
@@ -112,6 +114,7 @@ def load_run(run_dir: Path) -> RunData:
         attribution=_jsonl(run / "attribution.jsonl"),
     )
     data.curve = margin_curve(data)
+    data.data_files = sorted(f"{EXPORT_DIR}/{p.name}" for p in (run / EXPORT_DIR).glob("*.parquet"))
     return data
 
 

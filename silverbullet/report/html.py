@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from pathlib import Path
 from typing import Any
 
 from silverbullet.prompting import step_spans
@@ -162,6 +163,14 @@ def _key_numbers(data: RunData) -> str:
     return "<table>" + "".join(f"<tr><th>{esc(a)}</th><td class='num'>{esc(b)}</td></tr>" for a, b in rows) + "</table>"
 
 
+def _data_links(data: RunData) -> str:
+    """Links to the run's tables as Parquet (`silverbullet export`), when they were exported."""
+    if not data.data_files:
+        return ""
+    links = ", ".join(f'<a href="{esc(f)}">{esc(Path(f).stem)}</a>' for f in data.data_files)
+    return f'<p class="muted">Data as Parquet (docs/python-api.md): {links}</p>'
+
+
 def render_html(data: RunData) -> str:
     s = data.summary
     models = s.get("models", {})
@@ -212,6 +221,7 @@ def render_html(data: RunData) -> str:
 <p class="sub">{esc(s.get("benchmark"))}/{esc(s.get("split"))}, n={esc(s["n"])}, seed {esc(s.get("seed"))},
 created {esc(s.get("created"))}<br>{model_line}</p>
 {warn_html}{_key_numbers(data)}
+{_data_links(data)}
 <h2>Plots</h2>
 <div class="plots">{fig_html}</div>
 <h2>Flipped problems ({len(flips)})</h2>

@@ -146,4 +146,7 @@ def report_markdown(data: RunData) -> str:
             lines += ["", f"... and {len(data.flips) - MAX_FLIPS} more in report.html."]
     else:
         lines.append("No flips.")
+    if data.data_files:
+        links = ", ".join(f"[{cell(f.rsplit('/', 1)[-1])}]({f})" for f in data.data_files)
+        lines += ["", f"Data as Parquet (docs/python-api.md): {links}."]
     return "\n".join(lines) + "\n"
