@@ -20,7 +20,8 @@ def run(*args, cwd=ROOT):
 def test_help_lists_every_command():
     r = run("--help")
     assert r.returncode == 0
-    for cmd in ("diagnose", "locate", "repair", "check", "report", "quantize", "evaluate", "reference"):
+    commands = ("diagnose", "locate", "repair", "check", "report", "quantize", "evaluate", "reference", "export")
+    for cmd in (*commands, "sensitivity"):
         assert cmd in r.stdout
 
 
