@@ -175,9 +175,7 @@ def _finish(
             answer = text[bx[0] : bx[1]].strip()
             answer_at = answer_at or bx
         else:
-            m = None
-            for m in _INLINE_ANSWER_RE.finditer(text):
-                pass
+            m = _last(_INLINE_ANSWER_RE.finditer(text))
             if m is not None:
                 answer = clean_answer(re.split(r"(?<=[^\d\s])\.(?:\s|$)|\.\s", m.group(1), maxsplit=1)[0])
                 answer_at = answer_at or (m.start(1), m.end(1))
@@ -187,6 +185,13 @@ def _finish(
     raw = tuple(text[a:b].strip() for a, b in spans)
     steps = tuple(_LIST_MARKER_RE.sub("", r, count=1).strip() for r in raw)
     return Segmentation(tuple(spans), steps, raw, answer, answer_at, has_line and answer is not None, FREE)
+
+
+def _last(it):  # noqa: ANN001, ANN202
+    last = None
+    for last in it:  # noqa: B007
+        pass
+    return last
 
 
 # --------------------------------------------------------------------------- free style

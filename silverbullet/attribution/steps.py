@@ -227,7 +227,7 @@ def _annotation_equations(line: str) -> tuple[list[Equation], str]:
 # --------------------------------------------------------------------------- LaTeX layout
 
 _LAYOUT_RE = re.compile(
-    r"(?P<row>\\\\|\r\n|\r|\n)(?P<cont>[ \t]*&?[ \t]*(?:=|\\approx|\u2248))?"
+    r"(?P<row>\\\\|\r\n|\r|\n)(?P<cont>[ \t]*(?:\r?\n)?[ \t]*&?[ \t]*(?:=|\\approx|\u2248))?"
     r"|(?P<env>\\(?:begin|end)\{[A-Za-z]{1,20}\*?\})"
     r"|\\(?:text|mathrm|textbf|mbox)[ \t]*\{(?P<words>[^{}\\]{0,200})\}"
     r"|(?P<delim>\\[\[\]()]|\$\$|&|\\[,;:! ]|\\boxed\b)"
@@ -236,7 +236,7 @@ _LAYOUT_RE = re.compile(
 
 def _layout(m: re.Match) -> str:
     if m.group("row") is not None:  # a new row or line is a new claim, unless it continues with '='
-        return " " + m.group("cont").replace("&", " ") if m.group("cont") else " ; "
+        return " " + m.group("cont").replace("&", " ").replace("\n", " ") if m.group("cont") else " ; "
     if m.group("env") is not None:
         return " ; "
     if m.group("words") is not None:
