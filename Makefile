@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/injected_errors.py
 	$(BIN)/python bench/real_errors.py
 	$(BIN)/python bench/locate_speed.py
+	$(BIN)/python bench/segmentation.py
 
 # Repair variants, curve and second setting (7 minutes on one H100 host with 6 shards; estimated 2 hours on 2 CPU cores).
 bench-repair: $(STAMP)

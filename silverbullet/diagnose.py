@@ -22,7 +22,7 @@ from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator, close_generator
 from silverbullet.grading import is_correct
 from silverbullet.measure import append_rows, measure, read_jsonl_rows, repair_torn_tail
-from silverbullet.prompting import build_prompt, extract_answer, renumber_step, step_spans
+from silverbullet.prompting import build_prompt, extract_answer, renumber_step, segment, step_spans
 from silverbullet.records import Generation, Problem, to_dict
 
 ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
@@ -152,7 +152,8 @@ def attribute(problem: Problem, gen: Generation, ref_gen: Generation | None) -> 
         ref_text, ref_source = problem.solution, "gold" if problem.solution else None
     att = locate(problem.question, gen.text, reference_text=ref_text, gold_answer=problem.answer, problem_id=problem.id)
     row = to_dict(att)
-    spans = step_spans(gen.text)
+    seg = segment(gen.text)
+    spans = seg.spans  # the steps locate counted: first_faulty_step indexes these
     k = att.first_faulty_step
     row.update(
         model=gen.model,
@@ -168,9 +169,11 @@ def attribute(problem: Problem, gen: Generation, ref_gen: Generation | None) -> 
         row["faulty_line"] = gen.text[spans[k][0] : spans[k][1]]
         row["frontier_chars"] = list(spans[k])
         j = att.aligned_reference_step
-        ref_spans = step_spans(ref_text or "")
-        if j is not None and ref_text and j < len(ref_spans):
-            row["reference_line"] = renumber_step(ref_text[ref_spans[j][0] : ref_spans[j][1]], k + 1)
+        ref_seg = segment(ref_text or "")
+        if j is not None and ref_text and j < len(ref_seg.spans):
+            a, b = ref_seg.spans[j]
+            # in the candidate's own style: "Step k+1: ..." after step lines, the bare step after free text
+            row["reference_line"] = renumber_step(ref_text[a:b], k + 1) if seg.style == "steps" else ref_seg.steps[j]
     else:
         row["prefix"] = gen.text[: spans[-1][1] + 1] if spans else ""
     return row

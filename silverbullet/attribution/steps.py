@@ -15,7 +15,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 from silverbullet.attribution.expr import ExprResult, evaluate
-from silverbullet.prompting import parse_solution
+from silverbullet.segmentation import segment
 
 MAX_LINE_CHARS = 4_000
 MAX_STEPS = 200
@@ -67,10 +67,14 @@ class StepInfo:
 
 @dataclass(frozen=True)
 class ParsedSteps:
+    """Steps i of `steps` is the segmenter's step i: `spans[i]` is where it is in the text."""
+
     steps: tuple[StepInfo, ...]
     answer: str | None
     answer_value: Fraction | None
     has_answer_line: bool
+    spans: tuple[tuple[int, int], ...] = ()
+    style: str = "steps"  # "steps" (Step k: lines) | "free" (segmented free-form text)
 
 
 # --------------------------------------------------------------------------- lexing a line
@@ -220,6 +224,35 @@ def _annotation_equations(line: str) -> tuple[list[Equation], str]:
     return eqs, _ANN_RE.sub(" ", line)
 
 
+# --------------------------------------------------------------------------- LaTeX layout
+
+_LAYOUT_RE = re.compile(
+    r"(?P<row>\\\\|\r\n|\r|\n)(?P<cont>[ \t]*(?:\r?\n)?[ \t]*&?[ \t]*(?:=|\\approx|\u2248))?"
+    r"|(?P<env>\\(?:begin|end)\{[A-Za-z]{1,20}\*?\})"
+    r"|\\(?:text|mathrm|textbf|mbox)[ \t]*\{(?P<words>[^{}\\]{0,200})\}"
+    r"|(?P<delim>\\[\[\]()]|\$\$|&|\\[,;:! ]|\\boxed\b)"
+)
+
+
+def _layout(m: re.Match) -> str:
+    if m.group("row") is not None:  # a new row or line is a new claim, unless it continues with '='
+        return " " + m.group("cont").replace("&", " ").replace("\n", " ") if m.group("cont") else " ; "
+    if m.group("env") is not None:
+        return " ; "
+    if m.group("words") is not None:
+        return f" {m.group('words')} "
+    return " "
+
+
+def _math_view(line: str) -> str:
+    """The step with LaTeX layout removed, for lexing: display delimiters and environments go,
+    `&=` rows continue the row before, other rows and lines become separate claims ("; "), and
+    `\\boxed{9}` reads as `{9}`. Plain text is returned as is."""
+    if "\\" not in line and "&" not in line and "\n" not in line and "$$" not in line and "\r" not in line:
+        return line
+    return _LAYOUT_RE.sub(_layout, line)
+
+
 # --------------------------------------------------------------------------- public API
 
 _WORD_RE = re.compile(r"[a-z]+", re.ASCII)
@@ -231,7 +264,7 @@ _STOP = frozenset(
 @lru_cache(maxsize=32_768)
 def analyse_step(text: str, index: int = 0) -> StepInfo:
     """Analyse one step line (its "Step k:" prefix already removed)."""
-    line = text[:MAX_LINE_CHARS]
+    line = _math_view(text[:MAX_LINE_CHARS])
     ann_eqs, visible = _annotation_equations(line) if "<<" in line else ([], line)
     text_eqs, nums = _text_equations(visible)
     if ann_eqs:
@@ -273,9 +306,11 @@ def parse_steps(text: str) -> ParsedSteps:
     """Parse a whole solution: reasoning steps (answer line excluded) and the final answer."""
     from silverbullet.grading import parse_number
 
-    sol = parse_solution(text if isinstance(text, str) else "")
-    steps = tuple(analyse_step(s, i) for i, s in enumerate(sol.steps[:MAX_STEPS]))
-    return ParsedSteps(steps, sol.answer, parse_number(sol.answer), sol.has_answer_line)
+    seg = segment(text if isinstance(text, str) else "")
+    steps = tuple(analyse_step(s, i) for i, s in enumerate(seg.steps[:MAX_STEPS]))
+    return ParsedSteps(
+        steps, seg.answer, parse_number(seg.answer), seg.has_answer_line, seg.spans[:MAX_STEPS], seg.style
+    )
 
 
 # --------------------------------------------------------------------------- question numbers

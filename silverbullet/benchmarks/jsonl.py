@@ -16,7 +16,7 @@ from typing import Any
 
 from silverbullet.errors import UserError
 from silverbullet.grading import parse_number
-from silverbullet.prompting import _boxed
+from silverbullet.prompting import boxed
 from silverbullet.records import Problem
 
 SPLIT_NAMES = {"test", "train", "validation", "valid", "dev", "eval"}
@@ -184,7 +184,7 @@ def rows_to_problems(
             solution = solution or answer
             answer = split_gsm8k_answer(answer)
         if answer is None and solution is not None:
-            answer = _boxed(solution) or split_gsm8k_answer(solution)
+            answer = boxed(solution) or split_gsm8k_answer(solution)
         if answer is None or answer_text(answer) == "":
             name = mapping.get("answer", "answer")
             raise UserError(

@@ -19,7 +19,7 @@ from silverbullet.attribution.check import check_step
 from silverbullet.attribution.steps import analyse_step
 from silverbullet.errors import UserError
 from silverbullet.measure import read_jsonl_rows, write_rows
-from silverbullet.prompting import ANSWER_LINE_RES, STEP_PREFIX_RE, build_prompt, renumber_step, step_spans
+from silverbullet.prompting import ANSWER_LINE_RES, STEP_PREFIX_RE, build_prompt, renumber_step, segment, step_spans
 
 PAPER_SIZE = 332  # the paper's Silver Bullet set size
 
@@ -33,10 +33,16 @@ class DatasetConfig:
 
 def continuation_from(text: str, step_index: int, first_number: int) -> str | None:
     """The solution from reasoning step `step_index` to its answer line, steps renumbered from
-    `first_number` (so a reference continuation fits after the quantized prefix)."""
-    spans = step_spans(text)
+    `first_number` (so a reference continuation fits after the quantized prefix). Free-form text
+    (no `Step k:` lines) is cut as written, from the step to the end of its answer statement."""
+    seg = segment(text)
+    spans = seg.spans
     if step_index >= len(spans):
         return None
+    if seg.style != "steps":
+        if seg.answer is None or seg.answer_span is None:
+            return None
+        return text[spans[step_index][0] : max(spans[-1][1], seg.answer_span[1])].rstrip() + "\n"
     lines = []
     for n, (a, b) in enumerate(spans[step_index:], start=first_number):
         lines.append(renumber_step(text[a:b], n))
@@ -70,8 +76,8 @@ def candidates(run_dir: Path) -> list[dict]:
         rejected = continuation_from(q["text"], k, k + 1)
         if not chosen or not rejected or chosen == rejected:
             continue
-        first = chosen.split("\n", 1)[0]
-        if check_step(analyse_step(STEP_PREFIX_RE.sub("", first), k)).status == "faulty":
+        first = segment(r["text"]).steps[j]  # the reference step the chosen continuation starts with
+        if check_step(analyse_step(first, k)).status == "faulty":
             continue  # the chosen step must pass the step checker
         out.append(
             {
