@@ -26,6 +26,7 @@ from silverbullet.attribution.align import align
 from silverbullet.attribution.check import FAULTY, StepCheck, check_step
 from silverbullet.attribution.steps import ParsedSteps, StepInfo, parse_steps, question_numbers
 from silverbullet.attribution.symbolic import FAULTY as SYM_FAULTY
+from silverbullet.attribution.symbolic import UNKNOWN as SYM_UNKNOWN
 from silverbullet.attribution.symbolic import SymbolicStep, check_steps
 from silverbullet.grading import is_correct, parse_number
 from silverbullet.records import Attribution
@@ -103,7 +104,9 @@ def _local_checks(
             assert bad_link is not None
             found.offer(i, tx.EXECUTION, bad_link.evidence())
             break
-        if c.status == FAULTY and symbolic is None:  # on LaTeX the symbolic checker replaces it
+        # On LaTeX the symbolic checker decides where it has a verdict; where it has none (prose around
+        # the formula, say), the arithmetic check still counts.
+        if c.status == FAULTY and (sym is None or sym.status == SYM_UNKNOWN):
             bad = c.first_fault
             assert bad is not None
             found.offer(i, tx.EXECUTION, {"check": "arithmetic", **bad.evidence()})
