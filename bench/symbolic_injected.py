@@ -40,7 +40,7 @@ from _meta import run_meta  # noqa: E402
 from silverbullet.attribution import latex  # noqa: E402
 from silverbullet.attribution.locate import locate  # noqa: E402
 from silverbullet.attribution.symbolic import FAULTY, UNKNOWN, VALID, SolutionChecker, get_pool  # noqa: E402
-from silverbullet.prompting import parse_solution  # noqa: E402
+from silverbullet.prompting import parse_solution, step_spans  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -209,8 +209,13 @@ def first_fault(row: dict, steps: list[str]) -> int | None:
     # not answer extraction (injections leave the final answer as it was)
     gold = parse_solution("\n".join(s.replace("\n", " ") for s in row["steps"])).answer
     att = locate(row["question"], text, gold_answer=gold)
-    # locate's steps are our lines one to one (parse_solution keeps every non-empty line)
-    return att.first_faulty_step
+    k = att.first_faulty_step
+    if k is None:
+        return None
+    # locate indexes the project segmenter's steps, which may cut one of our lines into sentences:
+    # score by the line (our step) where its faulty step starts
+    spans = step_spans(text)
+    return text[: spans[k][0]].count("\n") if k < len(spans) else len(steps) - 1
 
 
 def main() -> None:
