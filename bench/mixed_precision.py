@@ -1,0 +1,165 @@
+"""Mixed precision against LoRA on the demo setting: which modules to keep at 8 bits, chosen by
+`silverbullet sensitivity`, by naive rules, or none (LoRA repair instead), at equal bit budgets.
+
+    python bench/mixed_precision.py --run runs/demo [--sensitivity runs/demo/sensitivity] \
+        [--budgets 2.25 2.5 3] [--lora runs/demo-repair] [--out bench/results/mixed_precision.json]
+
+For each average bits-per-weight budget (over the quantized linear weights; scales not counted) it
+keeps modules at 8 bits in three orders until the budget is spent:
+- `sensitivity`: flips restored per byte (sensitivity.json's ranking);
+- `first+last blocks`: the first and last decoder blocks, then inward;
+- `weight error`: the largest squared reconstruction error of the 2-bit weights per byte.
+Each recipe is quantized with llm-compressor (`silverbullet quantize --recipe`) and measured greedily
+on the run's evaluation problems; the reference model's generations come from the run. With `--lora`
+the run's repair (base + adapter) is a row of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _meta import run_meta  # noqa: E402
+
+from silverbullet.generation.base import GenerationConfig  # noqa: E402
+from silverbullet.generation.hf import HFGenerator  # noqa: E402
+from silverbullet.measure import measure, read_jsonl_rows  # noqa: E402
+from silverbullet.quantize import QuantizeConfig, quantize, write_recipe  # noqa: E402
+from silverbullet.records import Problem  # noqa: E402
+from silverbullet.sensitivity import linear_modules, module_block  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def orders(mods_q: dict, mods_r: dict, ranking: list[str]) -> dict[str, list[str]]:
+    """Module orders to keep by, per rule."""
+    blocks = sorted({module_block(n) for n in mods_q if module_block(n) is not None})
+    inward = [b for pair in zip(blocks, reversed(blocks)) for b in pair]
+    seen: list[int] = []
+    for b in inward:
+        if b not in seen:
+            seen.append(b)
+    first_last = [n for b in seen for n in mods_q if module_block(n) == b]
+    err = {
+        n: float(((mods_q[n].weight.float() - mods_r[n].weight.float()) ** 2).sum()) / mods_q[n].weight.numel()
+        for n in mods_q
+    }
+    return {
+        "sensitivity": [n for n in ranking if n in mods_q] + [n for n in mods_q if n not in ranking],
+        "first+last blocks": first_last,
+        "weight error": sorted(mods_q, key=lambda n: -err[n]),
+    }
+
+
+def within(order: list[str], sizes: dict[str, int], low: int, high: int, budget: float) -> list[str]:
+    total = sum(sizes.values())
+    kept, bits = [], low * total
+    for n in order:
+        extra = (high - low) * sizes[n]
+        if (bits + extra) / total > budget + 1e-9:
+            continue  # a smaller module further down may still fit
+        kept.append(n)
+        bits += extra
+    return kept
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default="runs/demo")
+    ap.add_argument("--sensitivity", default=None)
+    ap.add_argument("--budgets", type=float, nargs="+", default=[2.25, 2.5, 3.0])
+    ap.add_argument("--lora", default=None, help="A repair run on the same evaluation problems.")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out", default=str(ROOT / "bench/results/mixed_precision.json"))
+    args = ap.parse_args()
+    t0 = time.time()
+    run = Path(args.run)
+    sens = json.loads((Path(args.sensitivity or run / "sensitivity") / "sensitivity.json").read_text())
+    cfg = json.loads((run / "config.json").read_text())
+    reference, quantized = cfg["reference"], cfg["quantized"]
+    problems = [Problem(**p) for p in read_jsonl_rows(run / "problems.jsonl")]
+    ref = {r["problem_id"]: r["correct"] for r in read_jsonl_rows(run / "generations" / "reference.jsonl")}
+    q = {r["problem_id"]: r["correct"] for r in read_jsonl_rows(run / "generations" / "quantized.jsonl")}
+
+    from silverbullet.generation.loading import load_causal_lm
+
+    qm, _ = load_causal_lm(quantized, device="cpu", dtype="float32", for_training=True)
+    rm, _ = load_causal_lm(reference, device="cpu", dtype="float32")
+    mods_q, mods_r = linear_modules(qm), linear_modules(rm)
+    sizes = {n: m.weight.numel() for n, m in mods_q.items()}
+    low, high = sens["bits"]["quantized"], sens["bits"]["kept"]
+    rules = orders(mods_q, mods_r, [m["name"] for m in sens["modules"]])
+    del qm, rm
+
+    def score(correct: dict[str, bool]) -> dict:
+        n = len(problems)
+        acc = {k: sum(d[p.id] for p in problems) / n for k, d in (("ref", ref), ("q", q), ("x", correct))}
+        gap = acc["ref"] - acc["q"]
+        flipped = [p.id for p in problems if ref[p.id] and not q[p.id]]
+        return {
+            "accuracy": round(acc["x"], 4),
+            "recovery": round((acc["x"] - acc["q"]) / gap, 4) if gap > 0 else None,
+            "flips_restored": sum(correct[i] for i in flipped),
+            "flips": len(flipped),
+            "flips_introduced": sum(q[p.id] and not correct[p.id] for p in problems),
+        }
+
+    rows = []
+    work = Path("runs/_models/mixed")
+    for budget in args.budgets:
+        for rule, order in rules.items():
+            keep = within(order, sizes, low, high, budget)
+            bpw = (low * sum(sizes.values()) + (high - low) * sum(sizes[n] for n in keep)) / sum(sizes.values())
+            tag = f"{rule.replace(' ', '').replace('+', '-')}-{budget}"
+            recipe = write_recipe(work / f"{tag}.yaml", quantized, keep, high)
+            path = quantize(
+                QuantizeConfig(model=reference, recipe=str(recipe), out=str(work / tag)), log=lambda m: None
+            )
+            t1 = time.time()
+            gen = HFGenerator(str(path), tag=tag, device="cpu")
+            outs = measure(gen, problems, GenerationConfig(batch_size=args.batch_size))
+            row = {
+                "rule": rule,
+                "budget_bits_per_weight": budget,
+                "bits_per_weight": round(bpw, 4),
+                "modules_kept": len(keep),
+                "bytes_on_disk": sum(f.stat().st_size for f in Path(path).glob("*.safetensors")),
+                **score({g.problem_id: g.correct for g in outs}),
+                "generation_seconds": round(time.time() - t1, 1),
+                "tokens_per_second": round(sum(g.n_tokens for g in outs) / max(1e-9, time.time() - t1), 1),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.lora:
+        rep = {
+            r["problem_id"]: r["correct"] for r in read_jsonl_rows(Path(args.lora) / "generations" / "repaired.jsonl")
+        }
+        if set(rep) == {p.id for p in problems}:
+            rows.append({"rule": "LoRA repair (base 2-bit + adapter)", "budget_bits_per_weight": None,
+                         "bits_per_weight": low, **score(rep)})  # fmt: skip
+    print(f"\n{'rule':<36} {'budget':>6} {'bpw':>6} {'acc':>6} {'recov':>6} {'restored':>9} {'intro':>5}")
+    for r in rows:
+        rec = "n/a" if r["recovery"] is None else f"{r['recovery']:.0%}"
+        print(
+            f"{r['rule']:<36} {r['budget_bits_per_weight'] or '-':>6} {r['bits_per_weight']:>6} "
+            f"{r['accuracy']:>6.1%} {rec:>6} {r['flips_restored']:>4}/{r['flips']:<4} {r['flips_introduced']:>5}"
+        )
+    out = {
+        "meta": run_meta(),
+        "run": str(run),
+        "n": len(problems),
+        "sensitivity": {"flips": sens["flips"], "cost": sens["cost"], "recipe": sens["recipe"]},
+        "rows": rows,
+        "seconds": round(time.time() - t0, 1),
+        "notes": "bits per weight over the quantized linear weights only (scales and the tied embedding not counted)",
+    }
+    Path(args.out).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
