@@ -181,3 +181,21 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and "no chat template" in r.stderr
     r = run("train-chat", "--mix", "1,2", "--out", str(tmp_path / "m"))
     assert r.returncode == 2 and "--mix" in r.stderr
+
+
+def test_the_model_s_own_free_style_steps_line_up_with_the_canonical_steps(chat_model):
+    """Issue 14's bar, on the shipped model's own free-style solutions (not the training renderings):
+    of the solved problems, >= 90% split into the canonical number of steps, each carrying its value."""
+    from silverbullet.segmentation import segment
+
+    model, tok = chat_model
+    problems = [p for ps in _problems_by_style("eval", 6).values() for p in ps]  # 6 of each of the 5 styles
+    texts = generate_texts(model, tok, [prompt_for(tok, p.question, "free") for p in problems], "cpu")
+    solved = [(p, t) for p, t in zip(problems, texts) if answer_of(t) == str(p.answer)]
+    assert len(solved) >= 27
+    lined_up = 0
+    for p, t in solved:
+        values = [split_step(s)[2] for s in p.steps]
+        steps = segment(t).steps
+        lined_up += len(steps) == len(values) and all(v in re.findall(r"\d+", s) for v, s in zip(values, steps))
+    assert lined_up / len(solved) >= 0.9, f"{lined_up} of {len(solved)}"
