@@ -36,6 +36,17 @@ def _positive(name: str, value: int | None) -> None:
         raise UserError(f"{name} must be a positive number, got {value}")
 
 
+def _load_in(load_in_4bit: bool, load_in_8bit: bool) -> str | None:
+    """The bitsandbytes load-time quantization the flags ask for (None: load as saved)."""
+    if load_in_4bit and load_in_8bit:
+        raise UserError("--load-in-4bit and --load-in-8bit exclude each other; pass one")
+    return "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
+
+
+LOAD_IN_4BIT_HELP = "Load the quantized model (default: the reference) in bitsandbytes NF4 4-bit (QLoRA's format)."
+LOAD_IN_8BIT_HELP = "Load the quantized model (default: the reference) in bitsandbytes LLM.int8 8-bit."
+
+
 def _vllm_options(backend: str, tp: int, pp: int, dp: int) -> dict:
     """Parallelism flags for the vLLM backend; with the HF backend they must stay at 1."""
     if backend not in ("hf", "vllm"):
@@ -66,6 +77,8 @@ def diagnose(
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
     pipeline_parallel_size: int = typer.Option(1, help="vLLM: pipeline-parallel stages."),
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help=LOAD_IN_4BIT_HELP),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help=LOAD_IN_8BIT_HELP),
 ) -> None:
     """Measure both models, locate the quantized model's first faulty steps, summarise."""
     from silverbullet.diagnose import DiagnoseConfig, run_diagnose
@@ -75,6 +88,7 @@ def diagnose(
     cfg = DiagnoseConfig(
         reference=reference,
         quantized=quantized,
+        load_in=_load_in(load_in_4bit, load_in_8bit),
         benchmark=benchmark,
         split=split,
         limit=limit or None,
@@ -189,6 +203,8 @@ def evaluate(
         False, help="With --adapter: where the step checker refutes a step, serve the base's own solution."
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="Load the model in bitsandbytes NF4 4-bit."),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="Load the model in bitsandbytes 8-bit."),
 ) -> None:
     """Accuracy of one model on a benchmark (by number of steps where known)."""
     from silverbullet.benchmarks import load_benchmark
@@ -197,8 +213,13 @@ def evaluate(
     _positive("--limit", limit)
     if fallback and not adapter:
         raise UserError("--fallback needs --adapter (it falls back from the adapter to the base model)")
+    load_in = _load_in(load_in_4bit, load_in_8bit)
+    if load_in is not None:
+        from silverbullet.generation.loading import preflight
+
+        preflight(model, load_in=load_in)
     problems = load_benchmark(benchmark, split=split, limit=limit)
-    res = evaluate_model(model, problems, adapter=adapter, fallback=fallback, progress=True)
+    res = evaluate_model(model, problems, adapter=adapter, fallback=fallback, progress=True, load_in=load_in)
     if json_out:
         json_out.write_text(json.dumps(res, indent=1))
     out_console.print_json(json.dumps(res))
@@ -227,6 +248,8 @@ def repair(
     backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help=LOAD_IN_4BIT_HELP),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help=LOAD_IN_8BIT_HELP),
 ) -> None:
     """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
     from silverbullet.repair.pipeline import RepairConfig, run_repair
@@ -244,6 +267,7 @@ def repair(
     cfg = RepairConfig(
         reference=reference,
         quantized=quantized,
+        load_in=_load_in(load_in_4bit, load_in_8bit),
         from_run=from_run,
         out=out,
         eval_limit=eval_limit,

@@ -143,17 +143,18 @@ def evaluate_model(
     adapter: str | None = None,
     fallback: bool = False,
     progress: bool = False,
+    load_in: str | None = None,
 ) -> dict:
     """Accuracy of a checkpoint on problems, with timing: the building block of the tables. With
     `fallback`, the adapter's refuted solutions are answered by the base (repair/fallback.py)."""
     from silverbullet.generation.hf import HFGenerator
 
-    gen: Generator = HFGenerator(path, tag=tag, device=device, adapter=adapter)
+    gen: Generator = HFGenerator(path, tag=tag, device=device, adapter=adapter, load_in=load_in)
     fb = None
     if fallback:
         from silverbullet.repair.fallback import FallbackGenerator
 
-        gen = fb = FallbackGenerator(gen, lambda: HFGenerator(path, tag=f"{tag}-base", device=device))
+        gen = fb = FallbackGenerator(gen, lambda: HFGenerator(path, tag=f"{tag}-base", device=device, load_in=load_in))
     t0 = time.time()
     # One chunk for the fallback: the flagged prompts of all problems then fill whole base batches
     # (per 64-problem chunk, a batch of 2-3 costs a GPU nearly as much as a full one).

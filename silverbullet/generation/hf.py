@@ -152,6 +152,7 @@ class HFGenerator:
         model: Any = None,
         tokenizer: Any = None,
         fingerprint: str | None = None,
+        load_in: str | None = None,
     ) -> None:
         if path_or_id is None and (model is None or tokenizer is None):
             raise ValueError("pass a model path/id, or both model and tokenizer")
@@ -159,6 +160,7 @@ class HFGenerator:
         self.path_or_id = path_or_id
         self.dtype = dtype
         self.adapter = adapter
+        self.load_in = load_in  # bitsandbytes at load time: "4bit" | "8bit"
         self.trust_remote_code = trust_remote_code
         self.device = resolve_device(device) if model is None else str(next(model.parameters()).device)
         self._model, self._tokenizer = model, tokenizer
@@ -173,7 +175,7 @@ class HFGenerator:
         if self._fingerprint is None:
             if self.path_or_id is not None:  # from files: the same before and after loading
                 self._fingerprint = fingerprint_model_source(
-                    self.path_or_id, dtype=self.dtype, device=self.device, adapter=self.adapter
+                    self.path_or_id, dtype=self.dtype, device=self.device, adapter=self.adapter, load_in=self.load_in
                 )
             else:
                 self._fingerprint = fingerprint_module(self.model)
@@ -186,6 +188,7 @@ class HFGenerator:
             dtype=self.dtype,
             trust_remote_code=self.trust_remote_code,
             adapter=self.adapter,
+            load_in=self.load_in,
         )
 
     @property
