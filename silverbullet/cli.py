@@ -165,14 +165,19 @@ def locate(
 @app.command()
 def quantize(
     model: str = typer.Option("data/reference-model", help="Model to quantize (local path or hub id)."),
-    method: str = typer.Option("gptq", help="rtn, gptq, awq or smoothquant (W8A8)."),
+    method: str = typer.Option(
+        "gptq",
+        help="llm-compressor: rtn, gptq, awq, smoothquant (W8A8); other formats: bnb-nf4, bnb-int8, autoround, "
+        "gptqmodel (docs/formats.md).",
+    ),
     bits: int = typer.Option(4, help="Weight bits (2-8)."),
     group_size: int = typer.Option(128, help="Group size (0 = per output channel)."),
     out: str | None = typer.Option(None, help="Output dir (default runs/_models/<model>-<setting>)."),
     calibration: str = typer.Option("synthetic", help="Benchmark or JSONL for calibration text (train split)."),
     samples: int = typer.Option(256, help="Calibration samples."),
+    iters: int = typer.Option(0, help="AutoRound tuning iterations (0: its RTN mode, fast on CPU)."),
 ) -> None:
-    """Quantize a model with llm-compressor into a compressed-tensors checkpoint."""
+    """Quantize a model: llm-compressor (compressed-tensors), bitsandbytes, AutoRound or GPTQModel."""
     from silverbullet.quantize import QuantizeConfig
     from silverbullet.quantize import quantize as run
 
@@ -186,6 +191,7 @@ def quantize(
             out=out,
             calibration=calibration,
             calibration_samples=samples,
+            iters=iters,
         ),
         log=out_console.print,
     )
@@ -427,7 +433,10 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: a message may hold brackets (pip extras, list values) that rich would eat as markup
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; re-run the same command to resume")

@@ -114,7 +114,8 @@ def check_model_dir(path: Path) -> dict:
     if method is not None:
         from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
 
-        if method not in AUTO_QUANTIZATION_CONFIG_MAPPING:
+        # transformers files bitsandbytes under bitsandbytes_4bit / _8bit; config.json says "bitsandbytes"
+        if method not in AUTO_QUANTIZATION_CONFIG_MAPPING and method != "bitsandbytes":
             raise UserError(
                 f"{cfg_file}: quantization_config.quant_method {method!r} is not a format this "
                 "backend can run (transformers would silently load the weights unquantized); re-quantize "
