@@ -229,10 +229,36 @@ class HFGenerator:
         if not config.greedy:
             torch.manual_seed(config.seed)
         for batch in progress(batches, f"generating ({self.tag})", config.progress):
-            outs = self._generate_batch([prompts[i] for i in batch], config)
+            outs = self._generate_fitting([prompts[i] for i in batch], config)
             for i, out in zip(batch, outs, strict=True):
                 results[i] = out
         return results  # type: ignore[return-value]
+
+    def _generate_fitting(self, prompts: list[str], config: GenerationConfig) -> list[GenOutput]:
+        """One batch; on CUDA out-of-memory, the same prompts in halves (and halves of those), so a
+        batch size too large for the GPU costs a retry, not the run. Later batches start at the size
+        that fitted."""
+        import torch
+
+        cap = getattr(self, "_fits", None) or len(prompts)
+        if len(prompts) > cap:
+            chunks = [prompts[i : i + cap] for i in range(0, len(prompts), cap)]
+            return [o for chunk in chunks for o in self._generate_fitting(chunk, config)]
+        try:
+            return self._generate_batch(prompts, config)
+        except torch.OutOfMemoryError:
+            if len(prompts) == 1:
+                from silverbullet.errors import UserError
+
+                raise UserError(
+                    f"out of GPU memory generating one prompt with {self.tag}; lower max_new_tokens or use a "
+                    "GPU with more memory (or --backend vllm)"
+                ) from None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = (len(prompts) + 1) // 2
+            self._fits = half
+            return self._generate_fitting(prompts[:half], config) + self._generate_fitting(prompts[half:], config)
 
     continue_from = generate
 
