@@ -92,6 +92,15 @@ def test_load_in_flags_refused_where_they_cannot_apply(tmp_path):
     assert_one_line_exit_2(res, "already quantized", "--load-in-4bit")
 
 
+def test_merge_refuses_a_base_it_cannot_requantize(tmp_path):
+    from silverbullet.quantize import QUANT_CONFIG_FILE
+    from silverbullet.repair.merge import merge_and_requantize
+
+    (tmp_path / QUANT_CONFIG_FILE).write_text(json.dumps({"config": {"method": "bnb-nf4"}}))
+    with pytest.raises(UserError, match="bnb-nf4 checkpoint: --merge"):
+        merge_and_requantize(str(tmp_path), tmp_path / "adapter", tmp_path / "merged")
+
+
 # -- bitsandbytes on this CPU ------------------------------------------------------------------------
 
 bnb = pytest.importorskip("bitsandbytes")
