@@ -425,7 +425,17 @@ def reference_eval(
 ) -> None:
     """Greedy exact-answer accuracy on the eval split, by number of steps."""
     _positive("--n", n)
-    evaluate(model=model, benchmark="synthetic", split="eval", limit=n, adapter=None, fallback=False, json_out=json_out)
+    evaluate(
+        model=model,
+        benchmark="synthetic",
+        split="eval",
+        limit=n,
+        adapter=None,
+        fallback=False,
+        json_out=json_out,
+        load_in_4bit=False,
+        load_in_8bit=False,
+    )
 
 
 def main() -> None:
