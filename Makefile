@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[quantize,dev]" "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[quantize,dev,bnb]" "torch==2.13.0"
 	touch $(DEV_STAMP)
 
 setup: $(DEV_STAMP)

@@ -51,6 +51,17 @@ def _positive(name: str, value: int | None) -> None:
         raise UserError(f"{name} must be a positive number, got {value}")
 
 
+def _load_in(load_in_4bit: bool, load_in_8bit: bool) -> str | None:
+    """The bitsandbytes load-time quantization the flags ask for (None: load as saved)."""
+    if load_in_4bit and load_in_8bit:
+        raise UserError("--load-in-4bit and --load-in-8bit exclude each other; pass one")
+    return "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
+
+
+LOAD_IN_4BIT_HELP = "Load the quantized model (default: the reference) in bitsandbytes NF4 4-bit (QLoRA's format)."
+LOAD_IN_8BIT_HELP = "Load the quantized model (default: the reference) in bitsandbytes LLM.int8 8-bit."
+
+
 def _vllm_options(backend: str, tp: int, pp: int, dp: int) -> dict:
     """Parallelism flags for the vLLM backend; with the HF backend they must stay at 1."""
     if backend not in ("hf", "vllm"):
@@ -81,6 +92,8 @@ def diagnose(
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
     pipeline_parallel_size: int = typer.Option(1, help="vLLM: pipeline-parallel stages."),
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help=LOAD_IN_4BIT_HELP),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help=LOAD_IN_8BIT_HELP),
 ) -> None:
     """Measure both models, locate the quantized model's first faulty steps, summarise."""
     from silverbullet.benchmarks import default_split
@@ -91,6 +104,7 @@ def diagnose(
     cfg = DiagnoseConfig(
         reference=reference,
         quantized=quantized,
+        load_in=_load_in(load_in_4bit, load_in_8bit),
         benchmark=benchmark,
         split=split or default_split(benchmark),
         limit=limit or None,
@@ -176,7 +190,11 @@ def locate(
 @app.command()
 def quantize(
     model: str = typer.Option("data/reference-model", help="Model to quantize (local path or hub id)."),
-    method: str = typer.Option("gptq", help="rtn, gptq, awq or smoothquant (W8A8)."),
+    method: str = typer.Option(
+        "gptq",
+        help="llm-compressor: rtn, gptq, awq, smoothquant (W8A8); other formats: bnb-nf4, bnb-int8, autoround, "
+        "gptqmodel (docs/formats.md).",
+    ),
     bits: int = typer.Option(4, help="Weight bits (2-8)."),
     group_size: int = typer.Option(128, help="Group size (0 = per output channel)."),
     out: str | None = typer.Option(None, help="Output dir (default runs/_models/<model>-<setting>)."),
@@ -185,8 +203,9 @@ def quantize(
     recipe: Path | None = typer.Option(
         None, help="An llm-compressor recipe file (e.g. `sensitivity`'s recipe.yaml); replaces --method/--bits."
     ),
+    iters: int = typer.Option(0, help="AutoRound tuning iterations (0: its RTN mode, fast on CPU)."),
 ) -> None:
-    """Quantize a model with llm-compressor into a compressed-tensors checkpoint."""
+    """Quantize a model: llm-compressor (compressed-tensors), bitsandbytes, AutoRound or GPTQModel."""
     from silverbullet.quantize import QuantizeConfig
     from silverbullet.quantize import quantize as run
 
@@ -200,6 +219,7 @@ def quantize(
         calibration=calibration,
         calibration_samples=samples,
         recipe=str(recipe) if recipe else None,
+        iters=iters,
     )
     if recipe is not None and not recipe.is_file():
         raise UserError(f"recipe {recipe} not found")
@@ -219,6 +239,8 @@ def evaluate(
         False, help="With --adapter: where the step checker refutes a step, serve the base's own solution."
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="Load the model in bitsandbytes NF4 4-bit."),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="Load the model in bitsandbytes 8-bit."),
 ) -> None:
     """Accuracy of one model on a benchmark (by number of steps where known)."""
     from silverbullet.benchmarks import default_split, load_benchmark
@@ -227,14 +249,19 @@ def evaluate(
     _positive("--limit", limit)
     if fallback and not adapter:
         raise UserError("--fallback needs --adapter (it falls back from the adapter to the base model)")
+    load_in = _load_in(load_in_4bit, load_in_8bit)
+    if load_in is not None:
+        from silverbullet.generation.loading import preflight
+
+        preflight(model, load_in=load_in)
     problems = load_benchmark(benchmark, split=split or default_split(benchmark), limit=limit)
     with ui.library_output_to(_log_file(json_out.parent if json_out else "runs/_logs")):
         if fallback:
             from silverbullet.repair.fallback import evaluate_with_fallback
 
-            res = evaluate_with_fallback(model, problems, adapter=adapter)
+            res = evaluate_with_fallback(model, problems, adapter=adapter, load_in=load_in)
         else:
-            res = evaluate_model(model, problems, adapter=adapter, progress=True)
+            res = evaluate_model(model, problems, adapter=adapter, progress=True, load_in=load_in)
     if json_out:
         json_out.write_text(json.dumps(res, indent=1))
     out_console.print_json(json.dumps(res))
@@ -263,6 +290,8 @@ def repair(
     backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help=LOAD_IN_4BIT_HELP),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help=LOAD_IN_8BIT_HELP),
 ) -> None:
     """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
     from silverbullet.repair.pipeline import RepairConfig, run_repair
@@ -280,6 +309,7 @@ def repair(
     cfg = RepairConfig(
         reference=reference,
         quantized=quantized,
+        load_in=_load_in(load_in_4bit, load_in_8bit),
         from_run=from_run,
         out=out,
         eval_limit=eval_limit,
@@ -559,7 +589,17 @@ def reference_eval(
 ) -> None:
     """Greedy exact-answer accuracy on the eval split, by number of steps."""
     _positive("--n", n)
-    evaluate(model=model, benchmark="synthetic", split="eval", limit=n, adapter=None, fallback=False, json_out=json_out)
+    evaluate(
+        model=model,
+        benchmark="synthetic",
+        split="eval",
+        limit=n,
+        adapter=None,
+        fallback=False,
+        json_out=json_out,
+        load_in_4bit=False,
+        load_in_8bit=False,
+    )
 
 
 def _verbose_first(argv: list[str]) -> list[str]:
@@ -580,7 +620,10 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: a message may hold brackets (pip extras, list values) that rich would eat as markup
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted; re-run the same command to resume")

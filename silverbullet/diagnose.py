@@ -36,6 +36,9 @@ DEMO_QUANT = {"method": "rtn", "bits": 2, "group_size": 0}  # RTN W2 per-channel
 class DiagnoseConfig:
     reference: str = DEFAULT_REFERENCE
     quantized: str | None = None  # None: the demo quantized variant of the reference model
+    # bitsandbytes at load time for the quantized model ("4bit" NF4 | "8bit" LLM.int8); with no
+    # `quantized`, the reference model itself is loaded that way
+    load_in: str | None = None
     benchmark: str = "synthetic"
     split: str = "eval"
     limit: int | None = 500
@@ -72,7 +75,8 @@ def make_generator(path: str, tag: str, cfg: DiagnoseConfig, adapter: str | None
     if cfg.backend == "hf":
         from silverbullet.generation.hf import HFGenerator
 
-        gen: Generator = HFGenerator(path, tag=tag, device=cfg.device, adapter=adapter)
+        load_in = None if tag == "reference" else cfg.load_in
+        gen: Generator = HFGenerator(path, tag=tag, device=cfg.device, adapter=adapter, load_in=load_in)
     elif cfg.backend == "vllm":
         try:
             from silverbullet.generation import vllm as vllm_backend
@@ -86,6 +90,8 @@ def make_generator(path: str, tag: str, cfg: DiagnoseConfig, adapter: str | None
         gen = vllm_backend.create(path, tag=tag, adapter=adapter, device=cfg.device, **opts)
     else:
         raise UserError(f"--backend {cfg.backend!r} is not known; use hf or vllm")
+    if cfg.load_in is not None and cfg.backend != "hf":
+        raise UserError(f"--load-in-{cfg.load_in} needs --backend hf (bitsandbytes runs in transformers)")
     if cfg.cache:
         from silverbullet.generation.cache import CachedGenerator
 
@@ -367,14 +373,17 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     from silverbullet.benchmarks import load_benchmark
 
     t_start = time.time()
+    if cfg.load_in is not None and cfg.backend != "hf":
+        raise UserError(f"--load-in-{cfg.load_in} needs --backend hf (bitsandbytes runs in transformers)")
     if cfg.quantized is None:
-        cfg = dataclasses.replace(cfg, quantized=demo_quantized_path(cfg.reference))
+        quantized = cfg.reference if cfg.load_in is not None else demo_quantized_path(cfg.reference)
+        cfg = dataclasses.replace(cfg, quantized=quantized)
     out = Path(cfg.out)
     if cfg.backend == "hf":  # fail on a bad checkpoint now, not after generating with the other model
         from silverbullet.generation.loading import preflight
 
-        for path in (cfg.reference, cfg.quantized):
-            preflight(path)
+        preflight(cfg.reference)
+        preflight(cfg.quantized, load_in=cfg.load_in)
     elif cfg.backend == "vllm":  # likewise for a checkpoint vLLM's CPU kernels cannot run
         _vllm_preflight(cfg)
     _check_run_dir(out, cfg)

@@ -144,13 +144,14 @@ def evaluate_model(
     progress: bool = False,
     generator: Generator | None = None,
     chunk: int = CHUNK,
+    load_in: str | None = None,
 ) -> dict:
     """Accuracy of a checkpoint on problems, with timing: the building block of the tables.
     `generator` replaces the plain HF one (the checker fallback passes its wrapper)."""
     if generator is None:
         from silverbullet.generation.hf import HFGenerator
 
-        generator = HFGenerator(path, tag=tag, device=device, adapter=adapter)
+        generator = HFGenerator(path, tag=tag, device=device, adapter=adapter, load_in=load_in)
     t0 = time.time()
     gens = measure(generator, problems, GenerationConfig(batch_size=batch_size, progress=progress), chunk=chunk)
     secs = time.time() - t0

@@ -17,7 +17,11 @@ from typing import Any
 
 from silverbullet.errors import UserError
 
-METHODS = ("rtn", "gptq", "awq", "smoothquant")
+LLMCOMPRESSOR_METHODS = ("rtn", "gptq", "awq", "smoothquant")  # -> compressed-tensors checkpoints
+# Formats of other libraries, each saved as transformers loads it (see docs/formats.md):
+# bitsandbytes NF4 / LLM.int8 (quantized as the weights load), AutoRound, GPTQModel.
+OTHER_METHODS = ("bnb-nf4", "bnb-int8", "autoround", "gptqmodel")
+METHODS = LLMCOMPRESSOR_METHODS + OTHER_METHODS
 QUANT_CONFIG_FILE = "silverbullet_quantization.json"
 
 
@@ -33,6 +37,7 @@ class QuantizeConfig:
     calibration_samples: int = 256
     max_seq_length: int = 384
     seed: int = 0
+    iters: int = 0  # AutoRound tuning iterations (0: its RTN mode; 200 is its default on a GPU)
     ignore: list[str] = field(default_factory=lambda: ["lm_head"])
     recipe: str | None = None  # an llm-compressor recipe file (e.g. sensitivity's recipe.yaml): replaces method/bits
 
@@ -44,6 +49,8 @@ class QuantizeConfig:
             return f"recipe-{Path(self.recipe).stem}-{digest}"
         if self.method == "smoothquant":
             return "smoothquant-w8a8"
+        if self.method.startswith("bnb-"):
+            return self.method
         g = f"g{self.group_size}" if self.group_size else "ch"
         return f"{self.method}-w{self.bits}{g}"
 
@@ -63,14 +70,33 @@ def _weight_args(cfg: QuantizeConfig):
     return QuantizationArgs(num_bits=cfg.bits, type="int", symmetric=cfg.symmetric, strategy="channel")
 
 
-def build_recipe(cfg: QuantizeConfig) -> list:
-    """The llm-compressor modifiers for a config (weight-only unless SmoothQuant)."""
+def check_method(cfg: QuantizeConfig) -> None:
+    """Method, bits and group size, and the method's library: one line naming the extra if missing."""
     if cfg.method not in METHODS:
         raise UserError(f"--method {cfg.method!r} is not known; use one of {', '.join(METHODS)}")
     if not 2 <= cfg.bits <= 8:
         raise UserError(f"--bits {cfg.bits} is out of range; use 2 to 8")
     if cfg.group_size < 0:
         raise UserError(f"--group-size {cfg.group_size} is negative; use 0 (per output channel) or e.g. 32, 128")
+    from silverbullet.generation.loading import require_quant_library
+
+    library = {"bnb-nf4": "bitsandbytes", "bnb-int8": "bitsandbytes", "autoround": "auto-round"}.get(cfg.method)
+    library = library or ("gptq" if cfg.method == "gptqmodel" else "compressed-tensors")
+    require_quant_library(library, f"--method {cfg.method}")
+    if cfg.method in LLMCOMPRESSOR_METHODS:
+        import importlib.util
+
+        if importlib.util.find_spec("llmcompressor") is None:
+            raise UserError(
+                f'--method {cfg.method} needs llm-compressor; install it with: pip install "silverbullet[quantize]"'
+            )
+
+
+def build_recipe(cfg: QuantizeConfig) -> list:
+    """The llm-compressor modifiers for a config (weight-only unless SmoothQuant)."""
+    check_method(cfg)
+    if cfg.method in OTHER_METHODS:
+        raise UserError(f"--method {cfg.method} is not an llm-compressor recipe")  # pragma: no cover - internal
     from compressed_tensors.quantization import QuantizationScheme
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
@@ -102,10 +128,29 @@ def calibration_texts(cfg: QuantizeConfig) -> list[str]:
 
 def quantize(cfg: QuantizeConfig, log=print) -> Path:
     """Quantize `cfg.model` and save a compressed-tensors checkpoint; returns its directory."""
-    from silverbullet.generation.loading import load_causal_lm
 
+    check_method(cfg)
     out = cfg.out_dir()
     t0 = time.time()
+    if cfg.method in OTHER_METHODS:
+        _quantize_other(cfg, out)
+    else:
+        _quantize_llmcompressor(cfg, out)
+    info = {
+        "config": asdict(cfg),
+        "tag": cfg.tag(),
+        "seconds": round(time.time() - t0, 1),
+        "source_model": str(cfg.model),
+        "source_fingerprint": source_fingerprint(cfg.model),
+    }
+    (out / QUANT_CONFIG_FILE).write_text(json.dumps(info, indent=1))
+    log(f"quantized {cfg.model} with {cfg.tag()} -> {out} in {info['seconds']}s")
+    return out
+
+
+def _quantize_llmcompressor(cfg: QuantizeConfig, out: Path) -> None:
+    from silverbullet.generation.loading import load_causal_lm
+
     if cfg.recipe:
         if not Path(cfg.recipe).is_file():
             raise UserError(f"recipe {cfg.recipe} not found")
@@ -138,16 +183,63 @@ def quantize(cfg: QuantizeConfig, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, save_compressed=True)
     tok.save_pretrained(out)
-    info = {
-        "config": asdict(cfg),
-        "tag": cfg.tag(),
-        "seconds": round(time.time() - t0, 1),
-        "source_model": str(cfg.model),
-        "source_fingerprint": source_fingerprint(cfg.model),
-    }
-    (out / QUANT_CONFIG_FILE).write_text(json.dumps(info, indent=1))
-    log(f"quantized {cfg.model} with {cfg.tag()} -> {out} in {info['seconds']}s")
-    return out
+
+
+def _quantize_other(cfg: QuantizeConfig, out: Path) -> None:
+    """bitsandbytes (quantized as it loads, then saved), AutoRound and GPTQModel, each through its
+    own library's API; the checkpoint's config.json names the format for transformers."""
+    from silverbullet.generation.loading import load_causal_lm
+
+    if cfg.method.startswith("bnb-"):
+        load_in = "4bit" if cfg.method == "bnb-nf4" else "8bit"
+        model, tok = load_causal_lm(cfg.model, device="auto", dtype="auto", load_in=load_in)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        return
+    texts = calibration_texts(cfg)
+    if cfg.method == "autoround":
+        from auto_round import AutoRound
+
+        model, tok = load_causal_lm(cfg.model, device="cpu", dtype="float32")
+        _quiet_loguru()
+        # iters=0 is AutoRound's RTN mode (seconds on a CPU); its tuned mode takes minutes per layer there.
+        ar = AutoRound(
+            model,
+            tok,
+            bits=cfg.bits,
+            group_size=cfg.group_size or -1,
+            sym=cfg.symmetric,
+            iters=cfg.iters,
+            dataset=texts,
+            nsamples=len(texts),
+            seqlen=min(cfg.max_seq_length, 128),
+            seed=cfg.seed,
+        )
+        tmp = out.with_name(out.name + ".tmp")
+        ar.quantize_and_save(str(tmp), format="auto_round")
+        _move_saved(tmp, out)
+        tok.save_pretrained(out)
+        return
+    from gptqmodel import GPTQModel  # gptqmodel: untested here (it does not install on this CPU venv)
+    from gptqmodel import QuantizeConfig as GPTQConfig
+
+    model = GPTQModel.load(cfg.model, GPTQConfig(bits=cfg.bits, group_size=cfg.group_size or -1, sym=cfg.symmetric))
+    model.quantize(texts)
+    model.save(str(out))
+
+
+def _move_saved(tmp: Path, out: Path) -> None:
+    """AutoRound saves into a subfolder it names; move the checkpoint to `out`."""
+    import shutil
+
+    found = [p.parent for p in tmp.rglob("config.json")]
+    if not found:
+        raise UserError(f"AutoRound wrote no checkpoint under {tmp}")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(str(found[0]), str(out))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def ensure_quantized(cfg: QuantizeConfig, log=print) -> Path:

@@ -133,3 +133,37 @@ def test_config_validation():
     assert GenerationConfig().greedy
     assert GenerationConfig().cache_settings() == {"max_new_tokens": 320, "temperature": 0.0}
     assert "seed" in GenerationConfig(temperature=0.7).cache_settings()
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_model_dir):
+    """A CUDA OOM (simulated: this machine has no GPU; bench/scale.py is where a real one runs)
+    makes the backend retry the same prompts in halves; answers and order are unchanged."""
+    import torch
+
+    from silverbullet.errors import UserError
+
+    prompts = [f"Question: what is {i} + {i + 1}?\n" for i in range(7)]
+    cfg = GenerationConfig(max_new_tokens=6, batch_size=8)
+    plain = HFGenerator(tiny_model_dir, device="cpu").generate(prompts, cfg)
+    g = HFGenerator(tiny_model_dir, device="cpu")
+    real, sizes = g._generate_batch, []
+
+    def small_gpu(batch, config):
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch, config)
+
+    g._generate_batch = small_gpu
+    halved = g.generate(prompts, cfg)
+    assert [o.text for o in halved] == [o.text for o in plain]
+    assert sizes[0] == 7 and max(sizes[1:]) <= 4 and sum(s for s in sizes if s <= 2) == 7
+    g.generate(prompts[:4], cfg)  # the next call starts at the size that fitted: no failed try first
+    assert sizes[-2:] == [2, 2]
+
+    def no_gpu(batch, config):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    g._generate_batch = no_gpu
+    with pytest.raises(UserError, match="out of GPU memory generating one prompt"):
+        g.generate(prompts[:2], cfg)

@@ -152,6 +152,7 @@ class HFGenerator:
         model: Any = None,
         tokenizer: Any = None,
         fingerprint: str | None = None,
+        load_in: str | None = None,
     ) -> None:
         if path_or_id is None and (model is None or tokenizer is None):
             raise ValueError("pass a model path/id, or both model and tokenizer")
@@ -159,6 +160,7 @@ class HFGenerator:
         self.path_or_id = path_or_id
         self.dtype = dtype
         self.adapter = adapter
+        self.load_in = load_in  # bitsandbytes at load time: "4bit" | "8bit"
         self.trust_remote_code = trust_remote_code
         self.device = resolve_device(device) if model is None else str(next(model.parameters()).device)
         self._model, self._tokenizer = model, tokenizer
@@ -173,7 +175,7 @@ class HFGenerator:
         if self._fingerprint is None:
             if self.path_or_id is not None:  # from files: the same before and after loading
                 self._fingerprint = fingerprint_model_source(
-                    self.path_or_id, dtype=self.dtype, device=self.device, adapter=self.adapter
+                    self.path_or_id, dtype=self.dtype, device=self.device, adapter=self.adapter, load_in=self.load_in
                 )
             else:
                 self._fingerprint = fingerprint_module(self.model)
@@ -186,6 +188,7 @@ class HFGenerator:
             dtype=self.dtype,
             trust_remote_code=self.trust_remote_code,
             adapter=self.adapter,
+            load_in=self.load_in,
         )
 
     @property
@@ -226,10 +229,36 @@ class HFGenerator:
         if not config.greedy:
             torch.manual_seed(config.seed)
         for batch in progress(batches, f"generating ({self.tag})", config.progress):
-            outs = self._generate_batch([prompts[i] for i in batch], config)
+            outs = self._generate_fitting([prompts[i] for i in batch], config)
             for i, out in zip(batch, outs, strict=True):
                 results[i] = out
         return results  # type: ignore[return-value]
+
+    def _generate_fitting(self, prompts: list[str], config: GenerationConfig) -> list[GenOutput]:
+        """One batch; on CUDA out-of-memory, the same prompts in halves (and halves of those), so a
+        batch size too large for the GPU costs a retry, not the run. Later batches start at the size
+        that fitted."""
+        import torch
+
+        cap = getattr(self, "_fits", None) or len(prompts)
+        if len(prompts) > cap:
+            chunks = [prompts[i : i + cap] for i in range(0, len(prompts), cap)]
+            return [o for chunk in chunks for o in self._generate_fitting(chunk, config)]
+        try:
+            return self._generate_batch(prompts, config)
+        except torch.OutOfMemoryError:
+            if len(prompts) == 1:
+                from silverbullet.errors import UserError
+
+                raise UserError(
+                    f"out of GPU memory generating one prompt with {self.tag}; lower max_new_tokens or use a "
+                    "GPU with more memory (or --backend vllm)"
+                ) from None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = (len(prompts) + 1) // 2
+            self._fits = half
+            return self._generate_fitting(prompts[:half], config) + self._generate_fitting(prompts[half:], config)
 
     continue_from = generate
 

@@ -31,6 +31,17 @@ _FINGERPRINT_FILES = (
     "chat_template.jinja",
     "adapter_config.json",
 )
+# quant_method in a checkpoint's config.json -> (module transformers needs for it, pip extra that installs it).
+# transformers knows more methods than these; the ones listed are those whose library we can name.
+QUANT_LIBRARIES = {
+    "compressed-tensors": ("compressed_tensors", "quantize"),
+    "bitsandbytes": ("bitsandbytes", "bnb"),
+    "gptq": ("gptqmodel", "gptq"),
+    "awq": ("gptqmodel", "gptq"),  # transformers 5 runs AWQ checkpoints through GPTQModel
+    "auto-round": ("auto_round", "autoround"),
+    "torchao": ("torchao", "torchao"),
+}
+LOAD_IN = ("4bit", "8bit")  # bitsandbytes quantization at load time (NF4 / LLM.int8)
 _FULL_HASH_BYTES = 256 * 1024 * 1024  # weight files up to this size are hashed in full
 _SAMPLE_CHUNKS, _CHUNK_BYTES = 64, 1 << 16
 
@@ -99,17 +110,59 @@ def check_model_dir(path: Path) -> dict:
         raise UserError(f"{path} has no *.safetensors weight files")
     for f in sorted(path.glob("*.safetensors")):
         check_safetensors_file(f)
-    q = config.get("quantization_config")
-    if isinstance(q, dict) and q.get("quant_method") is not None:
+    method = quant_method(config)
+    if method is not None:
         from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING
 
-        if q["quant_method"] not in AUTO_QUANTIZATION_CONFIG_MAPPING:
+        # transformers files bitsandbytes under bitsandbytes_4bit / _8bit; config.json says "bitsandbytes"
+        if method not in AUTO_QUANTIZATION_CONFIG_MAPPING and method != "bitsandbytes":
             raise UserError(
-                f"{cfg_file}: quantization_config.quant_method {q['quant_method']!r} is not a format this "
+                f"{cfg_file}: quantization_config.quant_method {method!r} is not a format this "
                 "backend can run (transformers would silently load the weights unquantized); re-quantize "
                 "with `silverbullet quantize` (compressed-tensors) or try --backend vllm"
             )
+        require_quant_library(method, str(cfg_file))
     return config
+
+
+def quant_method(config: dict) -> str | None:
+    """The checkpoint's quantization format as its config.json names it (None: not quantized)."""
+    q = config.get("quantization_config") or config.get("compression_config")
+    if isinstance(q, dict) and q.get("quant_method") is not None:
+        return str(q["quant_method"])
+    return None
+
+
+def require_quant_library(method: str, where: str) -> None:
+    """A format whose library is not installed is one line naming the extra, not an ImportError
+    deep inside transformers."""
+    import importlib.util
+
+    module, extra = QUANT_LIBRARIES.get(method, (None, None))
+    if module is None:
+        return
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module hidden as None in sys.modules
+        found = False
+    if not found:
+        raise UserError(
+            f"{where}: the {method} format needs the {module!r} package, which is not installed; "
+            f'install it with: pip install "silverbullet[{extra}]"'
+        )
+
+
+def bnb_config(load_in: str, dtype: Any) -> Any:
+    """transformers' BitsAndBytesConfig for `--load-in-4bit` (NF4, the QLoRA format) or
+    `--load-in-8bit` (LLM.int8), computing in the run's dtype."""
+    if load_in not in LOAD_IN:
+        raise UserError(f"load_in {load_in!r} is not known; use one of {', '.join(LOAD_IN)}")
+    require_quant_library("bitsandbytes", f"--load-in-{load_in}")
+    from transformers import BitsAndBytesConfig
+
+    if load_in == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)
 
 
 def check_safetensors_file(f: Path) -> None:
@@ -162,13 +215,16 @@ def _check_causal_lm(config: Any, where: str, trust_remote_code: bool) -> None:
     )
 
 
-def preflight(path_or_id: str | os.PathLike) -> None:
+def preflight(path_or_id: str | os.PathLike, load_in: str | None = None) -> None:
     """The checks `load_causal_lm` makes before loading weights (files, safetensors headers, config,
     causal-LM architecture), without loading: a run can refuse a bad checkpoint before it starts."""
+    if load_in is not None:
+        bnb_config(load_in, None)
     if not is_local(path_or_id):
         return
     src = str(Path(str(path_or_id)).expanduser())
     raw_config = check_model_dir(Path(src))
+    _check_load_in(raw_config, src, load_in)
     from transformers import AutoConfig
 
     try:
@@ -181,6 +237,14 @@ def preflight(path_or_id: str | os.PathLike) -> None:
             ) from None
         raise UserError(f"{src}: cannot read config ({str(e).splitlines()[0]})") from None
     _check_causal_lm(config, src, False)
+
+
+def _check_load_in(raw_config: dict | None, src: str, load_in: str | None) -> None:
+    if load_in is not None and raw_config is not None and quant_method(raw_config) is not None:
+        raise UserError(
+            f"{src} is already quantized ({quant_method(raw_config)}); --load-in-{load_in} quantizes a "
+            "full-precision model at load time: drop the flag, or pass the full-precision model"
+        )
 
 
 def load_tokenizer(path_or_id: str | os.PathLike, *, trust_remote_code: bool = False) -> Any:
@@ -211,16 +275,21 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     adapter: str | os.PathLike | None = None,
     for_training: bool = False,
+    load_in: str | None = None,
 ) -> tuple[Any, Any]:
     """Load (model, tokenizer). `adapter` is a PEFT adapter directory applied on top (trainable when
-    `for_training`). Quantized compressed-tensors checkpoints are dequantized for training."""
+    `for_training`). Quantized compressed-tensors checkpoints are dequantized for training (their
+    dense weights stay on the grid); bitsandbytes ones (`load_in` = 4bit/8bit, or saved that way)
+    stay quantized and LoRA trains on top of them, as QLoRA does."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     local = is_local(path_or_id)
     src = str(Path(str(path_or_id)).expanduser()) if local else str(path_or_id)
+    quant_cfg = bnb_config(load_in, torch_dtype) if load_in is not None else None
     raw_config = check_model_dir(Path(src)) if local else None
+    _check_load_in(raw_config, src, load_in)
     try:
         config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
     except ValueError as e:  # unknown model_type, remote code refused
@@ -254,13 +323,16 @@ def load_causal_lm(
     )
     if quantized and (for_training or adapter is not None):  # PEFT needs dense weights (still on the grid)
         kwargs["quantization_config"] = _dequantizing_config()
-    if device.startswith("cuda"):
+    if quant_cfg is not None:
+        kwargs["quantization_config"] = quant_cfg
+    bnb = quant_cfg is not None or (raw_config is not None and quant_method(raw_config) == "bitsandbytes")
+    if device.startswith("cuda") or bnb:  # bitsandbytes places weights as it loads them
         kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
     except (OSError, ValueError, ImportError) as e:
         raise UserError(f"could not load the model from {src}: {str(e).splitlines()[0]}") from None
-    if not device.startswith("cuda"):
+    if not device.startswith("cuda") and not bnb:
         model = model.to(device)
 
     n_embed = model.get_input_embeddings().num_embeddings
@@ -272,8 +344,8 @@ def load_causal_lm(
         )
     if adapter is not None:
         model = _apply_adapter(model, Path(str(adapter)).expanduser(), trainable=for_training)
-        if not for_training:  # W + BA in place: the same function, at plain-model generation speed
-            model = model.merge_and_unload()
+        if not for_training and not bnb:  # W + BA in place: the same function, at plain-model speed
+            model = model.merge_and_unload()  # (not into bitsandbytes weights: that would re-round them)
     if not for_training:
         model.eval()
     return model, tokenizer
@@ -335,10 +407,14 @@ def fingerprint_model_source(
     dtype: Any = "auto",
     device: str = "auto",
     adapter: str | os.PathLike | None = None,
+    load_in: str | None = None,
 ) -> str:
-    """Cache key for a model as it will be loaded: files (or hub id), dtype and adapter."""
+    """Cache key for a model as it will be loaded: files (or hub id), dtype, adapter and load-time
+    quantization."""
     h = hashlib.sha256()
     h.update(f"dtype={resolve_dtype(dtype, resolve_device(device))}\n".encode())
+    if load_in is not None:
+        h.update(f"load_in={load_in}\n".encode())
     if is_local(path_or_id):
         fingerprint_dir(path_or_id, h)
     else:

@@ -93,7 +93,13 @@ class FallbackGenerator:
 
 
 def evaluate_with_fallback(
-    path: str, problems: list, tag: str = "model", batch_size: int = 64, device: str = "auto", adapter: str = ""
+    path: str,
+    problems: list,
+    tag: str = "model",
+    batch_size: int = 64,
+    device: str = "auto",
+    adapter: str = "",
+    load_in: str | None = None,
 ) -> dict:
     """`measure.evaluate_model` of base + adapter behind the checker fallback (`silverbullet evaluate
     --adapter A --fallback`): the summary adds how many solutions were flagged and replaced."""
@@ -101,8 +107,8 @@ def evaluate_with_fallback(
     from silverbullet.measure import evaluate_model
 
     gen = FallbackGenerator(
-        HFGenerator(path, tag=tag, device=device, adapter=adapter),
-        lambda: HFGenerator(path, tag=f"{tag}-base", device=device),
+        HFGenerator(path, tag=tag, device=device, adapter=adapter, load_in=load_in),
+        lambda: HFGenerator(path, tag=f"{tag}-base", device=device, load_in=load_in),
     )
     # One chunk: the flagged prompts of all problems then fill whole base batches (per 64-problem
     # chunk, a batch of 2-3 costs a GPU nearly as much as a full one).

@@ -35,9 +35,14 @@ def recorded_quantization(quantized: str) -> dict:
 def merge_and_requantize(quantized: str, adapter: Path, out: Path) -> Path:
     """Dense (base + adapter), saved to a temporary folder, then quantized with the base's recipe."""
     from silverbullet.generation.loading import load_causal_lm
-    from silverbullet.quantize import QUANT_CONFIG_FILE, QuantizeConfig, quantize
+    from silverbullet.quantize import LLMCOMPRESSOR_METHODS, QUANT_CONFIG_FILE, QuantizeConfig, quantize
 
     rec = recorded_quantization(quantized)
+    if rec.get("method") not in LLMCOMPRESSOR_METHODS:
+        raise UserError(
+            f"{quantized} is a {rec.get('method')} checkpoint: --merge re-quantizes with llm-compressor recipes "
+            "only (merging into bitsandbytes/AutoRound/GPTQ weights would round the update away); ship the adapter"
+        )
     fields = set(QuantizeConfig.__dataclass_fields__) - {"model", "out"}
     model, tok = load_causal_lm(quantized, device="cpu", dtype="float32", adapter=adapter)
     if hasattr(model.config, "quantization_config"):

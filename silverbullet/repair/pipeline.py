@@ -45,6 +45,7 @@ from silverbullet.repair.train import METHODS, RepairTrainConfig, dist_world, le
 class RepairConfig:
     reference: str = "data/reference-model"
     quantized: str | None = None  # None: the demo quantized reference model
+    load_in: str | None = None  # bitsandbytes at load time for the quantized model (4bit | 8bit)
     from_run: str | None = None  # a diagnose run on the evaluation split to reuse (its generations)
     out: str = "runs/repair"
     benchmark: str = "synthetic"
@@ -90,6 +91,7 @@ def _eval_run(cfg: RepairConfig, out: Path) -> Path:
     dcfg = DiagnoseConfig(
         reference=cfg.reference,
         quantized=cfg.quantized,
+        load_in=cfg.load_in,
         benchmark=cfg.benchmark,
         split=cfg.eval_split or default_split(cfg.benchmark),
         limit=cfg.eval_limit,
@@ -120,6 +122,10 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     if cfg.train.method not in METHODS:  # fail before any diagnosis runs
         raise UserError(f"--method {cfg.train.method!r} is not known; use one of {', '.join(METHODS)}")
     check_sft_options(cfg.sft_data, cfg.replay, cfg.anchor, cfg.guard)
+    if cfg.merge and cfg.load_in:
+        raise UserError(
+            f"--merge re-quantizes with a compressed-tensors recipe; it does not apply to --load-in-{cfg.load_in}"
+        )
     out = Path(cfg.out)
     rank, world = dist_world()
     if world > 1:
@@ -146,6 +152,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     rcfg = DiagnoseConfig(
         reference=reference,
         quantized=quantized,
+        load_in=eval_cfg.get("load_in"),
         benchmark=eval_cfg["benchmark"],
         split=split_name,
         limit=cfg.repair_limit,
@@ -201,7 +208,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     # 3. LoRA on the quantized model (reused when a finished run trained the same sets the same way)
     if world > 1:
         state.wait_for_everyone()  # the other ranks start training from the sets written above
-    train_cfg = dataclasses.replace(cfg.train, method=method)
+    train_cfg = dataclasses.replace(cfg.train, method=method, load_in=eval_cfg.get("load_in"))
     adapter = out / "adapter"
     train_info, reused = train_or_reuse(quantized, sft_path, dpo_path, adapter, train_cfg)
     if world > 1:
@@ -212,7 +219,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     # 4. re-measure on the evaluation split
     t0 = time.time()
     # Cached like every generation: the key holds the adapter's files, so a retrained adapter misses.
-    gcfg = DiagnoseConfig(backend=cfg.backend, vllm_options=cfg.vllm_options)
+    gcfg = DiagnoseConfig(backend=cfg.backend, vllm_options=cfg.vllm_options, load_in=eval_cfg.get("load_in"))
     rep_gen = make_generator(quantized, "repaired", gcfg, adapter=str(adapter))
     rep_path = out / "generations" / "repaired.jsonl"
     if rep_path.exists() and not reused:

@@ -41,6 +41,7 @@ class RepairTrainConfig:
     seed: int = 0
     device: str = "auto"
     gradient_checkpointing: bool = False  # True trades compute for memory on models that need it
+    load_in: str | None = None  # bitsandbytes base ("4bit" NF4 | "8bit"): QLoRA, the base stays quantized
 
 
 def dist_world() -> tuple[int, int]:
@@ -151,7 +152,7 @@ def train_adapter(
     rank, world = dist_world()
     if world > 1 and device == "cuda":
         device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
-    model, tok = load_causal_lm(quantized, device=device, dtype="float32", for_training=True)
+    model, tok = load_causal_lm(quantized, device=device, dtype="float32", for_training=True, load_in=cfg.load_in)
     t0 = time.time()
     info: dict = {"method": cfg.method}
     adapter_dir = out

@@ -1,0 +1,198 @@
+"""Checkpoint formats beyond compressed-tensors: bitsandbytes NF4 / INT8 at load time and saved,
+QLoRA repair on a 4-bit base (base weights untouched), and one clear line (exit 2) when a format's
+library is missing or the format is unknown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from silverbullet.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+REF = ROOT / "data" / "reference-model"
+
+
+def run_hidden(args: list[str], hide: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """The CLI in a fresh interpreter in which the named modules cannot be imported (as if not installed)."""
+    code = (
+        "import sys\n"
+        + "".join(f"sys.modules[{m!r}] = None\n" for m in hide)
+        + f"sys.argv = ['silverbullet', *{args!r}]\n"
+        + "from silverbullet.cli import main\nmain()\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def assert_one_line_exit_2(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def fake_quantized(tmp_path: Path, quant_config: dict) -> Path:
+    """The reference model's files with a quantization_config of another format in its config.json."""
+    d = tmp_path / "ckpt"
+    shutil.copytree(REF, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["quantization_config"] = quant_config
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_gptq_checkpoint_without_its_library(tmp_path):
+    d = fake_quantized(tmp_path, {"quant_method": "gptq", "bits": 4, "group_size": 128})
+    res = run_hidden(["evaluate", "--model", str(d), "--limit", "1"], hide=("gptqmodel",))
+    assert_one_line_exit_2(res, "gptq", 'pip install "silverbullet[gptq]"', "config.json")
+
+
+def test_awq_checkpoint_names_the_library_transformers_runs_it_with(tmp_path):
+    d = fake_quantized(tmp_path, {"quant_method": "awq", "bits": 4, "group_size": 128})
+    args = ["diagnose", "--quantized", str(d), "--limit", "1", "--out", str(tmp_path / "run")]
+    res = run_hidden(args, hide=("gptqmodel",))
+    assert_one_line_exit_2(res, "awq", "silverbullet[gptq]")
+
+
+def test_unknown_quant_method(tmp_path):
+    d = fake_quantized(tmp_path, {"quant_method": "secret-sauce-q3"})
+    res = run_hidden(["evaluate", "--model", str(d), "--limit", "1"])
+    assert_one_line_exit_2(res, "secret-sauce-q3", "not a format")
+
+
+def test_load_in_4bit_without_bitsandbytes(tmp_path):
+    res = run_hidden(["evaluate", "--load-in-4bit", "--limit", "1"], hide=("bitsandbytes",))
+    assert_one_line_exit_2(res, "--load-in-4bit", 'pip install "silverbullet[bnb]"')
+    res = run_hidden(
+        ["diagnose", "--load-in-8bit", "--limit", "1", "--out", str(tmp_path / "run")], hide=("bitsandbytes",)
+    )
+    assert_one_line_exit_2(res, "--load-in-8bit", "silverbullet[bnb]")
+
+
+def test_quantize_method_without_its_library(tmp_path):
+    res = run_hidden(["quantize", "--method", "gptqmodel", "--out", str(tmp_path / "q")], hide=("gptqmodel",))
+    assert_one_line_exit_2(res, "--method gptqmodel", "silverbullet[gptq]")
+    res = run_hidden(["quantize", "--method", "autoround", "--out", str(tmp_path / "q")], hide=("auto_round",))
+    assert_one_line_exit_2(res, "--method autoround", "silverbullet[autoround]")
+    assert not (tmp_path / "q").exists()
+
+
+def test_load_in_flags_refused_where_they_cannot_apply(tmp_path):
+    res = run_hidden(["evaluate", "--load-in-4bit", "--load-in-8bit", "--limit", "1"])
+    assert_one_line_exit_2(res, "exclude each other")
+    d = fake_quantized(tmp_path, {"quant_method": "compressed-tensors", "format": "pack-quantized"})
+    res = run_hidden(["evaluate", "--model", str(d), "--load-in-4bit", "--limit", "1"])
+    assert_one_line_exit_2(res, "already quantized", "--load-in-4bit")
+
+
+def test_merge_refuses_a_base_it_cannot_requantize(tmp_path):
+    from silverbullet.quantize import QUANT_CONFIG_FILE
+    from silverbullet.repair.merge import merge_and_requantize
+
+    (tmp_path / QUANT_CONFIG_FILE).write_text(json.dumps({"config": {"method": "bnb-nf4"}}))
+    with pytest.raises(UserError, match="bnb-nf4 checkpoint: --merge"):
+        merge_and_requantize(str(tmp_path), tmp_path / "adapter", tmp_path / "merged")
+
+
+# -- bitsandbytes on this CPU ------------------------------------------------------------------------
+
+bnb = pytest.importorskip("bitsandbytes")
+
+
+@pytest.fixture(scope="module")
+def nf4_saved(tmp_path_factory):
+    """`silverbullet quantize --method bnb-nf4`: the reference model saved as a pre-quantized NF4 checkpoint."""
+    from silverbullet.quantize import QuantizeConfig, quantize
+
+    out = tmp_path_factory.mktemp("bnb") / "nf4"
+    quantize(QuantizeConfig(model=str(REF), method="bnb-nf4", out=str(out)), log=lambda m: None)
+    return out
+
+
+@pytest.mark.slow
+def test_load_in_4bit_and_8bit_quantize_the_linear_layers():
+    import torch
+
+    from silverbullet.generation.loading import fingerprint_model_source, load_causal_lm
+
+    m4, _ = load_causal_lm(REF, device="cpu", load_in="4bit")
+    m8, _ = load_causal_lm(REF, device="cpu", load_in="8bit")
+    dense, _ = load_causal_lm(REF, device="cpu")
+    assert isinstance(m4.model.layers[0].mlp.down_proj, bnb.nn.Linear4bit)
+    assert m4.model.layers[0].mlp.down_proj.weight.quant_state.quant_type == "nf4"
+    assert isinstance(m8.model.layers[0].mlp.down_proj, bnb.nn.Linear8bitLt)
+    # the weights really are rounded: NF4 differs from the dense weights, by less than their spread
+    w4 = bnb.functional.dequantize_4bit(m4.model.layers[0].mlp.down_proj.weight.data,
+                                        m4.model.layers[0].mlp.down_proj.weight.quant_state)
+    w = dense.model.layers[0].mlp.down_proj.weight
+    err = (w4.float() - w).abs().mean() / w.abs().mean()
+    assert 0.01 < err < 0.3
+    x = torch.randint(3, 100, (1, 12))
+    with torch.no_grad():
+        assert not torch.equal(m4(x).logits, dense(x).logits)
+    fps = {fingerprint_model_source(REF, device="cpu", load_in=x) for x in (None, "4bit", "8bit")}
+    assert len(fps) == 3  # the generation cache never mixes up the three
+
+
+def test_saved_nf4_checkpoint_loads_as_nf4_and_matches_load_time_quantization(nf4_saved):
+    import torch
+
+    from silverbullet.generation.loading import load_causal_lm, preflight, quant_method
+
+    assert quant_method(json.loads((nf4_saved / "config.json").read_text())) == "bitsandbytes"
+    preflight(nf4_saved)
+    saved, _ = load_causal_lm(nf4_saved, device="cpu")
+    live, _ = load_causal_lm(REF, device="cpu", load_in="4bit")
+    assert isinstance(saved.model.layers[3].self_attn.q_proj, bnb.nn.Linear4bit)
+    x = torch.randint(3, 100, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(saved(x).logits, live(x).logits)
+    with pytest.raises(UserError, match="already quantized"):
+        load_causal_lm(nf4_saved, device="cpu", load_in="8bit")
+
+
+@pytest.mark.slow
+def test_qlora_repair_on_the_4bit_reference_leaves_the_base_untouched(tmp_path):
+    """A tiny slice of repair training (train_adapter, as `repair` calls it) on the NF4 base."""
+    import torch
+
+    from silverbullet.generation import GenerationConfig, HFGenerator
+    from silverbullet.generation.loading import load_causal_lm
+    from silverbullet.repair.train import RepairTrainConfig, train_adapter
+
+    rows = [
+        {"prompt": f"Question: What is {a} + {b}?\n", "completion": f"{a} + {b} = {a + b}\nThe answer is: {a + b}\n"}
+        for a, b in ((3, 4), (10, 7), (21, 5), (8, 8))
+    ]
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before, _ = load_causal_lm(REF, device="cpu", load_in="4bit")
+    packed_before = {n: p.detach().clone() for n, p in before.named_parameters() if "proj" in n}
+    cfg = RepairTrainConfig(method="sft", epochs=2, batch_size=4, device="cpu", load_in="4bit", max_length=64)
+    info = train_adapter(str(REF), sft, None, tmp_path / "adapter", cfg)
+    assert info["sft"]["steps"] == 2 and info["adapter_bytes"] > 0
+    from safetensors.torch import load_file
+
+    lora = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.items())  # it learned (B starts at 0)
+    # the base is the same NF4 model: loading it again gives identical packed weights
+    again, _ = load_causal_lm(REF, device="cpu", load_in="4bit")
+    for n, p in again.named_parameters():
+        if n in packed_before:
+            assert torch.equal(p, packed_before[n]), n
+    # the adapter serves on the 4-bit base (not merged into it: that would re-round the weights)
+    # and changes the model's output on the training prompts
+    rep = HFGenerator(REF, device="cpu", load_in="4bit", adapter=tmp_path / "adapter")
+    assert isinstance(rep.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer, bnb.nn.Linear4bit)
+    out = rep.generate([rows[0]["prompt"]], GenerationConfig(max_new_tokens=24))[0]
+    assert out.text and out.n_tokens > 0
+    x = rep.tokenizer(rows[0]["prompt"] + rows[0]["completion"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert (rep.model(x).logits - again(x).logits).abs().max() > 1e-3
