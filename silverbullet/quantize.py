@@ -298,6 +298,7 @@ def write_recipe(path: Path, quantized: str, keep: list[str], keep_bits: int) ->
     recipe = {"quant_stage": {"quant_modifiers": {"QuantizationModifier": {"ignore": ignore, "config_groups": groups}}}}
     import yaml
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "# silverbullet sensitivity: keep these modules at higher precision (silverbullet quantize --recipe)\n"
         + yaml.safe_dump(recipe, sort_keys=False)
