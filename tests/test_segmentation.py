@@ -313,3 +313,23 @@ def test_hostile_input_is_fast(name):
     assert time.process_time() - t0 < 1.0, name
     _no_text_lost(text)
     assert len(seg.spans) <= len(text)
+
+
+def test_diagnose_attribute_cuts_free_form_text_at_the_faulty_step():
+    from silverbullet.diagnose import attribute
+    from silverbullet.records import Generation, Problem
+
+    q = "Tom has 3 boxes of 4 pens. He gives away 2. How many are left?"
+    ref = "Step 1: 3 * 4 = 12.\nStep 2: 12 - 2 = 10.\nThe answer is: 10\n"
+    cand = "Tom has 3 boxes, so $3 \\times 4 = 12$ pens. He gives 2 away: 12 - 2 = 9.\n\nThe answer is $\\boxed{9}$."
+    p = Problem("p1", q, "10", solution=ref)
+    row = attribute(p, Generation("p1", "quantized", cand, "9", False), Generation("p1", "reference", ref, "10", True))
+    assert row["first_faulty_step"] == 1 and row["n_steps"] == 2
+    assert row["faulty_line"] == "He gives 2 away: 12 - 2 = 9."
+    assert row["prefix"] == "Tom has 3 boxes, so $3 \\times 4 = 12$ pens. "
+    assert row["reference_line"] == "12 - 2 = 10."  # free-form candidate: no "Step k:" prefix added
+    step_row = attribute(
+        p, Generation("p1", "quantized", ref.replace("= 10.", "= 9.").replace(": 10", ": 9"), "9", False),
+        Generation("p1", "reference", ref, "10", True),
+    )
+    assert step_row["faulty_line"] == "Step 2: 12 - 2 = 9." and step_row["reference_line"] == "Step 2: 12 - 2 = 10."
