@@ -57,7 +57,9 @@ def library_output_to(path: Path | str | None) -> Iterator[None]:
     saved = os.dup(1), os.dup(2)
     term_out = os.fdopen(saved[0], "w", buffering=1, encoding="utf-8", errors="replace")
     term_err = os.fdopen(saved[1], "w", buffering=1, encoding="utf-8", errors="replace")
-    old_files = out.file, err.file
+    # The consoles' own setting (None: whatever sys.stdout / sys.stderr are at print time), not the
+    # stream it resolves to now: restoring the latter would pin them to a stream a caller swapped in.
+    old_files = out._file, err._file
     with open(path, "a", buffering=1, encoding="utf-8") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
         log.flush()
