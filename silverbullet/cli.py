@@ -223,7 +223,9 @@ def quantize(
     )
     if recipe is not None and not recipe.is_file():
         raise UserError(f"recipe {recipe} not found")
-    with ui.library_output_to(_log_file(qcfg.out_dir())):
+    # beside the checkpoint, not in it: a quantization that fails leaves no half-made checkpoint folder
+    log_file = qcfg.out_dir().parent / f"{qcfg.out_dir().name}.log.txt"
+    with ui.library_output_to(log_file):
         path = run(qcfg, log=out_console.print)
     out_console.print(str(path))
 
