@@ -50,11 +50,15 @@ def _vllm_options(backend: str, tp: int, pp: int, dp: int) -> dict:
 
 @app.command()
 def diagnose(
-    reference: str = typer.Option("data/reference-model", help="Full-precision model: local path or hub id."),
+    reference: str | None = typer.Option(
+        None, help="Full-precision model: local path or hub id (default data/reference-model when generating)."
+    ),
     quantized: str | None = typer.Option(None, help="Quantized model (default: the demo quantized reference)."),
-    benchmark: str = typer.Option("synthetic", help="Benchmark name (synthetic, gsm8k, math, ...) or JSONL path."),
+    benchmark: str | None = typer.Option(
+        None, help="Benchmark name (synthetic, gsm8k, math, ...) or JSONL path (default synthetic when generating)."
+    ),
     split: str = typer.Option("eval", help="Benchmark split."),
-    limit: int | None = typer.Option(500, help="Number of problems (0 = all)."),
+    limit: int | None = typer.Option(None, help="Number of problems (default 500; all samples of files; 0 = all)."),
     backend: str = typer.Option("hf", help="Generation backend: hf or vllm."),
     out: str = typer.Option("runs/diagnose", help="Run directory (re-running resumes)."),
     batch_size: int = typer.Option(64, help="Generation batch size."),
@@ -66,18 +70,33 @@ def diagnose(
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
     pipeline_parallel_size: int = typer.Option(1, help="vLLM: pipeline-parallel stages."),
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
+    reference_samples: str | None = typer.Option(
+        None, help="Reference model's solutions from a file or folder (lm-eval --log_samples, OpenAI, vLLM, JSONL)."
+    ),
+    quantized_samples: str | None = typer.Option(None, help="Quantized model's solutions (same formats)."),
+    samples_format: str = typer.Option("auto", help="auto, lm-eval, openai, vllm or jsonl."),
+    samples_fields: str | None = typer.Option(
+        None, help="jsonl: TARGET=FIELD pairs, e.g. 'question=problem,text=output,id=uid,answer=gold'."
+    ),
 ) -> None:
-    """Measure both models, locate the quantized model's first faulty steps, summarise."""
-    from silverbullet.diagnose import DiagnoseConfig, run_diagnose
+    """Measure both models (or read their solutions from files), locate the quantized model's first
+    faulty steps, summarise (docs/own-generations.md)."""
+    from silverbullet.diagnose import DEFAULT_REFERENCE, DiagnoseConfig, run_diagnose
+    from silverbullet.generation.samples import parse_fields
 
     _positive("--limit", limit or None)
     _positive("--batch-size", batch_size)
+    from_files = bool(reference_samples or quantized_samples)
+    if from_files and not (reference_samples and quantized_samples):
+        raise UserError("--reference-samples and --quantized-samples go together: pass both files")
+    if samples_fields and not from_files:
+        raise UserError("--samples-fields needs --reference-samples and --quantized-samples")
     cfg = DiagnoseConfig(
-        reference=reference,
+        reference=reference if (reference or from_files) else DEFAULT_REFERENCE,
         quantized=quantized,
-        benchmark=benchmark,
+        benchmark=benchmark if (benchmark or from_files) else "synthetic",
         split=split,
-        limit=limit or None,
+        limit=(None if from_files else 500) if limit is None else (limit or None),
         seed=seed,
         backend=backend,
         out=out,
@@ -87,6 +106,10 @@ def diagnose(
         cache=cache,
         device=device,
         vllm_options=_vllm_options(backend, tensor_parallel_size, pipeline_parallel_size, data_parallel_size),
+        reference_samples=reference_samples,
+        quantized_samples=quantized_samples,
+        samples_format=samples_format,
+        samples_fields=parse_fields(samples_fields),
     )
     summary = run_diagnose(cfg, console=console)
     print_summary(summary)
@@ -118,9 +141,19 @@ def print_summary(s: dict) -> None:
         f"first faulty step (0-based) of flips: {s['first_fault_position']['absolute']}\n"
         f"margin at frontier: mean {m['frontier_mean']}, min {m.get('frontier_min_mean')}; other steps: mean "
         f"{m['elsewhere_mean']}, min {m.get('elsewhere_min_mean')} "
-        f"(reference on same prefix {m['reference_at_frontier_mean']}; collapse: {m['collapse']})\n"
-        f"causal confirmation: {c['confirmed']}/{c['n']} = {c['rate']}"
+        f"(reference on same prefix {m['reference_at_frontier_mean']}; collapse: {m['collapse']})"
+        + (f"; {m['status']}" if m.get("status") else "")
+        + "\n"
+        f"causal confirmation: "
+        + (f"{c['confirmed']}/{c['n']} = {c['rate']}" if c.get("status", "run") == "run" else c["status"])
     )
+    smp = s.get("samples")
+    if smp:
+        out_console.print(
+            f"samples ({smp['format']['reference']} / {smp['format']['quantized']}): {smp['pairs']} problems paired "
+            f"by {smp['paired_by']}; unmatched {smp['unmatched']}, duplicates {smp['duplicates']}; "
+            f"disagreements with the files' own scores {smp['disagreements']}"
+        )
 
 
 @app.command()

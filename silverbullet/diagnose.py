@@ -51,6 +51,11 @@ class DiagnoseConfig:
     confirm: bool = True
     cache: bool = True
     progress: bool = True
+    # Generations read from files instead of generated (silverbullet/diagnose_samples.py)
+    reference_samples: str | None = None
+    quantized_samples: str | None = None
+    samples_format: str = "auto"  # auto | lm-eval | openai | vllm | jsonl
+    samples_fields: dict = field(default_factory=dict)  # jsonl: target -> dotted field
 
     # Fields that may change between a run and its resume without changing its results.
     _RESUMABLE = ("batch_size", "progress", "cache", "device", "out", "vllm_options")
@@ -223,26 +228,32 @@ def add_margins_and_confirmation(
     rows: list[dict],
     problems: dict[str, Problem],
     gens: dict[str, Generation],
-    ref_gen: Generator,
-    quant_gen: Generator,
+    ref_gen: Generator | None,
+    quant_gen: Generator | None,
     cfg: DiagnoseConfig,
+    prompts: dict[str, str] | None = None,
 ) -> None:
-    """Frontier margins (quantized and reference on the same prefix) and causal confirmation."""
+    """Frontier margins (quantized and reference on the same prefix) and causal confirmation.
+    `prompts` (problem id -> prompt) replaces the built prompt where a sample file says what was sent."""
+
+    def prompt(r: dict) -> str:
+        return (prompts or {}).get(r["problem_id"]) or build_prompt(r["question"])
+
     todo = [r for r in rows if r.get("faulty_line") and r["model"] == "quantized"]
     for r in todo:
         g = gens[r["problem_id"]]
         spans = step_spans(g.text)
         r.update(frontier_margins(g, tuple(r["frontier_chars"]), spans))
     if cfg.margins and todo:
-        pairs = [(build_prompt(r["question"]) + r["prefix"], r["faulty_line"]) for r in todo]
+        pairs = [(prompt(r) + r["prefix"], r["faulty_line"]) for r in todo]
         scored = _score_batch(ref_gen, pairs)
         for r, s in zip(todo, scored):
             r["reference_margin_at_frontier"] = _mean(list(s.margins))
     confirmable = [r for r in todo if r.get("reference_line") and r["flip"]]
     if cfg.confirm and confirmable:
-        prompts = [build_prompt(r["question"]) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]
+        texts = [prompt(r) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]
         outs = quant_gen.generate(
-            prompts, GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+            texts, GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
         )
         for r, o in zip(confirmable, outs):
             full = r["prefix"] + r["reference_line"] + "\n" + o.text
@@ -362,6 +373,10 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
     """Run (or resume) a diagnosis and return its summary (also written to summary.json)."""
     from silverbullet.benchmarks import load_benchmark
 
+    if cfg.reference_samples or cfg.quantized_samples:  # generations from files: another source
+        from silverbullet.diagnose_samples import run_from_samples
+
+        return run_from_samples(cfg, console=console)
     t_start = time.time()
     if cfg.quantized is None:
         cfg = dataclasses.replace(cfg, quantized=demo_quantized_path(cfg.reference))
