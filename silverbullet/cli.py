@@ -144,7 +144,7 @@ def print_summary(s: dict) -> None:
         f"(reference on same prefix {m['reference_at_frontier_mean']}; collapse: {m['collapse']})"
         + (f"; {m['status']}" if m.get("status") else "")
         + "\n"
-        f"causal confirmation: "
+        "causal confirmation: "
         + (f"{c['confirmed']}/{c['n']} = {c['rate']}" if c.get("status", "run") == "run" else c["status"])
     )
     smp = s.get("samples")

@@ -40,6 +40,7 @@ JSONL_GUESSES = {
     "token_ends": ("token_ends",),
 }
 _MAX_QUESTION_CHARS = 20_000
+MAX_PROMPT_CHARS = 20_000
 
 
 @dataclass
@@ -207,6 +208,12 @@ def _text_of(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _prompt_of(value: Any) -> str | None:
+    """A prompt worth keeping: few-shot contexts of a few thousand characters are; a megabyte of
+    context per row is not (confirmation then uses the step-format prompt)."""
+    return value if isinstance(value, str) and len(value) <= MAX_PROMPT_CHARS else None
+
+
 def _lmeval_rows(path: Path, rows: Iterable[tuple[int, dict]]) -> Iterator[tuple[Any, SampleRow]]:
     for lineno, row in rows:
         where = f"{path}:{lineno}"
@@ -232,9 +239,9 @@ def _lmeval_rows(path: Path, rows: Iterable[tuple[int, dict]]) -> Iterator[tuple
         prompt = None
         args = row.get("arguments")
         if isinstance(args, dict):
-            prompt = _text_of((args.get("gen_args_0") or {}).get("arg_0"))
+            prompt = _prompt_of((args.get("gen_args_0") or {}).get("arg_0"))
         elif isinstance(args, list) and args and isinstance(args[0], list) and args[0]:
-            prompt = _text_of(args[0][0])
+            prompt = _prompt_of(args[0][0])
         if question is None and prompt is not None:
             question = question_from_prompt(prompt)
         filt = row.get("filter") or "none"
@@ -320,7 +327,7 @@ def _openai_rows(path: Path, rows: Iterable[tuple[int, dict]]) -> Iterator[tuple
         request = row.get("request") if isinstance(row.get("request"), dict) else {}
         request = request.get("body", request) if isinstance(request.get("body"), dict) else request
         meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
-        prompt = _text_of(request.get("prompt")) or _text_of(row.get("prompt"))
+        prompt = _prompt_of(request.get("prompt")) or _prompt_of(row.get("prompt"))
         question = _text_of(row.get("question")) or _text_of(meta.get("question"))
         messages = request.get("messages") or row.get("messages")
         if question is None and isinstance(messages, list):
@@ -408,7 +415,7 @@ def _vllm_rows(path: Path, rows: Iterable[tuple[int, dict]]) -> Iterator[tuple[A
         text = o.get("text")
         if not isinstance(text, str):
             raise UserError(f"{where}: outputs[0] has no 'text'")
-        prompt = _text_of(row.get("prompt"))
+        prompt = _prompt_of(row.get("prompt"))
         meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
         question = _text_of(row.get("question")) or _text_of(meta.get("question"))
         if question is None and prompt is not None:
