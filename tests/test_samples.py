@@ -22,7 +22,7 @@ from silverbullet.prompting import build_prompt, step_spans
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = str(ROOT / "data" / "reference-model")
-N = 16
+N = 10
 
 
 @pytest.fixture(scope="module")
