@@ -76,11 +76,15 @@ def _vllm_options(backend: str, tp: int, pp: int, dp: int) -> dict:
 
 @app.command()
 def diagnose(
-    reference: str = typer.Option("data/reference-model", help="Full-precision model: local path or hub id."),
+    reference: str | None = typer.Option(
+        None, help="Full-precision model: local path or hub id (default data/reference-model when generating)."
+    ),
     quantized: str | None = typer.Option(None, help="Quantized model (default: the demo quantized reference)."),
-    benchmark: str = typer.Option("synthetic", help="Benchmark name (synthetic, gsm8k, math, ...) or JSONL path."),
+    benchmark: str | None = typer.Option(
+        None, help="Benchmark name (synthetic, gsm8k, math, ...) or JSONL path (default synthetic when generating)."
+    ),
     split: str | None = typer.Option(None, help="Benchmark split (default: its evaluation split, eval or test)."),
-    limit: int | None = typer.Option(500, help="Number of problems (0 = all)."),
+    limit: int | None = typer.Option(None, help="Number of problems (default 500; all samples of files; 0 = all)."),
     backend: str = typer.Option("hf", help="Generation backend: hf or vllm."),
     out: str = typer.Option("runs/diagnose", help="Run directory (re-running resumes)."),
     batch_size: int = typer.Option(64, help="Generation batch size."),
@@ -94,20 +98,35 @@ def diagnose(
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help=LOAD_IN_4BIT_HELP),
     load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help=LOAD_IN_8BIT_HELP),
+    reference_samples: str | None = typer.Option(
+        None, help="Reference model's solutions from a file or folder (lm-eval --log_samples, OpenAI, vLLM, JSONL)."
+    ),
+    quantized_samples: str | None = typer.Option(None, help="Quantized model's solutions (same formats)."),
+    samples_format: str = typer.Option("auto", help="auto, lm-eval, openai, vllm or jsonl."),
+    samples_fields: str | None = typer.Option(
+        None, help="jsonl: TARGET=FIELD pairs, e.g. 'question=problem,text=output,id=uid,answer=gold'."
+    ),
 ) -> None:
-    """Measure both models, locate the quantized model's first faulty steps, summarise."""
+    """Measure both models (or read their solutions from files), locate the quantized model's first
+    faulty steps, summarise (docs/own-generations.md)."""
     from silverbullet.benchmarks import default_split
-    from silverbullet.diagnose import DiagnoseConfig, run_diagnose
+    from silverbullet.diagnose import DEFAULT_REFERENCE, DiagnoseConfig, run_diagnose
+    from silverbullet.generation.samples import parse_fields
 
     _positive("--limit", limit or None)
     _positive("--batch-size", batch_size)
+    from_files = bool(reference_samples or quantized_samples)
+    if from_files and not (reference_samples and quantized_samples):
+        raise UserError("--reference-samples and --quantized-samples go together: pass both files")
+    if samples_fields and not from_files:
+        raise UserError("--samples-fields needs --reference-samples and --quantized-samples")
     cfg = DiagnoseConfig(
-        reference=reference,
+        reference=reference if (reference or from_files) else DEFAULT_REFERENCE,
         quantized=quantized,
         load_in=_load_in(load_in_4bit, load_in_8bit),
-        benchmark=benchmark,
-        split=split or default_split(benchmark),
-        limit=limit or None,
+        benchmark=benchmark if (benchmark or from_files) else "synthetic",
+        split=split or default_split(benchmark or "synthetic"),
+        limit=(None if from_files else 500) if limit is None else (limit or None),
         seed=seed,
         backend=backend,
         out=out,
@@ -117,6 +136,10 @@ def diagnose(
         cache=cache,
         device=device,
         vllm_options=_vllm_options(backend, tensor_parallel_size, pipeline_parallel_size, data_parallel_size),
+        reference_samples=reference_samples,
+        quantized_samples=quantized_samples,
+        samples_format=samples_format,
+        samples_fields=parse_fields(samples_fields),
     )
     with ui.library_output_to(_log_file(out)):
         summary = run_diagnose(cfg)
@@ -155,9 +178,20 @@ def print_summary(s: dict) -> None:
             f"least certain token's margin: {m['frontier_min_mean']:.2f} in the faulty step, "
             f"{m['elsewhere_min_mean']:.2f} elsewhere" + (" (collapse)" if m["collapse"] else "")
         )
-    if c.get("n"):
+    elif m.get("status"):
+        lines.append(f"margins: {m['status']}")
+    if c.get("status", "run") != "run":
+        lines.append(f"causal confirmation: {c['status']}")
+    elif c.get("n"):
         lines.append(
             f"causal confirmation: the reference's step fixes {c['confirmed']} of {c['n']} flips ({c['rate']:.0%})"
+        )
+    smp = s.get("samples")
+    if smp:
+        lines.append(
+            f"samples ({smp['format']['reference']} / {smp['format']['quantized']}): {smp['pairs']} problems paired "
+            f"by {smp['paired_by']}; unmatched {smp['unmatched']}, duplicates {smp['duplicates']}; "
+            f"disagreements with the files' own scores {smp['disagreements']}"
         )
     out_console.print("\n".join(lines), highlight=False)
 

@@ -54,6 +54,11 @@ class DiagnoseConfig:
     confirm: bool = True
     cache: bool = True
     progress: bool = True
+    # Generations read from files instead of generated (silverbullet/diagnose_samples.py)
+    reference_samples: str | None = None
+    quantized_samples: str | None = None
+    samples_format: str = "auto"  # auto | lm-eval | openai | vllm | jsonl
+    samples_fields: dict = field(default_factory=dict)  # jsonl: target -> dotted field
 
     # Fields that may change between a run and its resume without changing its results.
     _RESUMABLE = ("batch_size", "progress", "cache", "device", "out", "vllm_options")
@@ -217,26 +222,32 @@ def add_margins_and_confirmation(
     rows: list[dict],
     problems: dict[str, Problem],
     gens: dict[str, Generation],
-    ref_gen: Generator,
-    quant_gen: Generator,
+    ref_gen: Generator | None,
+    quant_gen: Generator | None,
     cfg: DiagnoseConfig,
+    prompts: dict[str, str] | None = None,
 ) -> None:
-    """Frontier margins (quantized and reference on the same prefix) and causal confirmation."""
+    """Frontier margins (quantized and reference on the same prefix) and causal confirmation.
+    `prompts` (problem id -> prompt) replaces the built prompt where a sample file says what was sent."""
+
+    def prompt(r: dict) -> str:
+        return (prompts or {}).get(r["problem_id"]) or build_prompt(r["question"])
+
     todo = [r for r in rows if r.get("faulty_line") and r["model"] == "quantized"]
     for r in todo:
         g = gens[r["problem_id"]]
         spans = step_spans(g.text)
         r.update(frontier_margins(g, tuple(r["frontier_chars"]), spans))
     if cfg.margins and todo:
-        pairs = [(build_prompt(r["question"]) + r["prefix"], r["faulty_line"]) for r in todo]
+        pairs = [(prompt(r) + r["prefix"], r["faulty_line"]) for r in todo]
         scored = _score_batch(ref_gen, pairs)
         for r, s in zip(todo, scored):
             r["reference_margin_at_frontier"] = _mean(list(s.margins))
     confirmable = [r for r in todo if r.get("reference_line") and r["flip"]]
     if cfg.confirm and confirmable:
-        prompts = [build_prompt(r["question"]) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]
+        texts = [prompt(r) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]
         outs = quant_gen.generate(
-            prompts, GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+            texts, GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
         )
         for r, o in zip(confirmable, outs):
             full = r["prefix"] + r["reference_line"] + "\n" + o.text
@@ -351,6 +362,47 @@ def summarise(
 
 # ---------------------------------------------------------------------------------- the command
 
+
+def locate_wrong(
+    att_path: Path,
+    problems: list[Problem],
+    gens: dict[str, dict[str, Generation]],
+    generators: dict[str, Generator | None],
+    cfg: DiagnoseConfig,
+    prompts: dict[str, str] | None = None,
+) -> list[dict]:
+    """Attribute every wrong solution not yet in `att_path` (appended chunk by chunk, so a killed
+    run resumes), with margins and causal confirmation; all rows in problem order. One loop for
+    generated runs and runs read from sample files."""
+    repair_torn_tail(att_path)
+    rows = read_jsonl_rows(att_path)
+    done = {(r["problem_id"], r["model"]) for r in rows}
+    wrong = [
+        (p, tag)
+        for p in problems
+        for tag in ("quantized", "reference")
+        if not gens[tag][p.id].correct and (p.id, tag) not in done
+    ]
+    by_id = {p.id: p for p in problems}
+    chunk = 64
+    with ui.stage("locating first faulty steps", cfg.progress) as st:
+        st.update(0, len(wrong))
+        st.summary = f"{len(wrong)} wrong solutions"
+        for i in range(0, len(wrong), chunk):
+            new = [
+                attribute(p, gens[tag][p.id], gens["reference"][p.id] if tag == "quantized" else None)
+                for p, tag in wrong[i : i + chunk]
+            ]
+            add_margins_and_confirmation(
+                new, by_id, gens["quantized"], generators["reference"], generators["quantized"], cfg, prompts
+            )
+            append_rows(att_path, new)
+            rows.extend(new)
+            st.update(min(i + chunk, len(wrong)), len(wrong))
+    order = {p.id: i for i, p in enumerate(problems)}
+    rows.sort(key=lambda r: (order.get(r["problem_id"], 0), r["model"]))
+    return rows
+
 # Below this, the reference model fails too often for "where does the quantized model part from it"
 # to mean much (the shipped 8.5M model scores 0% on GSM8K).
 LOW_REFERENCE_ACCURACY = 0.5
@@ -372,6 +424,10 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     """Run (or resume) a diagnosis and return its summary (also written to summary.json)."""
     from silverbullet.benchmarks import load_benchmark
 
+    if cfg.reference_samples or cfg.quantized_samples:  # generations from files: another source
+        from silverbullet.diagnose_samples import run_from_samples
+
+        return run_from_samples(cfg)
     t_start = time.time()
     if cfg.load_in is not None and cfg.backend != "hf":
         raise UserError(f"--load-in-{cfg.load_in} needs --backend hf (bitsandbytes runs in transformers)")
@@ -391,7 +447,6 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     if not problems:
         raise UserError(f"benchmark {cfg.benchmark!r} split {cfg.split!r} has no problems; check --benchmark/--split")
     _atomic_write(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
-    by_id = {p.id: p for p in problems}
     gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, margins=cfg.margins)
     generators = {
         "reference": make_generator(cfg.reference, "reference", cfg),
@@ -419,33 +474,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
         ui.warn(w)
 
     t0 = time.time()
-    att_path = out / "attribution.jsonl"
-    repair_torn_tail(att_path)
-    rows = read_jsonl_rows(att_path)
-    done = {(r["problem_id"], r["model"]) for r in rows}
-    wrong = [
-        (p, tag)
-        for p in problems
-        for tag in ("quantized", "reference")
-        if not gens[tag][p.id].correct and (p.id, tag) not in done
-    ]
-    chunk = 64
-    with ui.stage("locating first faulty steps", cfg.progress) as st:
-        st.update(0, len(wrong))
-        st.summary = f"{len(wrong)} wrong solutions"
-        for i in range(0, len(wrong), chunk):
-            new = [
-                attribute(p, gens[tag][p.id], gens["reference"][p.id] if tag == "quantized" else None)
-                for p, tag in wrong[i : i + chunk]
-            ]
-            add_margins_and_confirmation(
-                new, by_id, gens["quantized"], generators["reference"], generators["quantized"], cfg
-            )
-            append_rows(att_path, new)
-            rows.extend(new)
-            st.update(min(i + chunk, len(wrong)), len(wrong))
-    order = {p.id: i for i, p in enumerate(problems)}
-    rows.sort(key=lambda r: (order.get(r["problem_id"], 0), r["model"]))
+    rows = locate_wrong(out / "attribution.jsonl", problems, gens, generators, cfg)
     timings["attribution_seconds"] = round(time.time() - t0, 1)
     timings["total_seconds"] = round(time.time() - t_start, 1)
     fps = {tag: g.fingerprint for tag, g in generators.items()}

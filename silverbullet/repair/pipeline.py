@@ -110,6 +110,19 @@ def _models(cfg: RepairConfig, eval_run: Path) -> tuple[dict, str, str]:
     """The evaluation run's config and its (reference, quantized) checkpoints."""
     eval_cfg = json.loads((eval_run / "config.json").read_text())
     reference, quantized = eval_cfg["reference"], eval_cfg["quantized"]
+    if eval_cfg.get("reference_samples"):  # diagnosed from sample files: the models come from this command
+        if not eval_cfg.get("benchmark"):
+            raise UserError(
+                f"{eval_run} was diagnosed from sample files without --benchmark; repair draws its repair split "
+                "from the benchmark: re-run diagnose with --benchmark NAME"
+            )
+        reference, quantized = reference or cfg.reference, quantized or cfg.quantized
+        if not quantized:
+            raise UserError(
+                f"{eval_run} was diagnosed from sample files; pass the models they came from: "
+                "--reference MODEL --quantized MODEL"
+            )
+        return eval_cfg, reference, quantized
     if cfg.quantized is None and not quantized:
         quantized = demo_quantized_path(cfg.reference)
     return eval_cfg, reference, quantized
