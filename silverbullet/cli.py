@@ -142,7 +142,12 @@ def diagnose(
         samples_fields=parse_fields(samples_fields),
     )
     with ui.library_output_to(_log_file(out)):
-        summary = run_diagnose(cfg)
+        if from_files:  # generations read from the user's files: another source, the same run directory
+            from silverbullet.diagnose_samples import run_from_samples
+
+            summary = run_from_samples(cfg)
+        else:
+            summary = run_diagnose(cfg)
     print_summary(summary)
     out_console.print(f"run directory: {out}")
 

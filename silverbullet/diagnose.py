@@ -425,9 +425,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     from silverbullet.benchmarks import load_benchmark
 
     if cfg.reference_samples or cfg.quantized_samples:  # generations from files: another source
-        from silverbullet.diagnose_samples import run_from_samples
-
-        return run_from_samples(cfg)
+        raise UserError("a run from sample files goes through diagnose_samples.run_from_samples")
     t_start = time.time()
     if cfg.load_in is not None and cfg.backend != "hf":
         raise UserError(f"--load-in-{cfg.load_in} needs --backend hf (bitsandbytes runs in transformers)")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from silverbullet.benchmarks import load_benchmark
-from silverbullet.diagnose import DiagnoseConfig, demo_quantized_path, frontier_margins, run_diagnose
+from silverbullet.diagnose import DiagnoseConfig, demo_quantized_path, frontier_margins
+from silverbullet.diagnose_samples import run_from_samples
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
 from silverbullet.generation.samples import pair_samples, read_samples
@@ -110,7 +111,7 @@ def chat_run(own, tmp_path_factory):
     cfg = DiagnoseConfig(reference=None, quantized=own["quantized_path"], benchmark="synthetic",
                          reference_samples=str(d / "reference.jsonl"), quantized_samples=str(d / "quantized.jsonl"),
                          out=str(d / "run"), limit=None, progress=False, cache=False)  # fmt: skip
-    return d, run_diagnose(cfg)
+    return d, run_from_samples(cfg)
 
 
 def test_openai_chat_files_give_the_generated_runs_diagnosis(own, chat_run):
@@ -159,7 +160,7 @@ def test_completions_and_vllm_dumps_pair_by_question_or_request_id(own, tmp_path
     assert pairing.by == "question" and len(pairing.pairs) == N  # ids only on one side: by question hash
     assert all(x.question == y.question for x, y in pairing.pairs)
     assert all(r.margins and len(r.margins) == len(r.token_ends) for r in b.rows)
-    s = run_diagnose(DiagnoseConfig(reference=None, reference_samples=str(tmp_path / "ref.jsonl"), benchmark=None,
+    s = run_from_samples(DiagnoseConfig(reference=None, reference_samples=str(tmp_path / "ref.jsonl"), benchmark=None,
                                     quantized_samples=str(tmp_path / "q.jsonl"), out=str(tmp_path / "run"),
                                     limit=None, progress=False))  # fmt: skip
     assert s["accuracy"] == {"reference": _acc(g["reference"]), "quantized": _acc(g["quantized"])}

@@ -277,10 +277,10 @@ def test_aime_answers_from_the_last_box():
 @needs_data
 def test_speed_on_model_solutions():
     texts = [r[m]["solution"] for r in _rows("gsm8k/example_model_solutions.jsonl") for m in MODELS]
-    t0 = time.process_time()
+    t0 = time.thread_time()
     for t in texts:
         segment(t)
-    assert time.process_time() - t0 < 2.0  # measured ~0.2 s for the 4,076
+    assert time.thread_time() - t0 < 2.0  # measured ~0.2 s for the 4,076
 
 
 # --------------------------------------------------------------------------- hostile input
@@ -307,10 +307,12 @@ HOSTILE = {
 def test_hostile_input_is_fast(name):
     text = HOSTILE[name]
     assert len(text) >= 0.9 * N
-    t0 = time.process_time()
+    # thread_time: this thread only; process_time also counts torch worker threads left spinning by
+    # earlier tests (a CI run measured 1.45 s here for a 0.08 s segmentation).
+    t0 = time.thread_time()
     seg = segment(text)
     step_spans(text)
-    assert time.process_time() - t0 < 1.0, name
+    assert time.thread_time() - t0 < 1.0, name
     _no_text_lost(text)
     assert len(seg.spans) <= len(text)
 

@@ -267,7 +267,7 @@ def _lmeval_rows(path: Path, rows: Iterable[tuple[int, dict]]) -> Iterator[tuple
 def _doc_fields(doc: dict) -> tuple[str | None, str | None, str | None]:
     """Question, gold answer and gold solution of an lm-eval document (gsm8k, MATH, AIME field names)."""
     from silverbullet.benchmarks.jsonl import GUESSES, answer_text, split_gsm8k_answer
-    from silverbullet.prompting import _boxed
+    from silverbullet.segmentation import boxed as _boxed
 
     def first(names):
         for n in names:
@@ -292,7 +292,7 @@ def _doc_fields(doc: dict) -> tuple[str | None, str | None, str | None]:
 
 def _gold_from_text(target: str) -> str:
     from silverbullet.benchmarks.jsonl import split_gsm8k_answer
-    from silverbullet.prompting import _boxed
+    from silverbullet.segmentation import boxed as _boxed
 
     return split_gsm8k_answer(target) or _boxed(target) or target.strip()
 
