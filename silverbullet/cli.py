@@ -48,6 +48,33 @@ def _vllm_options(backend: str, tp: int, pp: int, dp: int) -> dict:
     return {k: v for k, v in opts.items() if v != 1}
 
 
+def _prompt_options(prompt_format: str, system_prompt: str | None, prompt_template: Path | None, fewshot: int | None):
+    """The prompt flags as config fields (docs/prompts.md). `--fewshot K` alone means the fewshot format."""
+    from silverbullet.prompting.formats import DEFAULT_FEWSHOT, FORMATS
+
+    if prompt_format not in FORMATS:
+        raise UserError(f"--prompt-format {prompt_format!r} is not known; use one of {', '.join(FORMATS)}")
+    if fewshot is not None:
+        _positive("--fewshot", fewshot)
+        if prompt_format == "auto":
+            prompt_format = "fewshot"
+        elif prompt_format != "fewshot":
+            raise UserError(f"--fewshot goes with --prompt-format fewshot, not {prompt_format}")
+    return {
+        "prompt_format": prompt_format,
+        "system_prompt": system_prompt,
+        "prompt_template": str(prompt_template) if prompt_template else None,
+        "fewshot": fewshot or DEFAULT_FEWSHOT,
+    }
+
+
+PROMPT_FORMAT_HELP = "Prompt format: auto (chat if the tokenizer has a chat template), completion, chat, fewshot."
+SYSTEM_PROMPT_HELP = 'Chat system message (default: the step-format instruction; "" = no system message).'
+TEMPLATE_HELP = "Text file with {question}: the whole prompt (overrides --prompt-format)."
+FEWSHOT_HELP = "Exemplars from the benchmark's train split, in the step format (default 4; implies fewshot)."
+MAX_NEW_HELP = "Generation budget (default per benchmark: synthetic 320, GSM8K 512, MATH 1024, AIME/AMC 2048)."
+
+
 @app.command()
 def diagnose(
     reference: str = typer.Option("data/reference-model", help="Full-precision model: local path or hub id."),
@@ -66,12 +93,18 @@ def diagnose(
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
     pipeline_parallel_size: int = typer.Option(1, help="vLLM: pipeline-parallel stages."),
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
+    prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP),
+    system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
+    fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
+    max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
 ) -> None:
     """Measure both models, locate the quantized model's first faulty steps, summarise."""
     from silverbullet.diagnose import DiagnoseConfig, run_diagnose
 
     _positive("--limit", limit or None)
     _positive("--batch-size", batch_size)
+    _positive("--max-new-tokens", max_new_tokens)
     cfg = DiagnoseConfig(
         reference=reference,
         quantized=quantized,
@@ -87,6 +120,8 @@ def diagnose(
         cache=cache,
         device=device,
         vllm_options=_vllm_options(backend, tensor_parallel_size, pipeline_parallel_size, data_parallel_size),
+        max_new_tokens=max_new_tokens,
+        **_prompt_options(prompt_format, system_prompt, prompt_template, fewshot),
     )
     summary = run_diagnose(cfg, console=console)
     print_summary(summary)
@@ -110,7 +145,19 @@ def print_summary(s: dict) -> None:
             str(s["error_types"]["reference"].get(et, 0)),
             str(s["error_types"]["quantized"].get(et, 0)),
         )
+    fmt = s.get("format") or {}
+    if fmt.get("reference") and fmt.get("quantized"):
+        for key, name in (("step_prefix_share", "format: Step k lines"), ("answer_line_share", "format: answer line")):
+            t.add_row(name, f"{fmt['reference'][key]:.1%}", f"{fmt['quantized'][key]:.1%}")
+        t.add_row("cut at token limit", str(fmt["reference"]["truncated"]), str(fmt["quantized"]["truncated"]))
     out_console.print(t)
+    p = s.get("prompt") or {}
+    if p:
+        out_console.print(
+            f"prompt format: {p.get('format')} (id {p.get('id')}), max_new_tokens {p.get('max_new_tokens')}"
+        )
+    for lost in s.get("format_drop") or []:
+        out_console.print(f"[bold yellow]the quantized model loses the step format[/] ({lost})")
     f, m, c = s["flips"], s["margins"], s["confirmation"]
     out_console.print(
         f"flips: {f['ref_right_quant_wrong']} right->wrong, {f['ref_wrong_quant_right']} wrong->right "
@@ -189,16 +236,35 @@ def evaluate(
         False, help="With --adapter: where the step checker refutes a step, serve the base's own solution."
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
+    prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP),
+    system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
+    fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
+    max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
 ) -> None:
     """Accuracy of one model on a benchmark (by number of steps where known)."""
-    from silverbullet.benchmarks import load_benchmark
+    from silverbullet.benchmarks import default_max_new_tokens, load_benchmark
     from silverbullet.measure import evaluate_model
+    from silverbullet.prompting.formats import PromptSettings, renderer_for_model
 
     _positive("--limit", limit)
+    _positive("--max-new-tokens", max_new_tokens)
     if fallback and not adapter:
         raise UserError("--fallback needs --adapter (it falls back from the adapter to the base model)")
+    po = _prompt_options(prompt_format, system_prompt, prompt_template, fewshot)
+    settings = PromptSettings(po["prompt_format"], po["system_prompt"], po["prompt_template"], po["fewshot"])
+    renderer = renderer_for_model(settings, model, benchmark)
     problems = load_benchmark(benchmark, split=split, limit=limit)
-    res = evaluate_model(model, problems, adapter=adapter, fallback=fallback, progress=True)
+    res = evaluate_model(
+        model,
+        problems,
+        adapter=adapter,
+        fallback=fallback,
+        progress=True,
+        render=renderer,
+        max_new_tokens=max_new_tokens or default_max_new_tokens(benchmark),
+    )
+    res["prompt"] = renderer.describe()
     if json_out:
         json_out.write_text(json.dumps(res, indent=1))
     out_console.print_json(json.dumps(res))
@@ -227,6 +293,11 @@ def repair(
     backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
+    prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP + " Must match --from's run."),
+    system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
+    fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
+    max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
 ) -> None:
     """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
     from silverbullet.repair.pipeline import RepairConfig, run_repair
@@ -237,6 +308,7 @@ def repair(
         ("--repair-limit", repair_limit),
         ("--eval-limit", eval_limit),
         ("--batch-size", batch_size),
+        ("--max-new-tokens", max_new_tokens),
     ):
         _positive(name, v)
     if epochs <= 0 or learning_rate <= 0 or (dpo_epochs is not None and dpo_epochs <= 0):
@@ -257,6 +329,8 @@ def repair(
         backend=backend,
         vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),
         train=RepairTrainConfig(method=method, epochs=epochs, learning_rate=learning_rate, dpo_epochs=dpo_epochs),
+        max_new_tokens=max_new_tokens,
+        **_prompt_options(prompt_format, system_prompt, prompt_template, fewshot),
     )
     s = run_repair(cfg, console=console, log=console.print)
     if s.get("rank", 0) == 0:  # under `accelerate launch`, rank 0 alone reports
@@ -395,7 +469,20 @@ def reference_eval(
 ) -> None:
     """Greedy exact-answer accuracy on the eval split, by number of steps."""
     _positive("--n", n)
-    evaluate(model=model, benchmark="synthetic", split="eval", limit=n, adapter=None, fallback=False, json_out=json_out)
+    evaluate(
+        model=model,
+        benchmark="synthetic",
+        split="eval",
+        limit=n,
+        adapter=None,
+        fallback=False,
+        json_out=json_out,
+        prompt_format="completion",
+        system_prompt=None,
+        prompt_template=None,
+        fewshot=None,
+        max_new_tokens=None,
+    )
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from silverbullet.generation.base import GenerationConfig, Generator
 from silverbullet.grading import is_correct
 from silverbullet.measure import append_rows, measure, read_jsonl_rows, repair_torn_tail
 from silverbullet.prompting import build_prompt, extract_answer, renumber_step, step_spans
+from silverbullet.prompting.formats import PromptRenderer, PromptSettings, compliance, format_drop, renderer_for_model
 from silverbullet.records import Generation, Problem, to_dict
 
 ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
@@ -45,18 +46,30 @@ class DiagnoseConfig:
     vllm_options: dict = field(default_factory=dict)
     out: str = "runs/diagnose"
     batch_size: int = 64
-    max_new_tokens: int = 320
+    max_new_tokens: int | None = None  # None: the benchmark's default (benchmarks.MAX_NEW_TOKENS)
     device: str = "auto"
     margins: bool = True
     confirm: bool = True
     cache: bool = True
     progress: bool = True
+    # Prompts (docs/prompts.md): auto | completion | chat | fewshot, the chat system message (None:
+    # the step-format instruction, "": none), a template file with {question}, few-shot exemplars.
+    prompt_format: str = "auto"
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    fewshot: int = 4
 
     # Fields that may change between a run and its resume without changing its results.
     _RESUMABLE = ("batch_size", "progress", "cache", "device", "out", "vllm_options")
+    _PROMPT = ("prompt_format", "system_prompt", "prompt_template", "fewshot")
+
+    def prompt_settings(self) -> PromptSettings:
+        return PromptSettings(self.prompt_format, self.system_prompt, self.prompt_template, self.fewshot)
 
     def identity(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in self._RESUMABLE}
+        """What a run's results depend on: the template file by its text's hash, not its path."""
+        d = {k: v for k, v in asdict(self).items() if k not in self._RESUMABLE + self._PROMPT}
+        return {**d, **self.prompt_settings().identity()}
 
 
 def demo_quantized_path(reference: str = DEFAULT_REFERENCE) -> str:
@@ -132,7 +145,7 @@ def _check_run_dir(out: Path, cfg: DiagnoseConfig) -> None:
                 f"use --out with a new directory, or delete {out}"
             )
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cfg_path, json.dumps(asdict(cfg), indent=1))
+    _atomic_write(cfg_path, json.dumps({**asdict(cfg), **cfg.identity()}, indent=1))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -234,13 +247,13 @@ def add_margins_and_confirmation(
         spans = step_spans(g.text)
         r.update(frontier_margins(g, tuple(r["frontier_chars"]), spans))
     if cfg.margins and todo:
-        pairs = [(build_prompt(r["question"]) + r["prefix"], r["faulty_line"]) for r in todo]
+        pairs = [(_prompt_of(gens, r) + r["prefix"], r["faulty_line"]) for r in todo]
         scored = _score_batch(ref_gen, pairs)
         for r, s in zip(todo, scored):
             r["reference_margin_at_frontier"] = _mean(list(s.margins))
     confirmable = [r for r in todo if r.get("reference_line") and r["flip"]]
     if cfg.confirm and confirmable:
-        prompts = [build_prompt(r["question"]) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]
+        prompts = [_prompt_of(gens, r) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]
         outs = quant_gen.generate(
             prompts, GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
         )
@@ -250,6 +263,13 @@ def add_margins_and_confirmation(
             p = problems[r["problem_id"]]
             r["confirmed"] = is_correct(ans, p.answer, p.meta.get("grading", "numeric"))
             r["confirmation_text"] = o.text
+
+
+def _prompt_of(gens: dict[str, Generation], row: dict) -> str:
+    """The prompt the quantized model was given for this row's problem (stored with its generation;
+    rows of runs made before prompts were stored used the completion format)."""
+    g = gens.get(row["problem_id"])
+    return g.prompt if g is not None and g.prompt is not None else build_prompt(row["question"])
 
 
 def _score_batch(gen: Generator, pairs: list[tuple[str, str]]) -> list:
@@ -269,6 +289,7 @@ def summarise(
     rows: list[dict],
     timings: dict,
     fingerprints: dict,
+    prompt: dict | None = None,
 ) -> dict:
     n = len(problems)
     ref, quant = gens["reference"], gens["quantized"]
@@ -301,6 +322,8 @@ def summarise(
     el_min = [r["min_margin_elsewhere"] for r in flips if r.get("min_margin_elsewhere") is not None]
     rf = [r["reference_margin_at_frontier"] for r in flips if r.get("reference_margin_at_frontier") is not None]
     conf = [r["confirmed"] for r in flips if r.get("confirmed") is not None]
+    max_new = cfg.max_new_tokens or 0
+    fmt = {tag: compliance([to_dict(g[p.id]) for p in problems], max_new) for tag, g in gens.items()}
     import torch
     import transformers
 
@@ -315,6 +338,7 @@ def summarise(
         "n": n,
         "seed": cfg.seed,
         "backend": cfg.backend,
+        "prompt": {**(prompt or PromptRenderer("completion").describe()), "max_new_tokens": cfg.max_new_tokens},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": {
             "reference": {"path": cfg.reference, "fingerprint": fingerprints["reference"]},
@@ -345,6 +369,9 @@ def summarise(
             "confirmed": sum(conf),
             "rate": round(sum(conf) / len(conf), 4) if conf else None,
         },
+        "format": fmt,
+        # What the quantized model lost of the step format (empty: nothing beyond sampling noise).
+        "format_drop": format_drop(fmt, wilson),
         "timings": timings,
         "versions": {
             "silverbullet": __version__,
@@ -365,6 +392,10 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
     t_start = time.time()
     if cfg.quantized is None:
         cfg = dataclasses.replace(cfg, quantized=demo_quantized_path(cfg.reference))
+    if cfg.max_new_tokens is None:
+        from silverbullet.benchmarks import default_max_new_tokens
+
+        cfg = dataclasses.replace(cfg, max_new_tokens=default_max_new_tokens(cfg.benchmark))
     out = Path(cfg.out)
     if cfg.backend == "hf":  # fail on a bad checkpoint now, not after generating with the other model
         from silverbullet.generation.loading import preflight
@@ -373,6 +404,9 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
             preflight(path)
     elif cfg.backend == "vllm":  # likewise for a checkpoint vLLM's CPU kernels cannot run
         _vllm_cpu_preflight(cfg)
+    # Both models get the same prompts, rendered with the reference model's tokenizer (the quantized
+    # checkpoint carries a copy of it); a bad prompt setting fails here, before anything is written.
+    renderer = renderer_for_model(cfg.prompt_settings(), cfg.reference, cfg.benchmark)
     _check_run_dir(out, cfg)
     problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     if not problems:
@@ -390,7 +424,13 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
         t0 = time.time()
         with _progress(console, f"generating ({tag})", cfg.progress) as update:
             out_gens = measure(
-                gen, problems, gen_cfg, out / "generations" / f"{tag}.jsonl", chunk=cfg.batch_size, on_progress=update
+                gen,
+                problems,
+                gen_cfg,
+                out / "generations" / f"{tag}.jsonl",
+                chunk=cfg.batch_size,
+                on_progress=update,
+                render=renderer,
             )
         gens[tag] = {g.problem_id: g for g in out_gens}
         timings["generation_seconds"][tag] = round(time.time() - t0, 1)
@@ -427,7 +467,7 @@ def run_diagnose(cfg: DiagnoseConfig, console=None) -> dict:
     fps = {tag: g.fingerprint for tag, g in generators.items()}
     for g in generators.values():
         close_generator(g)
-    summary = summarise(cfg, problems, gens, rows, timings, fps)
+    summary = summarise(cfg, problems, gens, rows, timings, fps, prompt=renderer.describe())
     _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 

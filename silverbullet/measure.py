@@ -20,6 +20,7 @@ from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator
 from silverbullet.grading import is_correct
 from silverbullet.prompting import build_prompt, extract_answer
+from silverbullet.prompting.formats import compliance
 from silverbullet.records import Generation, Problem, to_dict
 
 
@@ -90,8 +91,10 @@ def measure(
     out_path: Path | None = None,
     chunk: int = CHUNK,
     on_progress: Callable[[int, int], None] | None = None,
+    render: Callable[[str], str] = build_prompt,
 ) -> list[Generation]:
-    """Generate and grade every problem; with `out_path`, resume from and append to that file."""
+    """Generate and grade every problem; with `out_path`, resume from and append to that file.
+    `render` turns a question into the prompt (prompting.formats; each row keeps its prompt)."""
     done: dict[str, dict] = {}
     if out_path is not None:
         repair_torn_tail(out_path)
@@ -102,9 +105,10 @@ def measure(
         on_progress(total - len(todo), total)
     for start in range(0, len(todo), chunk):
         batch = todo[start : start + chunk]
-        outs = generator.generate([build_prompt(p.question) for p in batch], config)
+        prompts = [render(p.question) for p in batch]
+        outs = generator.generate(prompts, config)
         rows = []
-        for p, o in zip(batch, outs):
+        for p, o, prompt in zip(batch, outs, prompts):
             answer = extract_answer(o.text)
             g = Generation(
                 problem_id=p.id,
@@ -116,6 +120,7 @@ def measure(
                 seconds=round(o.seconds, 4),
                 margins=[round(m, 4) for m in o.margins] if o.margins is not None else None,
                 token_ends=o.token_ends,
+                prompt=prompt,
             )
             rows.append(to_dict(g))
             done[p.id] = rows[-1]
@@ -143,9 +148,12 @@ def evaluate_model(
     adapter: str | None = None,
     fallback: bool = False,
     progress: bool = False,
+    render: Callable[[str], str] = build_prompt,
+    max_new_tokens: int = 320,
 ) -> dict:
     """Accuracy of a checkpoint on problems, with timing: the building block of the tables. With
-    `fallback`, the adapter's refuted solutions are answered by the base (repair/fallback.py)."""
+    `fallback`, the adapter's refuted solutions are answered by the base (repair/fallback.py).
+    `render` is the prompt format (prompting.formats)."""
     from silverbullet.generation.hf import HFGenerator
 
     gen: Generator = HFGenerator(path, tag=tag, device=device, adapter=adapter)
@@ -158,7 +166,8 @@ def evaluate_model(
     # One chunk for the fallback: the flagged prompts of all problems then fill whole base batches
     # (per 64-problem chunk, a batch of 2-3 costs a GPU nearly as much as a full one).
     chunk = max(1, len(problems)) if fb else CHUNK
-    gens = measure(gen, problems, GenerationConfig(batch_size=batch_size, progress=progress), chunk=chunk)
+    gcfg = GenerationConfig(batch_size=batch_size, progress=progress, max_new_tokens=max_new_tokens)
+    gens = measure(gen, problems, gcfg, chunk=chunk, render=render)
     secs = time.time() - t0
     extra = {"adapter": adapter, "flagged": fb.flagged, "fallbacks": fb.fallbacks} if fb else {}
     return {
@@ -169,4 +178,6 @@ def evaluate_model(
         "accuracy_by_steps": accuracy_by(problems, gens),
         "seconds": round(secs, 1),
         "tokens": sum(g.n_tokens for g in gens),
+        "max_new_tokens": max_new_tokens,
+        "format": compliance([to_dict(g) for g in gens], max_new_tokens),
     }

@@ -25,6 +25,7 @@ from silverbullet.diagnose import (
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
 from silverbullet.measure import measure, read_jsonl_rows, write_rows
+from silverbullet.prompting.formats import PromptSettings, renderer_for_model, same_prompts_or_refuse
 from silverbullet.records import Generation, Problem
 from silverbullet.repair.dataset import (
     DatasetConfig,
@@ -64,6 +65,12 @@ class RepairConfig:
     batch_size: int = 64
     seed: int = 0
     progress: bool = True
+    max_new_tokens: int | None = None  # None: the benchmark's default
+    # Prompts (docs/prompts.md), as in DiagnoseConfig: the sets' prompts and the re-measure use them.
+    prompt_format: str = "auto"
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    fewshot: int = 4
     train: RepairTrainConfig = field(default_factory=RepairTrainConfig)
 
 
@@ -98,9 +105,31 @@ def _eval_run(cfg: RepairConfig, out: Path, console) -> Path:
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         progress=cfg.progress,
+        **_prompt_fields(cfg),
     )
     run_diagnose(dcfg, console=console)
     return out / "eval-split"
+
+
+def _prompt_fields(cfg: RepairConfig) -> dict:
+    return {
+        "max_new_tokens": cfg.max_new_tokens,
+        "prompt_format": cfg.prompt_format,
+        "system_prompt": cfg.system_prompt,
+        "prompt_template": cfg.prompt_template,
+        "fewshot": cfg.fewshot,
+    }
+
+
+def _renderer(cfg: RepairConfig, eval_run: Path, reference: str, benchmark: str):
+    """The run's prompt renderer; an evaluation run (--from) made with other prompts is refused, since
+    the repaired model would be measured on prompts its baseline never saw."""
+    settings = PromptSettings(cfg.prompt_format, cfg.system_prompt, cfg.prompt_template, cfg.fewshot)
+    renderer = renderer_for_model(settings, reference, benchmark)
+    if cfg.from_run:
+        eval_summary = json.loads((eval_run / "summary.json").read_text())
+        same_prompts_or_refuse(eval_summary, {"prompt": renderer.describe()}, f"--from {eval_run}", "this repair")
+    return renderer
 
 
 def _models(cfg: RepairConfig, eval_run: Path) -> tuple[dict, str, str]:
@@ -134,6 +163,11 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     eval_run = _eval_run(cfg, out, console)
     eval_cfg, reference, quantized = _models(cfg, eval_run)
+    renderer = _renderer(cfg, eval_run, reference, eval_cfg["benchmark"])
+    if cfg.max_new_tokens is None:
+        from silverbullet.benchmarks import default_max_new_tokens
+
+        cfg = dataclasses.replace(cfg, max_new_tokens=default_max_new_tokens(eval_cfg["benchmark"]))
     problems = [Problem(**p) for p in read_jsonl_rows(eval_run / "problems.jsonl")]
     gens = {
         tag: {r["problem_id"]: r for r in read_jsonl_rows(eval_run / "generations" / f"{tag}.jsonl")}
@@ -155,6 +189,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
         confirm=False,
         margins=True,  # anchors are the quantized model's least confident correct solutions
         progress=cfg.progress,
+        **_prompt_fields(cfg),
     )
     log(f"diagnosing {cfg.repair_limit} problems of the {cfg.repair_split} split")
     run_diagnose(rcfg, console=console)
@@ -214,12 +249,14 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
     rep_path = out / "generations" / "repaired.jsonl"
     if rep_path.exists() and not reused:
         rep_path.unlink()  # a new adapter: old repaired generations are stale (else: resume them)
-    repaired = measure(rep_gen, problems, GenerationConfig(batch_size=cfg.batch_size), rep_path)
+    gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+    repaired = measure(rep_gen, problems, gen_cfg, rep_path, render=renderer)
     close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
     checked = checker_fallback(repaired, gens["quantized"])
     write_rows(out / "generations" / "checked.jsonl", checked)
     summary = summarise_repair(problems, gens, repaired, used, train_info, cfg, checked)
+    summary["prompt"] = {**renderer.describe(), "max_new_tokens": cfg.max_new_tokens}
     summary["sets"] = {
         "sft_data": sft_mode,
         "replay": cfg.replay,
@@ -234,7 +271,7 @@ def run_repair(cfg: RepairConfig, console=None, log=print) -> dict:
         "total_seconds": round(time.time() - t_start, 1),
     }
     if cfg.merge:
-        summary["merged"] = _merged(quantized, adapter, out, problems, summary, gcfg, cfg, log)
+        summary["merged"] = _merged(quantized, adapter, out, problems, summary, gcfg, cfg, log, renderer)
     summary["eval_run"] = str(eval_run)
     (out / "repair_summary.json").write_text(json.dumps(summary, indent=1))
     if not cfg.from_run:
@@ -259,14 +296,17 @@ def _train_only(cfg: RepairConfig, out: Path, rank: int, log) -> dict:
     return {"rank": rank, "train": info}
 
 
-def _merged(quantized: str, adapter: Path, out: Path, problems, summary: dict, gcfg, cfg: RepairConfig, log) -> dict:
+def _merged(
+    quantized: str, adapter: Path, out: Path, problems, summary: dict, gcfg, cfg: RepairConfig, log, renderer
+) -> dict:
     """Merge + re-quantize with the base's recipe, then measure the single low-bit checkpoint."""
     from silverbullet.repair.merge import merge_and_requantize
 
     t0 = time.time()
     path = merge_and_requantize(quantized, adapter, out / "merged")
     gen = make_generator(str(path), "merged", gcfg)
-    rows = measure(gen, problems, GenerationConfig(batch_size=cfg.batch_size), out / "generations" / "merged.jsonl")
+    gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+    rows = measure(gen, problems, gen_cfg, out / "generations" / "merged.jsonl", render=renderer)
     close_generator(gen)
     acc = round(sum(g.correct for g in rows) / len(rows), 4)
     a = summary["accuracy"]
