@@ -35,6 +35,10 @@ DEFAULT_FEWSHOT = 4
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
 
 
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 @dataclass
 class PromptSettings:
     """What the user asked for (flags). `system_prompt` None means the default instruction."""
@@ -115,10 +119,6 @@ def same_prompts_or_refuse(a: dict, b: dict, what_a: str, what_b: str) -> None:
             f"{prompt_id(a)} vs {prompt_id(b)}); compare runs made with the same --prompt-format, "
             "--system-prompt, --prompt-template and --fewshot"
         )
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_template(path: str) -> str:
