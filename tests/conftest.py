@@ -80,12 +80,12 @@ def build_tiny_llama(
     return model, tok
 
 
-def train_memorizer(out_dir: Path, texts: list[str], *, steps: int = 300, seed: int = 0, chat: bool = False):
+def train_memorizer(out_dir: Path, texts: list[str], *, steps: int = 300, seed: int = 0):
     """A tiny Llama overfitted on `texts` (each ends with </s> when it contains it), so greedy decoding
     reproduces them: a real model with known output, for stop-at-answer tests."""
     import torch
 
-    model, tok = build_tiny_llama(out_dir, seed=seed, hidden=96, layers=2, init=0.02, chat=chat)
+    model, tok = build_tiny_llama(out_dir, seed=seed, hidden=96, layers=2, init=0.02)
     rows = []
     for t in texts:
         body, eos = (t[: -len("</s>")], True) if t.endswith("</s>") else (t, False)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_char_tokenizer, train_memorizer
+from conftest import build_char_tokenizer
 from silverbullet.benchmarks import default_max_new_tokens
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
@@ -132,10 +132,10 @@ def test_bad_prompt_settings_are_user_errors(tmp_path, chat_tok):
 def test_bad_prompt_flags_exit_2_with_one_line(tmp_path, args, needle):
     (tmp_path / "t.txt").write_text("no placeholder\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    for cmd in (
-        ["diagnose", "--quantized", MODEL, "--out", str(tmp_path / "r"), "--limit", "2"],
-        ["evaluate", "--limit", "2"],
-    ):
+    cmds = [["diagnose", "--quantized", MODEL, "--out", str(tmp_path / "r"), "--limit", "2"]]
+    if "chat" in args:
+        cmds.append(["evaluate", "--limit", "2"])
+    for cmd in cmds:
         res = _cli(*cmd, *args)
         assert res.returncode == 2, res.stderr
         assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
@@ -144,18 +144,45 @@ def test_bad_prompt_flags_exit_2_with_one_line(tmp_path, args, needle):
 # ------------------------------------------------------------------------------- stops and lengths
 
 
+def bigram_chat_model(out_dir: Path, chain: dict[str, str]):
+    """A tiny Llama with a ChatML tokenizer whose greedy next token depends only on the current one,
+    following `chain` (token -> next token): attention and MLP outputs zeroed, one-hot embeddings,
+    and an lm_head that maps each token to its successor. A model with known output, built at once."""
+    import torch
+
+    from conftest import build_tiny_llama
+
+    model, tok = build_tiny_llama(out_dir, hidden=128, layers=1, chat=True)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight
+        emb.zero_()
+        emb[:, : emb.shape[0]] = torch.eye(emb.shape[0])
+        head = model.lm_head.weight
+        head.zero_()
+        for cur, nxt in chain.items():
+            head[tok.convert_tokens_to_ids(nxt), tok.convert_tokens_to_ids(cur)] = 1.0
+    model.save_pretrained(out_dir)
+    return model, tok
+
+
 def test_generation_stops_at_the_end_of_turn_token(tmp_path):
     """A chat model ends its turn with <|im_end|> (not its eos): generation must stop there."""
     from silverbullet.generation.hf import HFGenerator
 
-    prompt = "<|im_start|>user\nadd 2 and 3<|im_end|>\n<|im_start|>assistant\n"
-    d = tmp_path / "m"
-    train_memorizer(d, [prompt + "Step 1: 2 + 3 = 5.<|im_end|>zzzzzzzzzzzz"], chat=True)
-    gen = HFGenerator(str(d), device="cpu")
+    chain = {"\n": "o", "o": "k", "k": ".", ".": "<|im_end|>", "<|im_end|>": "z", "z": "z"}
+    bigram_chat_model(tmp_path / "m", chain)
+    gen = HFGenerator(str(tmp_path / "m"), device="cpu")
     im_end = gen.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end in gen._eos_ids() and gen.tokenizer.eos_token_id in gen._eos_ids()
-    out = gen.generate([prompt], GenerationConfig(max_new_tokens=40))[0]
-    assert out.text == "Step 1: 2 + 3 = 5." and out.n_tokens == len(out.text)
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    out = gen.generate([prompt], GenerationConfig(max_new_tokens=20))[0]
+    assert out.text == "ok." and out.n_tokens == 3
+    # Without the end-of-turn stop the same model runs on to the limit (what the stop prevents).
+    gen._eos_ids = lambda: [gen.tokenizer.eos_token_id]
+    assert gen.generate([prompt], GenerationConfig(max_new_tokens=20))[0].text.startswith("ok.zzzz")
 
 
 def test_max_new_tokens_per_benchmark():
@@ -304,6 +331,7 @@ def tiny_chat_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.slow
 def test_diagnose_chat_path_end_to_end(tmp_path, tiny_chat_dir):
     """`silverbullet diagnose` on a model with a ChatML template: auto picks chat, every row keeps the
     rendered prompt, the summary has the prompt identity and the format table, and `report` shows it."""
@@ -331,15 +359,19 @@ def test_diagnose_chat_path_end_to_end(tmp_path, tiny_chat_dir):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["prompt_format"] == "auto" and cfg["fewshot"] is None
     # the same directory with the free style is another run: refused, one line
-    res2 = _cli("diagnose", "--reference", m, "--quantized", m, "--limit", "3", "--system-prompt", "", "--out", out)
+    res2 = _cli(
+        "diagnose", "--reference", m, "--quantized", m, "--limit", "3", "--max-new-tokens", "12",
+        "--system-prompt", "", "--out", out,
+    )  # fmt: skip
     assert res2.returncode == 2 and "system_prompt" in res2.stderr
     rep = _cli("report", out)
     assert rep.returncode == 0, rep.stderr
     md = (out / "report.md").read_text()
-    assert "## Format compliance" in md and "`chat`" in md
+    assert "## Format compliance" in md and "Prompt format <code>chat</code>" in md
     assert "format (quantized)" in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_diagnose_chat_template_on_the_reference_model(tmp_path):
     """The shipped reference model behind a chat template that writes its training format: the chat
     path end to end on a model that solves the problems, so compliance numbers mean something."""
@@ -349,7 +381,7 @@ def test_diagnose_chat_template_on_the_reference_model(tmp_path):
     tc["chat_template"] = "{% for x in messages %}{% if x['role'] == 'user' %}Question: {{ x['content'] }}\n{% endif %}{% endfor %}"  # noqa: E501
     (m / "tokenizer_config.json").write_text(json.dumps(tc))
     out = tmp_path / "run"
-    res = _cli("diagnose", "--reference", m, "--quantized", m, "--limit", "8", "--no-cache", "--out", out)
+    res = _cli("diagnose", "--reference", m, "--quantized", m, "--limit", "6", "--no-cache", "--no-confirm", "--out", out)
     assert res.returncode == 0, res.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["prompt"]["format"] == "chat" and s["prompt"]["id"] != COMPLETION_ID
