@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import build_char_tokenizer
+
 from silverbullet.benchmarks import default_max_new_tokens
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
@@ -149,7 +149,6 @@ def bigram_chat_model(out_dir: Path, chain: dict[str, str]):
     following `chain` (token -> next token): attention and MLP outputs zeroed, one-hot embeddings,
     and an lm_head that maps each token to its successor. A model with known output, built at once."""
     import torch
-
     from conftest import build_tiny_llama
 
     model, tok = build_tiny_llama(out_dir, hidden=128, layers=1, chat=True)
@@ -381,7 +380,8 @@ def test_diagnose_chat_template_on_the_reference_model(tmp_path):
     tc["chat_template"] = "{% for x in messages %}{% if x['role'] == 'user' %}Question: {{ x['content'] }}\n{% endif %}{% endfor %}"  # noqa: E501
     (m / "tokenizer_config.json").write_text(json.dumps(tc))
     out = tmp_path / "run"
-    res = _cli("diagnose", "--reference", m, "--quantized", m, "--limit", "6", "--no-cache", "--no-confirm", "--out", out)
+    args = ("--limit", "6", "--no-cache", "--no-confirm", "--out", out)
+    res = _cli("diagnose", "--reference", m, "--quantized", m, *args)
     assert res.returncode == 0, res.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["prompt"]["format"] == "chat" and s["prompt"]["id"] != COMPLETION_ID
@@ -389,3 +389,16 @@ def test_diagnose_chat_template_on_the_reference_model(tmp_path):
     f = s["format"]["reference"]
     assert f["step_prefix_share"] >= 0.9 and f["answer_line_share"] >= 0.9 and f["truncated"] == 0
     assert s["accuracy"]["reference"] >= 0.75 and s["format_drop"] == []
+
+
+def test_repair_from_a_run_with_other_prompts_is_refused(tmp_path):
+    from silverbullet.repair.pipeline import RepairConfig, _renderer
+
+    run = tmp_path / "eval"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"prompt": {"format": "fewshot", "id": "feedfacefeedface"}}))
+    with pytest.raises(UserError, match="different prompts") as e:
+        _renderer(RepairConfig(from_run=str(run)), run, MODEL, "synthetic")
+    assert f"--from {run}" in str(e.value)
+    (run / "summary.json").write_text(json.dumps({"prompt": {"format": "completion", "id": COMPLETION_ID}}))
+    assert _renderer(RepairConfig(from_run=str(run)), run, MODEL, "synthetic").format == "completion"
