@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from silverbullet.errors import UserError
+from silverbullet.prompting.formats import same_prompts_or_refuse
 from silverbullet.settings import CheckThresholds
 from silverbullet.stats import newcombe_paired, newcombe_unpaired, wilson
 
@@ -292,6 +293,7 @@ def compare_baseline(run: Path, s: dict[str, Any], baseline: Path) -> BaselineCo
                 f"baseline {bpath} is on {key} {b[key]!r} but this run is on {s[key]!r}; "
                 f"compare runs of the same benchmark and split"
             )
+    same_prompts_or_refuse(s, b, "this run", f"baseline {bpath}")
     now = read_correctness(run)
     before = read_correctness(bpath.parent)
     shared = sorted(set(now) & set(before))

@@ -74,6 +74,33 @@ def _vllm_options(backend: str, tp: int, pp: int, dp: int) -> dict:
     return {k: v for k, v in opts.items() if v != 1}
 
 
+def _prompt_options(prompt_format: str, system_prompt: str | None, prompt_template: Path | None, fewshot: int | None):
+    """The prompt flags as config fields (docs/prompts.md). `--fewshot K` alone means the fewshot format."""
+    from silverbullet.prompting.formats import DEFAULT_FEWSHOT, FORMATS
+
+    if prompt_format not in FORMATS:
+        raise UserError(f"--prompt-format {prompt_format!r} is not known; use one of {', '.join(FORMATS)}")
+    if fewshot is not None:
+        _positive("--fewshot", fewshot)
+        if prompt_format == "auto":
+            prompt_format = "fewshot"
+        elif prompt_format != "fewshot":
+            raise UserError(f"--fewshot goes with --prompt-format fewshot, not {prompt_format}")
+    return {
+        "prompt_format": prompt_format,
+        "system_prompt": system_prompt,
+        "prompt_template": str(prompt_template) if prompt_template else None,
+        "fewshot": fewshot or DEFAULT_FEWSHOT,
+    }
+
+
+PROMPT_FORMAT_HELP = "Prompt format: auto (chat if the tokenizer has a chat template), completion, chat, fewshot."
+SYSTEM_PROMPT_HELP = 'Chat system message (default: the step-format instruction; "" = no system message).'
+TEMPLATE_HELP = "Text file with {question}: the whole prompt (overrides --prompt-format)."
+FEWSHOT_HELP = "Exemplars from the benchmark's train split, in the step format (default 4; implies fewshot)."
+MAX_NEW_HELP = "Generation budget (default per benchmark: synthetic 320, GSM8K 512, MATH 1024, AIME/AMC 2048)."
+
+
 @app.command()
 def diagnose(
     reference: str | None = typer.Option(
@@ -106,6 +133,11 @@ def diagnose(
     samples_fields: str | None = typer.Option(
         None, help="jsonl: TARGET=FIELD pairs, e.g. 'question=problem,text=output,id=uid,answer=gold'."
     ),
+    prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP),
+    system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
+    fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
+    max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
 ) -> None:
     """Measure both models (or read their solutions from files), locate the quantized model's first
     faulty steps, summarise (docs/own-generations.md)."""
@@ -120,6 +152,7 @@ def diagnose(
         raise UserError("--reference-samples and --quantized-samples go together: pass both files")
     if samples_fields and not from_files:
         raise UserError("--samples-fields needs --reference-samples and --quantized-samples")
+    _positive("--max-new-tokens", max_new_tokens)
     cfg = DiagnoseConfig(
         reference=reference if (reference or from_files) else DEFAULT_REFERENCE,
         quantized=quantized,
@@ -140,6 +173,8 @@ def diagnose(
         quantized_samples=quantized_samples,
         samples_format=samples_format,
         samples_fields=parse_fields(samples_fields),
+        max_new_tokens=max_new_tokens,
+        **_prompt_options(prompt_format, system_prompt, prompt_template, fewshot),
     )
     with ui.library_output_to(_log_file(out)):
         if from_files:  # generations read from the user's files: another source, the same run directory
@@ -171,7 +206,24 @@ def print_summary(s: dict) -> None:
             str(s["error_types"]["reference"].get(et, 0)),
             str(s["error_types"]["quantized"].get(et, 0)),
         )
+    fmt = s.get("format") or {}
+    if fmt.get("reference") and fmt.get("quantized"):
+        for key, name in (
+            ("step_prefix_share", "format: Step k lines"),
+            ("answer_line_share", "format: answer line"),
+            ("answer_stated_share", "answer stated (any form)"),
+        ):
+            if key in fmt["reference"] and key in fmt["quantized"]:
+                t.add_row(name, f"{fmt['reference'][key]:.1%}", f"{fmt['quantized'][key]:.1%}")
+        t.add_row("cut at token limit", str(fmt["reference"]["truncated"]), str(fmt["quantized"]["truncated"]))
     out_console.print(t)
+    p = s.get("prompt") or {}
+    if p:
+        out_console.print(
+            f"prompt format: {p.get('format')} (id {p.get('id')}), max_new_tokens {p.get('max_new_tokens')}"
+        )
+    for lost in s.get("format_drop") or []:
+        out_console.print(f"[bold yellow]the quantized model loses the step format[/] ({lost})")
     f, m, c = s["flips"], s["margins"], s["confirmation"]
     pos = s["first_fault_position"]["absolute"]
     at = ", ".join(f"Step {int(k) + 1}: {v}" for k, v in pos.items() if k.isdigit())
@@ -282,27 +334,39 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="Load the model in bitsandbytes NF4 4-bit."),
     load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="Load the model in bitsandbytes 8-bit."),
+    prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP),
+    system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
+    fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
+    max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
 ) -> None:
     """Accuracy of one model on a benchmark (by number of steps where known)."""
-    from silverbullet.benchmarks import default_split, load_benchmark
+    from silverbullet.benchmarks import default_max_new_tokens, default_split, load_benchmark
+    from silverbullet.generation.loading import renderer_for_model
     from silverbullet.measure import evaluate_model
+    from silverbullet.prompting.formats import PromptSettings
 
     _positive("--limit", limit)
+    _positive("--max-new-tokens", max_new_tokens)
     if fallback and not adapter:
         raise UserError("--fallback needs --adapter (it falls back from the adapter to the base model)")
     load_in = _load_in(load_in_4bit, load_in_8bit)
-    if load_in is not None:
-        from silverbullet.generation.loading import preflight
+    from silverbullet.generation.loading import preflight
 
-        preflight(model, load_in=load_in)
+    preflight(model, load_in=load_in)  # a bad checkpoint is named before its tokenizer is read
+    po = _prompt_options(prompt_format, system_prompt, prompt_template, fewshot)
+    settings = PromptSettings(po["prompt_format"], po["system_prompt"], po["prompt_template"], po["fewshot"])
+    renderer = renderer_for_model(settings, model, benchmark)
     problems = load_benchmark(benchmark, split=split or default_split(benchmark), limit=limit)
+    gen_kwargs = {"render": renderer, "max_new_tokens": max_new_tokens or default_max_new_tokens(benchmark)}
     with ui.library_output_to(_log_file(json_out.parent if json_out else "runs/_logs")):
         if fallback:
             from silverbullet.repair.fallback import evaluate_with_fallback
 
-            res = evaluate_with_fallback(model, problems, adapter=adapter, load_in=load_in)
+            res = evaluate_with_fallback(model, problems, adapter=adapter, load_in=load_in, **gen_kwargs)
         else:
-            res = evaluate_model(model, problems, adapter=adapter, progress=True, load_in=load_in)
+            res = evaluate_model(model, problems, adapter=adapter, progress=True, load_in=load_in, **gen_kwargs)
+    res["prompt"] = renderer.describe()
     if json_out:
         json_out.write_text(json.dumps(res, indent=1))
     out_console.print_json(json.dumps(res))
@@ -333,6 +397,11 @@ def repair(
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help=LOAD_IN_4BIT_HELP),
     load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help=LOAD_IN_8BIT_HELP),
+    prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP + " Must match --from's run."),
+    system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
+    fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
+    max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
 ) -> None:
     """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
     from silverbullet.repair.pipeline import RepairConfig, run_repair
@@ -343,6 +412,7 @@ def repair(
         ("--repair-limit", repair_limit),
         ("--eval-limit", eval_limit),
         ("--batch-size", batch_size),
+        ("--max-new-tokens", max_new_tokens),
     ):
         _positive(name, v)
     if epochs <= 0 or learning_rate <= 0 or (dpo_epochs is not None and dpo_epochs <= 0):
@@ -364,6 +434,8 @@ def repair(
         backend=backend,
         vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),
         train=RepairTrainConfig(method=method, epochs=epochs, learning_rate=learning_rate, dpo_epochs=dpo_epochs),
+        max_new_tokens=max_new_tokens,
+        **_prompt_options(prompt_format, system_prompt, prompt_template, fewshot),
     )
     with ui.library_output_to(_log_file(out)):
         s = run_repair(cfg, log=ui.note)
@@ -640,6 +712,11 @@ def reference_eval(
         json_out=json_out,
         load_in_4bit=False,
         load_in_8bit=False,
+        prompt_format="completion",
+        system_prompt=None,
+        prompt_template=None,
+        fewshot=None,
+        max_new_tokens=None,
     )
 
 

@@ -20,9 +20,11 @@ from silverbullet import stats, ui
 from silverbullet.attribution import locate
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator, close_generator
+from silverbullet.generation.loading import renderer_for_model
 from silverbullet.grading import is_correct
 from silverbullet.measure import append_rows, measure, read_jsonl_rows, repair_torn_tail
 from silverbullet.prompting import build_prompt, extract_answer, renumber_step, segment, step_spans
+from silverbullet.prompting.formats import PromptRenderer, PromptSettings, compliance, format_drop
 from silverbullet.records import Generation, Problem, to_dict
 
 ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
@@ -48,7 +50,7 @@ class DiagnoseConfig:
     vllm_options: dict = field(default_factory=dict)
     out: str = "runs/diagnose"
     batch_size: int = 64
-    max_new_tokens: int = 320
+    max_new_tokens: int | None = None  # None: the benchmark's default (benchmarks.MAX_NEW_TOKENS)
     device: str = "auto"
     margins: bool = True
     confirm: bool = True
@@ -59,12 +61,24 @@ class DiagnoseConfig:
     quantized_samples: str | None = None
     samples_format: str = "auto"  # auto | lm-eval | openai | vllm | jsonl
     samples_fields: dict = field(default_factory=dict)  # jsonl: target -> dotted field
+    # Prompts (docs/prompts.md): auto | completion | chat | fewshot, the chat system message (None:
+    # the step-format instruction, "": none), a template file with {question}, few-shot exemplars.
+    prompt_format: str = "auto"
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    fewshot: int = 4
 
     # Fields that may change between a run and its resume without changing its results.
     _RESUMABLE = ("batch_size", "progress", "cache", "device", "out", "vllm_options")
+    _PROMPT = ("prompt_format", "system_prompt", "prompt_template", "fewshot")
+
+    def prompt_settings(self) -> PromptSettings:
+        return PromptSettings(self.prompt_format, self.system_prompt, self.prompt_template, self.fewshot)
 
     def identity(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in self._RESUMABLE}
+        """What a run's results depend on: the template file by its text's hash, not its path."""
+        d = {k: v for k, v in asdict(self).items() if k not in self._RESUMABLE + self._PROMPT}
+        return {**d, **self.prompt_settings().identity()}
 
 
 def demo_quantized_path(reference: str = DEFAULT_REFERENCE) -> str:
@@ -134,7 +148,7 @@ def _check_run_dir(out: Path, cfg: DiagnoseConfig) -> None:
                 f"use --out with a new directory, or delete {out}"
             )
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cfg_path, json.dumps(asdict(cfg), indent=1))
+    _atomic_write(cfg_path, json.dumps({**asdict(cfg), **cfg.identity()}, indent=1))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -231,7 +245,7 @@ def add_margins_and_confirmation(
     `prompts` (problem id -> prompt) replaces the built prompt where a sample file says what was sent."""
 
     def prompt(r: dict) -> str:
-        return (prompts or {}).get(r["problem_id"]) or build_prompt(r["question"])
+        return (prompts or {}).get(r["problem_id"]) or _prompt_of(gens, r)
 
     todo = [r for r in rows if r.get("faulty_line") and r["model"] == "quantized"]
     for r in todo:
@@ -257,6 +271,13 @@ def add_margins_and_confirmation(
             r["confirmation_text"] = o.text
 
 
+def _prompt_of(gens: dict[str, Generation], row: dict) -> str:
+    """The prompt the quantized model was given for this row's problem (stored with its generation;
+    rows of runs made before prompts were stored used the completion format)."""
+    g = gens.get(row["problem_id"])
+    return g.prompt if g is not None and g.prompt is not None else build_prompt(row["question"])
+
+
 def _score_batch(gen: Generator, pairs: list[tuple[str, str]]) -> list:
     inner = getattr(gen, "inner", gen)
     if hasattr(inner, "score_batch"):
@@ -274,6 +295,7 @@ def summarise(
     rows: list[dict],
     timings: dict,
     fingerprints: dict,
+    prompt: dict | None = None,
 ) -> dict:
     n = len(problems)
     ref, quant = gens["reference"], gens["quantized"]
@@ -306,6 +328,8 @@ def summarise(
     el_min = [r["min_margin_elsewhere"] for r in flips if r.get("min_margin_elsewhere") is not None]
     rf = [r["reference_margin_at_frontier"] for r in flips if r.get("reference_margin_at_frontier") is not None]
     conf = [r["confirmed"] for r in flips if r.get("confirmed") is not None]
+    max_new = cfg.max_new_tokens or 0
+    fmt = {tag: compliance([to_dict(g[p.id]) for p in problems], max_new) for tag, g in gens.items()}
     import torch
     import transformers
 
@@ -320,6 +344,7 @@ def summarise(
         "n": n,
         "seed": cfg.seed,
         "backend": cfg.backend,
+        "prompt": {**(prompt or PromptRenderer("completion").describe()), "max_new_tokens": cfg.max_new_tokens},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": {
             "reference": {"path": cfg.reference, "fingerprint": fingerprints["reference"]},
@@ -350,6 +375,9 @@ def summarise(
             "confirmed": sum(conf),
             "rate": round(sum(conf) / len(conf), 4) if conf else None,
         },
+        "format": fmt,
+        # What the quantized model lost of the step format (empty: nothing beyond sampling noise).
+        "format_drop": format_drop(fmt, wilson),
         "timings": timings,
         "versions": {
             "silverbullet": __version__,
@@ -432,6 +460,10 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     if cfg.quantized is None:
         quantized = cfg.reference if cfg.load_in is not None else demo_quantized_path(cfg.reference)
         cfg = dataclasses.replace(cfg, quantized=quantized)
+    if cfg.max_new_tokens is None:
+        from silverbullet.benchmarks import default_max_new_tokens
+
+        cfg = dataclasses.replace(cfg, max_new_tokens=default_max_new_tokens(cfg.benchmark))
     out = Path(cfg.out)
     if cfg.backend == "hf":  # fail on a bad checkpoint now, not after generating with the other model
         from silverbullet.generation.loading import preflight
@@ -440,6 +472,9 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
         preflight(cfg.quantized, load_in=cfg.load_in)
     elif cfg.backend == "vllm":  # likewise for a checkpoint vLLM's CPU kernels cannot run
         _vllm_preflight(cfg)
+    # Both models get the same prompts, rendered with the reference model's tokenizer (the quantized
+    # checkpoint carries a copy of it); a bad prompt setting fails here, before anything is written.
+    renderer = renderer_for_model(cfg.prompt_settings(), cfg.reference, cfg.benchmark)
     _check_run_dir(out, cfg)
     problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     if not problems:
@@ -462,6 +497,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
                 out / "generations" / f"{tag}.jsonl",
                 chunk=cfg.batch_size,
                 on_progress=ui.progress_callback(st),
+                render=renderer,
             )
             st.summary = f"{sum(g.correct for g in out_gens)}/{len(out_gens)} correct"
         gens[tag] = {g.problem_id: g for g in out_gens}
@@ -478,7 +514,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     fps = {tag: g.fingerprint for tag, g in generators.items()}
     for g in generators.values():
         close_generator(g)
-    summary = summarise(cfg, problems, gens, rows, timings, fps)
+    summary = summarise(cfg, problems, gens, rows, timings, fps, prompt=renderer.describe())
     summary["warnings"] = warnings
     _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
     return summary

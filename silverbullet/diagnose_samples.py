@@ -11,10 +11,12 @@ given: causal confirmation with `--quantized`, the reference's margin on the sam
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
 
+from silverbullet.benchmarks import default_max_new_tokens
 from silverbullet.diagnose import (
     DiagnoseConfig,
     _atomic_write,
@@ -177,6 +179,8 @@ def run_from_samples(cfg: DiagnoseConfig) -> dict:
         cfg,
         margins=cfg.margins and generators["reference"] is not None,
         confirm=cfg.confirm and generators["quantized"] is not None,
+        # confirmation continues the quantized model; its budget is the benchmark's default
+        max_new_tokens=cfg.max_new_tokens or default_max_new_tokens(cfg.benchmark or "synthetic"),
     )
     prompts = {p.id: p.meta["prompt"] for p in problems if p.meta.get("prompt")}
     t0 = time.time()
@@ -192,7 +196,10 @@ def run_from_samples(cfg: DiagnoseConfig) -> dict:
     }
     fps = {tag: f"sha256:{s.sha256[:16]}" for tag, s in sets.items()}
     shown = dataclasses.replace(cfg, benchmark=cfg.benchmark or ref.task or ref.path.stem)
-    summary = summarise(shown, problems, gens, rows, timings, fps)
+    # The prompts are the files' own: runs pair (check --baseline) when their files asked the same.
+    asked = json.dumps([p.meta.get("prompt") for p in problems])
+    prompt = {"format": "samples", "id": hashlib.sha256(asked.encode()).hexdigest()[:16]}
+    summary = summarise(shown, problems, gens, rows, timings, fps, prompt=prompt)
     _samples_summary(summary, cfg, sets, pairing, problems, pairs, gens, run_cfg)
     _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
     return summary

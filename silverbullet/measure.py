@@ -20,6 +20,7 @@ from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator
 from silverbullet.grading import is_correct
 from silverbullet.prompting import build_prompt, extract_answer
+from silverbullet.prompting.formats import compliance
 from silverbullet.records import Generation, Problem, to_dict
 
 
@@ -90,8 +91,10 @@ def measure(
     out_path: Path | None = None,
     chunk: int = CHUNK,
     on_progress: Callable[[int, int], None] | None = None,
+    render: Callable[[str], str] = build_prompt,
 ) -> list[Generation]:
-    """Generate and grade every problem; with `out_path`, resume from and append to that file."""
+    """Generate and grade every problem; with `out_path`, resume from and append to that file.
+    `render` turns a question into the prompt (prompting.formats; each row keeps its prompt)."""
     done: dict[str, dict] = {}
     if out_path is not None:
         repair_torn_tail(out_path)
@@ -102,9 +105,10 @@ def measure(
         on_progress(total - len(todo), total)
     for start in range(0, len(todo), chunk):
         batch = todo[start : start + chunk]
-        outs = generator.generate([build_prompt(p.question) for p in batch], config)
+        prompts = [render(p.question) for p in batch]
+        outs = generator.generate(prompts, config)
         rows = []
-        for p, o in zip(batch, outs):
+        for p, o, prompt in zip(batch, outs, prompts):
             answer = extract_answer(o.text)
             g = Generation(
                 problem_id=p.id,
@@ -116,6 +120,7 @@ def measure(
                 seconds=round(o.seconds, 4),
                 margins=[round(m, 4) for m in o.margins] if o.margins is not None else None,
                 token_ends=o.token_ends,
+                prompt=prompt,
             )
             rows.append(to_dict(g))
             done[p.id] = rows[-1]
@@ -145,15 +150,19 @@ def evaluate_model(
     generator: Generator | None = None,
     chunk: int = CHUNK,
     load_in: str | None = None,
+    render: Callable[[str], str] = build_prompt,
+    max_new_tokens: int = 320,
 ) -> dict:
     """Accuracy of a checkpoint on problems, with timing: the building block of the tables.
-    `generator` replaces the plain HF one (the checker fallback passes its wrapper)."""
+    `generator` replaces the plain HF one (the checker fallback passes its wrapper); `render` is the
+    prompt format (prompting.formats)."""
     if generator is None:
         from silverbullet.generation.hf import HFGenerator
 
         generator = HFGenerator(path, tag=tag, device=device, adapter=adapter, load_in=load_in)
     t0 = time.time()
-    gens = measure(generator, problems, GenerationConfig(batch_size=batch_size, progress=progress), chunk=chunk)
+    gcfg = GenerationConfig(batch_size=batch_size, progress=progress, max_new_tokens=max_new_tokens)
+    gens = measure(generator, problems, gcfg, chunk=chunk, render=render)
     secs = time.time() - t0
     return {
         "model": str(path),
@@ -162,4 +171,6 @@ def evaluate_model(
         "accuracy_by_steps": accuracy_by(problems, gens),
         "seconds": round(secs, 1),
         "tokens": sum(g.n_tokens for g in gens),
+        "max_new_tokens": max_new_tokens,
+        "format": compliance([to_dict(g) for g in gens], max_new_tokens),
     }

@@ -34,6 +34,8 @@ class Generation:
     margins: list[float] | None = None
     # Character offset in `text` where each generated token ends (aligned with `margins`).
     token_ends: list[int] | None = None
+    # The rendered prompt the model continued (chat template, exemplars, ...: docs/prompts.md).
+    prompt: str | None = None
 
 
 def to_dict(record: Any) -> dict[str, Any]:

@@ -16,8 +16,16 @@ SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 CHARS = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
 
 
-def build_char_tokenizer(out_dir: Path):
-    """A PreTrainedTokenizerFast with one token per character, <s> prepended, </s> as eos."""
+# ChatML, as Qwen and many others write it (the test tokenizer's `chat=True` template).
+CHATML_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_char_tokenizer(out_dir: Path, chat: bool = False):
+    """A PreTrainedTokenizerFast with one token per character, <s> prepended, </s> as eos. With `chat`,
+    also `<|im_start|>`/`<|im_end|>` special tokens and a ChatML chat template."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -29,6 +37,9 @@ def build_char_tokenizer(out_dir: Path):
     tok = PreTrainedTokenizerFast(
         tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
+    if chat:
+        tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tok.chat_template = CHATML_TEMPLATE
     tok.save_pretrained(out_dir)
     return tok
 
@@ -41,13 +52,14 @@ def build_tiny_llama(
     hidden: int = 64,
     layers: int = 2,
     init: float = 0.3,
+    chat: bool = False,
 ):
     """Save a random LlamaForCausalLM (safetensors) + char tokenizer to out_dir; return (model, tok)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = build_char_tokenizer(out_dir)
+    tok = build_char_tokenizer(out_dir, chat=chat)
     cfg = LlamaConfig(
         vocab_size=vocab_size or len(tok),
         hidden_size=hidden,

@@ -27,6 +27,23 @@ REGISTRY: dict[str, Callable[[str], list[Problem]]] = {
     "asdiv": wordproblems.load_asdiv,
 }
 GENERATED = ("synthetic",)  # made on the fly by a module of that name: load(split, limit, seed)
+# Generation budget per benchmark (--max-new-tokens overrides): room for a full solution of that
+# difficulty, so a cut at the limit means a model that rambles, not a budget too small.
+MAX_NEW_TOKENS = {
+    "synthetic": 320,
+    "gsm8k": 512,
+    "svamp": 512,
+    "asdiv": 512,
+    "math": 1024,
+    "minerva_math": 1024,
+    "aime24": 2048,
+    "amc23": 2048,
+}
+DEFAULT_MAX_NEW_TOKENS = 1024  # a JSONL file or hub dataset of unknown difficulty
+
+
+def default_max_new_tokens(name_or_path: str | Path) -> int:
+    return MAX_NEW_TOKENS.get(str(name_or_path), DEFAULT_MAX_NEW_TOKENS)
 
 
 def known_benchmarks() -> list[str]:
@@ -112,4 +129,12 @@ def _load_hub(name: str, split: str, fields: dict[str, str] | None) -> list[Prob
     )
 
 
-__all__ = ["REGISTRY", "data_root", "default_split", "known_benchmarks", "load_benchmark", "repair_split"]
+__all__ = [
+    "REGISTRY",
+    "data_root",
+    "default_max_new_tokens",
+    "default_split",
+    "known_benchmarks",
+    "load_benchmark",
+    "repair_split",
+]

@@ -23,6 +23,44 @@ from silverbullet.generation.loading import (
 from silverbullet.prompting import ANSWER_LINE_RES
 
 ANSWER_LINE_RE = ANSWER_LINE_RES[0]  # "The answer is: ..." (what truncate_after_answer cuts after)
+# Special tokens that end a chat turn (or a document) in common templates: ChatML, Llama 3, Phi,
+# Gemma, Command R, DeepSeek. A chat model writes one after its answer; generation stops there.
+END_OF_TURN_TOKENS = frozenset(
+    {
+        "<|im_end|>",
+        "<|eot_id|>",
+        "<|eom_id|>",
+        "<|end|>",
+        "<|endoftext|>",
+        "<|end_of_text|>",
+        "<end_of_turn>",
+        "<|end_of_turn|>",
+        "<|END_OF_TURN_TOKEN|>",
+        "<\uff5cend\u2581of\u2581sentence\uff5c>",
+    }
+)
+
+
+def stop_token_ids(tokenizer: Any, eos: Any = None) -> list[int]:
+    """Token ids that end a generation: `eos` (the generation config's, an int or a list), the
+    tokenizer's eos, and the special tokens of this vocabulary that end a chat turn."""
+    ids: set[int] = set()
+    for v in (eos, getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(v, int):
+            ids.add(v)
+        elif isinstance(v, (list, tuple)):
+            ids.update(int(x) for x in v)
+    for i, t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(t, "content", str(t)) in END_OF_TURN_TOKENS:
+            ids.add(int(i))
+    return sorted(ids)
+
+
+def add_special_tokens_for(tokenizer: Any, prompts: Sequence[str]) -> bool:
+    """Whether tokenizing these prompts should add the tokenizer's special tokens: not when a chat
+    template already wrote the bos token into them (it would be doubled)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (bos and prompts and all(p.startswith(bos) for p in prompts))
 
 
 def answer_line_end(text: str) -> int | None:
@@ -204,14 +242,8 @@ class HFGenerator:
         return self._tokenizer
 
     def _eos_ids(self) -> list[int]:
-        ids: set[int] = set()
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        for v in (gen_eos, self.tokenizer.eos_token_id):
-            if isinstance(v, int):
-                ids.add(v)
-            elif isinstance(v, (list, tuple)):
-                ids.update(int(x) for x in v)
-        return sorted(ids)
+        return stop_token_ids(self.tokenizer, gen_eos)
 
     # -- generation ------------------------------------------------------------------------------
     def generate(self, prompts: list[str], config: GenerationConfig | None = None) -> list[GenOutput]:
@@ -222,7 +254,8 @@ class HFGenerator:
         import torch
 
         tok = self.tokenizer
-        lengths = [len(ids) for ids in tok(list(prompts), add_special_tokens=True)["input_ids"]]
+        special = add_special_tokens_for(tok, prompts)
+        lengths = [len(ids) for ids in tok(list(prompts), add_special_tokens=special)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
         batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         results: list[GenOutput | None] = [None] * len(prompts)
@@ -294,7 +327,11 @@ class HFGenerator:
         if self._newlines is None:
             self._newlines = _newline_mask(tok, model.get_input_embeddings().num_embeddings)
         enc = tok(
-            prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=True
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=add_special_tokens_for(tok, prompts),
         ).to(model.device)
         prompt_len = enc["input_ids"].shape[1]
         processors = LogitsProcessorList()
@@ -345,7 +382,7 @@ class HFGenerator:
         tok, model = self.tokenizer, self.model
         rows = []
         for prompt, cont in pairs:
-            p_ids = tok(prompt, add_special_tokens=True)["input_ids"]
+            p_ids = tok(prompt, add_special_tokens=add_special_tokens_for(tok, [prompt]))["input_ids"]
             if not p_ids and tok.bos_token_id is not None:
                 p_ids = [tok.bos_token_id]
             if not p_ids:

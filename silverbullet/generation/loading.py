@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from silverbullet.errors import UserError
+from silverbullet.prompting.formats import PromptRenderer, PromptSettings, make_renderer
 
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -442,3 +443,11 @@ def fingerprint_module(model: Any) -> str:
             h.update(f"{name}:{tuple(p.shape)}:{p.dtype}\n".encode())
             h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def renderer_for_model(settings: PromptSettings, model_path: str, benchmark: str) -> PromptRenderer:
+    """The prompt renderer for a checkpoint (prompting.formats); its tokenizer is loaded only when a
+    chat template may be used."""
+    if settings.template or settings.format in ("completion", "fewshot"):
+        return make_renderer(settings, None, benchmark, model_path)
+    return make_renderer(settings, load_tokenizer(model_path), benchmark, model_path)

@@ -35,7 +35,13 @@ from typing import Any
 
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, GenOutput, ScoreOutput
-from silverbullet.generation.hf import answer_line_end, finish_output, token_ends
+from silverbullet.generation.hf import (
+    add_special_tokens_for,
+    answer_line_end,
+    finish_output,
+    stop_token_ids,
+    token_ends,
+)
 from silverbullet.generation.loading import (
     fingerprint_model_source,
     is_compressed_tensors,
@@ -519,18 +525,13 @@ class VLLMGenerator:
         self._engine = None
 
     def _eos_ids(self) -> list[int]:
-        ids: set[int] = set()
         gen_cfg = Path(self.path_or_id) / "generation_config.json"
-        if gen_cfg.is_file():
-            v = json.loads(gen_cfg.read_text()).get("eos_token_id")
-            ids.update([v] if isinstance(v, int) else (v or []))
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return sorted(ids)
+        eos = json.loads(gen_cfg.read_text()).get("eos_token_id") if gen_cfg.is_file() else None
+        return stop_token_ids(self.tokenizer, eos)
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         tok = self.tokenizer
-        ids = tok(prompt, add_special_tokens=True)["input_ids"]
+        ids = tok(prompt, add_special_tokens=add_special_tokens_for(tok, [prompt]))["input_ids"]
         if not ids and tok.bos_token_id is not None:
             ids = [tok.bos_token_id]
         if not ids:

@@ -1,7 +1,8 @@
 """Build and curate the Silver Bullet SFT and DPO sets from first faulty steps.
 
 An example teaches the quantized model the step where it first went wrong, in the exact context it
-went wrong in: prompt = question + its own (correct) steps before the fault; chosen / completion =
+went wrong in: prompt = the prompt it was given (the run's format: chat template, exemplars, ...;
+stored with each generation) + its own (correct) steps before the fault; chosen / completion =
 the reference model's step there and the rest of its solution; rejected = the quantized model's
 faulty step and what followed. TRL appends an end-of-sequence token to every completion, so
 completions run to the answer line (where the model really stops), never a lone step.
@@ -81,7 +82,7 @@ def candidates(run_dir: Path) -> list[dict]:
             continue  # the chosen step must pass the step checker
         out.append(
             {
-                "prompt": build_prompt(a["question"]) + a["prefix"],
+                "prompt": _prompt(q, a["question"]) + a["prefix"],
                 "chosen": chosen,
                 "rejected": rejected,
                 "problem_id": a["problem_id"],
@@ -91,6 +92,13 @@ def candidates(run_dir: Path) -> list[dict]:
             }
         )
     return out
+
+
+def _prompt(gen_row: dict | None, question: str) -> str:
+    """The prompt a generation was made from, so training sees what inference sees (rows of runs made
+    before prompts were stored used the completion format)."""
+    p = (gen_row or {}).get("prompt")
+    return p if isinstance(p, str) else build_prompt(question)
 
 
 def curate(rows: list[dict], cfg: DatasetConfig) -> list[dict]:
@@ -199,10 +207,10 @@ def guard_set(run_dir: Path, n: int, exclude: set[str] | None = None) -> list[di
             continue
         q, sol = quant.get(pid), problems[pid].get("solution")
         if q and q["correct"]:
-            own.append((pid, q["text"]))
+            own.append((pid, q["text"], r))
         elif sol and step_spans(sol) and any(rx.match(ln) for ln in sol.split("\n") for rx in ANSWER_LINE_RES):
-            gold.append((pid, sol))
-    return [_whole_solution(problems[pid], text, "guard") for pid, text in (own + gold)[:n]]
+            gold.append((pid, sol, r))
+    return [_whole_solution(problems[pid], text, "guard", row) for pid, text, row in (own + gold)[:n]]
 
 
 def anchor_set(run_dir: Path, n: int, seed: int = 0, exclude: set[str] | None = None) -> list[dict]:
@@ -217,7 +225,7 @@ def anchor_set(run_dir: Path, n: int, seed: int = 0, exclude: set[str] | None = 
     random.Random(seed).shuffle(own)
     if own and all(r.get("margins") for r in own):
         own.sort(key=lambda r: min(r["margins"]))  # stable: ties keep the shuffled order
-    return [_whole_solution(problems[r["problem_id"]], r["text"], "anchor") for r in own[:n]]
+    return [_whole_solution(problems[r["problem_id"]], r["text"], "anchor", r) for r in own[:n]]
 
 
 _PROV = ("problem_id", "question", "step_index", "error_type")
@@ -259,13 +267,14 @@ def control_set(
     ]
     random.Random(seed).shuffle(ref)
     kind = "control" if only is None else "full-solution"
-    return [_whole_solution(problems[r["problem_id"]], r["text"], kind) for r in ref[:n]]
+    return [_whole_solution(problems[r["problem_id"]], r["text"], kind, r) for r in ref[:n]]
 
 
-def _whole_solution(problem: dict, text: str, kind: str) -> dict:
-    """An SFT row that teaches a whole solution from the question on (step_index 0)."""
+def _whole_solution(problem: dict, text: str, kind: str, gen_row: dict | None = None) -> dict:
+    """An SFT row that teaches a whole solution from the question on (step_index 0), after the prompt
+    `gen_row` (a generation of the same run) was made from."""
     return {
-        "prompt": build_prompt(problem["question"]),
+        "prompt": _prompt(gen_row, problem["question"]),
         "completion": text,
         "problem_id": problem["id"],
         "question": problem["question"],

@@ -100,6 +100,7 @@ def evaluate_with_fallback(
     device: str = "auto",
     adapter: str = "",
     load_in: str | None = None,
+    **measure_kwargs,
 ) -> dict:
     """`measure.evaluate_model` of base + adapter behind the checker fallback (`silverbullet evaluate
     --adapter A --fallback`): the summary adds how many solutions were flagged and replaced."""
@@ -112,5 +113,7 @@ def evaluate_with_fallback(
     )
     # One chunk: the flagged prompts of all problems then fill whole base batches (per 64-problem
     # chunk, a batch of 2-3 costs a GPU nearly as much as a full one).
-    res = evaluate_model(path, problems, tag=tag, batch_size=batch_size, generator=gen, chunk=max(1, len(problems)))
+    res = evaluate_model(
+        path, problems, tag=tag, batch_size=batch_size, generator=gen, chunk=max(1, len(problems)), **measure_kwargs
+    )
     return {"model": res.pop("model"), "adapter": adapter, "flagged": gen.flagged, "fallbacks": gen.fallbacks, **res}

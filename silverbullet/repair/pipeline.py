@@ -25,7 +25,9 @@ from silverbullet.diagnose import (
 )
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, close_generator
+from silverbullet.generation.loading import renderer_for_model
 from silverbullet.measure import measure, read_jsonl_rows, write_rows
+from silverbullet.prompting.formats import PromptSettings, same_prompts_or_refuse
 from silverbullet.records import Generation, Problem
 from silverbullet.repair.dataset import (
     DatasetConfig,
@@ -66,6 +68,12 @@ class RepairConfig:
     batch_size: int = 64
     seed: int = 0
     progress: bool = True
+    max_new_tokens: int | None = None  # None: the benchmark's default
+    # Prompts (docs/prompts.md), as in DiagnoseConfig: the sets' prompts and the re-measure use them.
+    prompt_format: str = "auto"
+    system_prompt: str | None = None
+    prompt_template: str | None = None
+    fewshot: int = 4
     train: RepairTrainConfig = field(default_factory=RepairTrainConfig)
 
 
@@ -101,9 +109,49 @@ def _eval_run(cfg: RepairConfig, out: Path) -> Path:
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         progress=cfg.progress,
+        **_prompt_fields(cfg),
     )
     run_diagnose(dcfg)
     return out / "eval-split"
+
+
+def _prompt_fields(cfg: RepairConfig) -> dict:
+    return {
+        "max_new_tokens": cfg.max_new_tokens,
+        "prompt_format": cfg.prompt_format,
+        "system_prompt": cfg.system_prompt,
+        "prompt_template": cfg.prompt_template,
+        "fewshot": cfg.fewshot,
+    }
+
+
+def _renderer(cfg: RepairConfig, eval_run: Path, reference: str, benchmark: str):
+    """The run's prompt renderer; an evaluation run (--from) made with other prompts is refused, since
+    the repaired model would be measured on prompts its baseline never saw."""
+    settings = PromptSettings(cfg.prompt_format, cfg.system_prompt, cfg.prompt_template, cfg.fewshot)
+    renderer = renderer_for_model(settings, reference, benchmark)
+    if cfg.from_run:
+        eval_summary = json.loads((eval_run / "summary.json").read_text())
+        if (eval_summary.get("prompt") or {}).get("format") == "samples":
+            return _FilePrompts(renderer, eval_run, eval_summary["prompt"])
+        same_prompts_or_refuse(eval_summary, {"prompt": renderer.describe()}, f"--from {eval_run}", "this repair")
+    return renderer
+
+
+class _FilePrompts:
+    """A run read from sample files: its problems are re-measured on the prompts the files say were
+    sent (the quantized baseline saw those); new problems (the repair split) get `base`'s prompts."""
+
+    def __init__(self, base, eval_run: Path, described: dict):
+        self.base, self.described, self.format = base, described, "samples"
+        problems = read_jsonl_rows(eval_run / "problems.jsonl")
+        self.sent = {p["question"]: p["meta"]["prompt"] for p in problems if (p.get("meta") or {}).get("prompt")}
+
+    def __call__(self, question: str) -> str:
+        return self.sent.get(question) or self.base(question)
+
+    def describe(self) -> dict:
+        return {**self.described, "repair_split": self.base.describe()}
 
 
 def _models(cfg: RepairConfig, eval_run: Path) -> tuple[dict, str, str]:
@@ -154,6 +202,11 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     eval_run = _eval_run(cfg, out)
     eval_cfg, reference, quantized = _models(cfg, eval_run)
+    renderer = _renderer(cfg, eval_run, reference, eval_cfg["benchmark"])
+    if cfg.max_new_tokens is None:
+        from silverbullet.benchmarks import default_max_new_tokens
+
+        cfg = dataclasses.replace(cfg, max_new_tokens=default_max_new_tokens(eval_cfg["benchmark"]))
     problems = [Problem(**p) for p in read_jsonl_rows(eval_run / "problems.jsonl")]
     gens = {
         tag: {r["problem_id"]: r for r in read_jsonl_rows(eval_run / "generations" / f"{tag}.jsonl")}
@@ -177,6 +230,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         confirm=False,
         margins=True,  # anchors are the quantized model's least confident correct solutions
         progress=cfg.progress,
+        **_prompt_fields(cfg),
     )
     log(f"diagnosing {cfg.repair_limit} problems of the {split_name} split (repair data)")
     run_diagnose(rcfg)
@@ -237,20 +291,16 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     rep_path = out / "generations" / "repaired.jsonl"
     if rep_path.exists() and not reused:
         rep_path.unlink()  # a new adapter: old repaired generations are stale (else: resume them)
+    gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     with ui.stage("re-measuring (quantized + adapter)", cfg.progress) as st:
-        repaired = measure(
-            rep_gen,
-            problems,
-            GenerationConfig(batch_size=cfg.batch_size),
-            rep_path,
-            on_progress=ui.progress_callback(st),
-        )
+        repaired = measure(rep_gen, problems, gen_cfg, rep_path, on_progress=ui.progress_callback(st), render=renderer)
         st.summary = f"{sum(g.correct for g in repaired)}/{len(repaired)} correct"
     close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
     checked = checker_fallback(repaired, gens["quantized"])
     write_rows(out / "generations" / "checked.jsonl", checked)
     summary = summarise_repair(problems, gens, repaired, used, train_info, cfg, checked)
+    summary["prompt"] = {**renderer.describe(), "max_new_tokens": cfg.max_new_tokens}
     summary["sets"] = {
         "sft_data": sft_mode,
         "replay": cfg.replay,
@@ -265,7 +315,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         "total_seconds": round(time.time() - t_start, 1),
     }
     if cfg.merge:
-        summary["merged"] = _merged(quantized, adapter, out, problems, summary, gcfg, cfg, log)
+        summary["merged"] = _merged(quantized, adapter, out, problems, summary, gcfg, cfg, log, renderer)
     summary["eval_run"] = str(eval_run)
     (out / "repair_summary.json").write_text(json.dumps(summary, indent=1))
     if not cfg.from_run:
@@ -290,14 +340,17 @@ def _train_only(cfg: RepairConfig, out: Path, rank: int, log) -> dict:
     return {"rank": rank, "train": info}
 
 
-def _merged(quantized: str, adapter: Path, out: Path, problems, summary: dict, gcfg, cfg: RepairConfig, log) -> dict:
+def _merged(
+    quantized: str, adapter: Path, out: Path, problems, summary: dict, gcfg, cfg: RepairConfig, log, renderer
+) -> dict:
     """Merge + re-quantize with the base's recipe, then measure the single low-bit checkpoint."""
     from silverbullet.repair.merge import merge_and_requantize
 
     t0 = time.time()
     path = merge_and_requantize(quantized, adapter, out / "merged")
     gen = make_generator(str(path), "merged", gcfg)
-    rows = measure(gen, problems, GenerationConfig(batch_size=cfg.batch_size), out / "generations" / "merged.jsonl")
+    gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+    rows = measure(gen, problems, gen_cfg, out / "generations" / "merged.jsonl", render=renderer)
     close_generator(gen)
     acc = round(sum(g.correct for g in rows) / len(rows), 4)
     a = summary["accuracy"]

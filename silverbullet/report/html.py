@@ -160,6 +160,21 @@ def _key_numbers(data: RunData) -> str:
         ),
         ("causal confirmation", f"{c.get('confirmed', '-')}/{c.get('n', '-')}"),
     ]
+    fmt = s.get("format") or {}
+    for tag in ("reference", "quantized"):
+        v = fmt.get(tag)
+        if isinstance(v, dict):
+            rows.append(
+                (
+                    f"format ({tag}): Step k lines / answer line / answer stated / cut at limit",
+                    f"{v['step_prefix_share']:.1%} / {v['answer_line_share']:.1%} / "
+                    f"{v.get('answer_stated_share', float('nan')):.1%} / {v['truncated']}",
+                )
+            )
+    for lost in s.get("format_drop") or []:
+        rows.append(("the quantized model loses the step format", lost))
+    if isinstance(s.get("prompt"), dict):
+        rows.append(("prompt format", f"{s['prompt'].get('format')} (id {s['prompt'].get('id')})"))
     return "<table>" + "".join(f"<tr><th>{esc(a)}</th><td class='num'>{esc(b)}</td></tr>" for a, b in rows) + "</table>"
 
 

@@ -61,6 +61,45 @@ def check_markdown(result: CheckResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_markdown(s: dict) -> list[str]:
+    """Prompt format and format compliance per model (runs made before they were recorded: none)."""
+    fmt, p = s.get("format") or {}, s.get("prompt") or {}
+    if not fmt:
+        return []
+    rows = [
+        [
+            cell(m),
+            f"{v['step_prefix_share']:.1%}",
+            f"{v['answer_line_share']:.1%}",
+            f"{v['answer_stated_share']:.1%}" if "answer_stated_share" in v else "-",
+            v["truncated"],
+        ]
+        for m, v in fmt.items()
+        if isinstance(v, dict)
+    ]
+    out = [
+        "",
+        "## Format compliance",
+        "",
+        f"Prompt format {code(p.get('format'))} (id {code(p.get('id'))}), "
+        f"max_new_tokens {cell(p.get('max_new_tokens'))}.",
+        "",
+        _table(
+            [
+                "model",
+                "solutions in Step k lines",
+                "with a `The answer is:` line",
+                "stating an answer (any form)",
+                "cut at the token limit",
+            ],
+            rows,
+        ),
+    ]
+    for lost in s.get("format_drop") or []:
+        out += ["", f"**The quantized model loses the step format** ({cell(lost)}): a failure beside accuracy."]
+    return out
+
+
 def report_markdown(data: RunData) -> str:
     s = data.summary
     acc_rows = []
@@ -97,6 +136,7 @@ def report_markdown(data: RunData) -> str:
                 f"{'-' if not isinstance(frec, (int, float)) else f'{frec:.1%}'}, "
                 f"flips introduced {fb.get('flips_introduced', '-')} ({fb.get('fallbacks', '-')} fallbacks)."
             )
+    lines += format_markdown(s)
     lines += [
         "",
         "## Error types (first faulty step of each wrong answer)",
