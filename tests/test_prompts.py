@@ -214,7 +214,8 @@ def test_compliance_counts_format_and_cuts():
         {"text": "We add them: \\boxed{5}", "n_tokens": 12},  # stopped (eos) without an answer line
     ]
     c = compliance(rows, max_new_tokens=64)
-    assert c == {"n": 4, "step_prefix_share": 0.5, "answer_line_share": 0.5, "answer_stated_share": 0.75, "truncated": 1}
+    assert c["n"] == 4 and c["step_prefix_share"] == 0.5 and c["answer_line_share"] == 0.5
+    assert c["answer_stated_share"] == 0.75 and c["truncated"] == 1  # the boxed answer is stated
 
 
 def test_format_drop_only_when_clearly_below_the_reference():
