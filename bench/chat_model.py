@@ -76,27 +76,38 @@ def run_mode(mode: str, limit: int, repair_limit: int, runs: Path) -> dict:
     }
 
 
+def table(results: dict) -> None:
+    cols = f"{'mode':6} {'ref':>6} {'quant':>6} {'Step k':>7} {'answer':>7} {'flips':>5}"
+    print(cols + f" {'faults at steps 1/2/3/4+':>25} {'repaired':>8} {'recov':>6}")
+    for m, r in results.items():
+        fq = r["format"]["quantized"]
+        pos = {int(k): v for k, v in r["first_fault_position"]["absolute"].items() if k.isdigit()}
+        n = max(1, sum(pos.values()))
+        at = [pos.get(0, 0), pos.get(1, 0), pos.get(2, 0), sum(v for k, v in pos.items() if k >= 3)]
+        rec = r["repair"]["recovery"]
+        print(
+            f"{m:6} {r['accuracy']['reference']:6.1%} {r['accuracy']['quantized']:6.1%} "
+            f"{fq['step_prefix_share']:7.1%} {fq['answer_stated_share']:7.1%} {r['flips']['ref_right_quant_wrong']:5d} "
+            f"{' / '.join(f'{x / n:.0%}' for x in at):>25} {r['repair']['accuracy']['repaired']:8.1%} "
+            f"{'n/a' if rec is None else format(rec, '.0%'):>6}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--repair-limit", type=int, default=400)
     ap.add_argument("--runs", default="runs/bench-chat")
     ap.add_argument("--out", default="bench/results/chat_model.json")
+    ap.add_argument("--show", action="store_true", help="Print the table of --out's results; run nothing.")
     args = ap.parse_args()
+    out = ROOT / args.out
+    if args.show:
+        table(json.loads(out.read_text())["modes"])
+        return
     runs = ROOT / args.runs
     results = {m: run_mode(m, args.limit, args.repair_limit, runs) for m in MODES}
-    head = f"{'mode':6} {'ref':>6} {'quant':>6} {'Step k':>7} {'answer':>7} {'flips':>5} {'1st fault (1-based)':>28}"
-    print(head + f" {'repaired':>8} {'recov':>6}")
-    for m, r in results.items():
-        fq = r["format"]["quantized"]
-        pos = ", ".join(f"{int(k) + 1}:{v}" for k, v in r["first_fault_position"]["absolute"].items() if k.isdigit())
-        print(
-            f"{m:6} {r['accuracy']['reference']:6.1%} {r['accuracy']['quantized']:6.1%} "
-            f"{fq['step_prefix_share']:7.1%} {fq['answer_line_share']:7.1%} {r['flips']['ref_right_quant_wrong']:5d} "
-            f"{pos:>28} {r['repair']['accuracy']['repaired']:8.1%} "
-            f"{'n/a' if r['repair']['recovery'] is None else format(r['repair']['recovery'], '.0%'):>6}"
-        )
-    out = ROOT / args.out
+    table(results)
     out.write_text(json.dumps({"meta": run_meta(), "limit": args.limit, "modes": results}, indent=1) + "\n")
     print(f"wrote {out}")
 
