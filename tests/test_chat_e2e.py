@@ -19,7 +19,7 @@ from silverbullet.prompting.formats import STEP_FORMAT_INSTRUCTION
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "data/reference-chat-model"
 MODES = {"steps": (), "free": ("--system-prompt", "")}
-LIMIT, REPAIR_LIMIT = 24, 48
+LIMIT, REPAIR_LIMIT = 20, 32
 
 pytestmark = pytest.mark.slow
 
