@@ -150,6 +150,23 @@ def test_report_and_check_read_a_samples_run(chat_run):
     assert bad.returncode == 1, bad.stdout + bad.stderr
 
 
+def test_the_results_api_reads_a_samples_run(chat_run):
+    """`silverbullet.results.open_run` on a run diagnosed from sample files: the frames match its files."""
+    from silverbullet.results import open_run
+
+    d, s = chat_run
+    run = open_run(d / "run")
+    problems = [json.loads(x) for x in (d / "run" / "problems.jsonl").read_text().splitlines()]
+    att = [json.loads(x) for x in (d / "run" / "attribution.jsonl").read_text().splitlines() if x.strip()]
+    assert list(run.problems["problem_id"]) == [p["id"] for p in problems]
+    assert len(run.generations) == 2 * len(problems)
+    q = run.generations[run.generations["model"] == "quantized"]
+    assert q["correct"].mean() == pytest.approx(s["accuracy"]["quantized"], abs=1e-4)
+    assert len(run.attributions) == len(att)
+    assert len(run.flips) == s["flips"]["ref_right_quant_wrong"] + s["flips"]["ref_wrong_quant_right"]
+    assert run.summary["samples"]["pairs"] == len(problems)
+
+
 def test_completions_and_vllm_dumps_pair_by_question_or_request_id(own, tmp_path):
     p, g, sc = own["problems"], own["gens"], own["scores"]
     export_openai_completions(p, g["reference"], sc["reference"], tmp_path / "ref.jsonl")
