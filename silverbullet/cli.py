@@ -208,20 +208,16 @@ def print_summary(s: dict) -> None:
         )
     fmt = s.get("format") or {}
     if fmt.get("reference") and fmt.get("quantized"):
-        for key, name in (
-            ("step_prefix_share", "format: Step k lines"),
-            ("answer_line_share", "format: answer line"),
-            ("answer_stated_share", "answer stated (any form)"),
-        ):
-            if key in fmt["reference"] and key in fmt["quantized"]:
-                t.add_row(name, f"{fmt['reference'][key]:.1%}", f"{fmt['quantized'][key]:.1%}")
-        t.add_row("cut at token limit", str(fmt["reference"]["truncated"]), str(fmt["quantized"]["truncated"]))
-    out_console.print(t)
+
+        def shares(v: dict) -> str:
+            stated = v.get("answer_stated_share", v["answer_line_share"])
+            return f"{v['step_prefix_share']:.0%}/{v['answer_line_share']:.0%}/{stated:.0%}/{v['truncated']}"
+
+        t.add_row("format: steps/ans/any/cut", shares(fmt["reference"]), shares(fmt["quantized"]))
     p = s.get("prompt") or {}
-    if p:
-        out_console.print(
-            f"prompt format: {p.get('format')} (id {p.get('id')}), max_new_tokens {p.get('max_new_tokens')}"
-        )
+    if p.get("format"):
+        t.title += f", prompt {p['format']}"
+    out_console.print(t)
     for lost in s.get("format_drop") or []:
         out_console.print(f"[bold yellow]the quantized model loses the step format[/] ({lost})")
     f, m, c = s["flips"], s["margins"], s["confirmation"]

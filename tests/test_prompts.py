@@ -355,7 +355,7 @@ def test_diagnose_chat_path_end_to_end(tmp_path, tiny_chat_dir):
         assert r["n_tokens"] <= 12
     cut = sum(r["n_tokens"] >= 12 and "The answer is" not in r["text"] for r in rows)
     assert s["format"]["reference"]["truncated"] == cut and s["format"]["reference"]["n"] == 3
-    assert "format: Step k lines" in res.stdout and "prompt format: chat" in res.stdout
+    assert "format: steps/ans/any/cut" in res.stdout and "prompt chat" in res.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["prompt_format"] == "auto" and cfg["fewshot"] is None
     # the same directory with the free style is another run: refused, one line
