@@ -18,6 +18,7 @@ from pathlib import Path
 
 from silverbullet import stats, ui
 from silverbullet.attribution import locate
+from silverbullet.attribution.judge import judge
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator, close_generator
 from silverbullet.generation.loading import renderer_for_model
@@ -257,6 +258,13 @@ def add_margins_and_confirmation(
         scored = _score_batch(ref_gen, pairs)
         for r, s in zip(todo, scored):
             r["reference_margin_at_frontier"] = _mean(list(s.margins))
+    judged = [r for r in rows if r["model"] == "quantized" and gens.get(r["problem_id"]) is not None]
+    if cfg.margins and ref_gen is not None and judged:
+        # the full-precision model as judge: the whole quantized solution, teacher-forced under it
+        scored = _score_batch(ref_gen, [(prompt(r), gens[r["problem_id"]].text) for r in judged])
+        for r, s in zip(judged, scored):
+            v = judge(s.logprobs, s.top_logprobs, s.token_ends, segment(gens[r["problem_id"]].text).spans)
+            r["judge_step"], r["judge_gap"] = v.step, v.gap
     confirmable = [r for r in todo if r.get("reference_line") and r["flip"]]
     if cfg.confirm and confirmable:
         texts = [prompt(r) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]
@@ -269,6 +277,20 @@ def add_margins_and_confirmation(
             p = problems[r["problem_id"]]
             r["confirmed"] = is_correct(ans, p.answer, p.meta.get("grading", "numeric"))
             r["confirmation_text"] = o.text
+
+
+def judge_summary(flips: list[dict]) -> dict:
+    """How the full-precision judge's first step compares with the checker's on the flips."""
+    j = [r for r in flips if "judge_step" in r]
+    same = sum(r["judge_step"] == r["first_faulty_step"] for r in j)
+    placed = [r for r in j if r["judge_step"] is not None and r["first_faulty_step"] is not None]
+    return {
+        "n": len(j),
+        "flagged": sum(r["judge_step"] is not None for r in j),
+        "same_step_as_checker": same,
+        "earlier_than_checker": sum(r["judge_step"] < r["first_faulty_step"] for r in placed),
+        "later_than_checker": sum(r["judge_step"] > r["first_faulty_step"] for r in placed),
+    }
 
 
 def _prompt_of(gens: dict[str, Generation], row: dict) -> str:
@@ -375,6 +397,7 @@ def summarise(
             "confirmed": sum(conf),
             "rate": round(sum(conf) / len(conf), 4) if conf else None,
         },
+        "judge": judge_summary(flips),
         "format": fmt,
         # What the quantized model lost of the step format (empty: nothing beyond sampling noise).
         "format_drop": format_drop(fmt, wilson),

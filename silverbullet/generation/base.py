@@ -68,6 +68,9 @@ class ScoreOutput:
     logprobs: list[float]  # log p(token | prefix) of each continuation token
     margins: list[float]  # top-1 minus top-2 log-prob of the model's distribution at each token
     token_ends: list[int]  # char offset in the continuation where each token ends
+    # log p of the model's own top-1 token at each position (None where a backend does not report it):
+    # with `logprobs`, how far the forced token falls below what the model would have written
+    top_logprobs: list[float] | None = None
 
 
 @runtime_checkable

@@ -415,6 +415,7 @@ class HFGenerator:
                         logprobs=logp.gather(1, target[:, None])[:, 0].cpu().tolist(),
                         margins=(top[:, 0] - top[:, 1]).cpu().tolist(),
                         token_ends=token_ends(tok, c, limit=len(cont)),
+                        top_logprobs=logp.max(dim=-1).values.cpu().tolist(),
                     )
                 )
         return outs
