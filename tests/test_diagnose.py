@@ -75,6 +75,10 @@ def test_diagnose_end_to_end_and_resume(tmp_path, quantized):
     assert all(_text(q_rows, a).startswith(a["prefix"]) for a in located)
     assert s["margins"]["n"] > 0 and s["confirmation"]["n"] > 0
     assert sum(s["first_fault_position"]["absolute"].values()) == len(flips)
+    # the full-precision judge ran on every quantized wrong solution; its steps index the same steps
+    assert all("judge_step" in a for a in atts if a["model"] == "quantized") and s["judge"]["n"] == len(flips)
+    assert all(a["judge_step"] is None or 0 <= a["judge_step"] < a["n_steps"] for a in flips)
+    assert s["judge"]["flagged"] > 0
     # Resume: drop half the quantized rows and a torn line, re-run, same results, no duplicates.
     before = (run / "summary.json").read_text()
     lines = (run / "generations/quantized.jsonl").read_text().splitlines(keepends=True)
