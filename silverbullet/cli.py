@@ -120,6 +120,9 @@ def diagnose(
     margins: bool = typer.Option(True, help="Measure token margins at the failure frontier."),
     cache: bool = typer.Option(True, help="Use the on-disk generation cache."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    devices: str | None = typer.Option(
+        None, help="HF backend on several devices, e.g. cuda:0,cuda:1: one generation process per device."
+    ),
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
     pipeline_parallel_size: int = typer.Option(1, help="vLLM: pipeline-parallel stages."),
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
@@ -168,6 +171,7 @@ def diagnose(
         margins=margins,
         cache=cache,
         device=device,
+        devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else [],
         vllm_options=_vllm_options(backend, tensor_parallel_size, pipeline_parallel_size, data_parallel_size),
         reference_samples=reference_samples,
         quantized_samples=quantized_samples,

@@ -53,6 +53,8 @@ class DiagnoseConfig:
     batch_size: int = 64
     max_new_tokens: int | None = None  # None: the benchmark's default (benchmarks.MAX_NEW_TOKENS)
     device: str = "auto"
+    # HF backend across devices: one generation worker per device (sharding.py); empty = one process
+    devices: list = field(default_factory=list)
     margins: bool = True
     confirm: bool = True
     cache: bool = True
@@ -70,7 +72,7 @@ class DiagnoseConfig:
     fewshot: int = 4
 
     # Fields that may change between a run and its resume without changing its results.
-    _RESUMABLE = ("batch_size", "progress", "cache", "device", "out", "vllm_options")
+    _RESUMABLE = ("batch_size", "progress", "cache", "device", "devices", "out", "vllm_options")
     _PROMPT = ("prompt_format", "system_prompt", "prompt_template", "fewshot")
 
     def prompt_settings(self) -> PromptSettings:
@@ -478,6 +480,8 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     if cfg.reference_samples or cfg.quantized_samples:  # generations from files: another source
         raise UserError("a run from sample files goes through diagnose_samples.run_from_samples")
     t_start = time.time()
+    if len(cfg.devices) > 1 and cfg.backend != "hf":
+        raise UserError("--devices shards the HF backend; with --backend vllm use --data-parallel-size")
     if cfg.load_in is not None and cfg.backend != "hf":
         raise UserError(f"--load-in-{cfg.load_in} needs --backend hf (bitsandbytes runs in transformers)")
     if cfg.quantized is None:
@@ -504,24 +508,36 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
         raise UserError(f"benchmark {cfg.benchmark!r} split {cfg.split!r} has no problems; check --benchmark/--split")
     _atomic_write(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
     gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, margins=cfg.margins)
+    # with --devices, this process keeps the first device for margins and confirmation
+    main_cfg = dataclasses.replace(cfg, device=cfg.devices[0]) if len(cfg.devices) > 1 else cfg
     generators = {
-        "reference": make_generator(cfg.reference, "reference", cfg),
-        "quantized": make_generator(cfg.quantized, "quantized", cfg),
+        "reference": make_generator(cfg.reference, "reference", main_cfg),
+        "quantized": make_generator(cfg.quantized, "quantized", main_cfg),
     }
     gens: dict[str, dict[str, Generation]] = {}
     timings: dict = {"generation_seconds": {}}
+    paths = {"reference": cfg.reference, "quantized": cfg.quantized}
     for tag, gen in generators.items():
         t0 = time.time()
         with ui.stage(f"generating ({tag})", cfg.progress) as st:
-            out_gens = measure(
-                gen,
-                problems,
-                gen_cfg,
-                out / "generations" / f"{tag}.jsonl",
-                chunk=cfg.batch_size,
-                on_progress=ui.progress_callback(st),
-                render=renderer,
-            )
+            if len(cfg.devices) > 1:
+                from silverbullet.sharding import generate_sharded
+
+                load_in = None if tag == "reference" else cfg.load_in
+                out_gens = generate_sharded(
+                    paths[tag], tag, problems, renderer, gen_cfg, out / "generations" / f"{tag}.jsonl",
+                    cfg.devices, load_in=load_in, on_progress=ui.progress_callback(st),
+                )  # fmt: skip
+            else:
+                out_gens = measure(
+                    gen,
+                    problems,
+                    gen_cfg,
+                    out / "generations" / f"{tag}.jsonl",
+                    chunk=cfg.batch_size,
+                    on_progress=ui.progress_callback(st),
+                    render=renderer,
+                )
             st.summary = f"{sum(g.correct for g in out_gens)}/{len(out_gens)} correct"
         gens[tag] = {g.problem_id: g for g in out_gens}
         timings["generation_seconds"][tag] = round(time.time() - t0, 1)
