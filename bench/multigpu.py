@@ -62,7 +62,8 @@ def repair(args, out: Path) -> dict:
     (out / "r2").mkdir(exist_ok=True)
     shutil.copytree(out / "r1" / "repair-split", out / "r2" / "repair-split", dirs_exist_ok=True)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "silverbullet.cli"]  # fmt: skip
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "silverbullet.cli"]  # fmt: skip
     t2 = timed([*launch, "repair", "--from", str(out / "d1"), "--out", str(out / "r2")])
     res = {}
     for name, d, t in (("one_gpu", "r1", t1), ("two_gpus", "r2", t2)):
