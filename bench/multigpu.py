@@ -45,7 +45,7 @@ def rows(path: Path) -> dict[str, dict]:
 def diagnose(args, out: Path) -> dict:
     base = [*CLI, "diagnose", "--limit", str(args.limit), "--quantized", args.quantized, "--no-cache"]
     t1 = timed([*base, "--device", "cuda:0", "--out", str(out / "d1")])
-    t2 = timed([*base, "--devices", "cuda:0,cuda:1", "--out", str(out / "d2")])
+    t2 = timed([*base, "--devices", args.devices, "--out", str(out / "d2")])
     same = {}
     for tag in ("reference", "quantized"):
         a, b = (rows(out / d / "generations" / f"{tag}.jsonl") for d in ("d1", "d2"))
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--quantized", default="runs/_models/reference-model-rtn-w2ch")
     ap.add_argument("--out", default="runs/multigpu")
+    ap.add_argument("--devices", default="cuda:0,cuda:1", help="diagnose's sharded run (cuda:0,cuda:0: two on one GPU)")
     args = ap.parse_args()
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
