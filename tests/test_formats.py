@@ -196,3 +196,16 @@ def test_qlora_repair_on_the_4bit_reference_leaves_the_base_untouched(tmp_path):
     x = rep.tokenizer(rows[0]["prompt"] + rows[0]["completion"], return_tensors="pt").input_ids
     with torch.no_grad():
         assert (rep.model(x).logits - again(x).logits).abs().max() > 1e-3
+
+
+def test_a_layer_peft_cannot_wrap_is_one_line():
+    """AutoRound's CPU QuantLinear is refused by PEFT (bench/results/formats.json): repair says so in one line."""
+    from silverbullet.repair.train import _lora_supported
+
+    peft_msg = "Target module QuantLinear() is not supported. Currently, only the following modules are supported: ..."
+    with pytest.raises(UserError, match=r"LoRA cannot attach to ckpt: PEFT does not support its QuantLinear"):
+        with _lora_supported("ckpt"):
+            raise ValueError(peft_msg)
+    with pytest.raises(ValueError, match="something else"):
+        with _lora_supported("ckpt"):
+            raise ValueError("something else")

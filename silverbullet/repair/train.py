@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -162,13 +163,14 @@ def train_adapter(
         ds = load_dataset("json", data_files=str(sft_path), split="train").select_columns(["prompt", "completion"])
         args = SFTConfig(**_common_args(cfg, out / "_sft", cfg.learning_rate, cfg.epochs), completion_only_loss=True)
         _one_process_one_gpu(args)
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=ds,
-            processing_class=tok,
-            peft_config=_lora(cfg),
-        )
+        with _lora_supported(quantized):
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=ds,
+                processing_class=tok,
+                peft_config=_lora(cfg),
+            )
         res = _train(trainer, "training LoRA (SFT)", out.parent / "train_log.jsonl", rank == 0)
         info["sft"] = {"examples": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4)}
         model = trainer.model
@@ -186,13 +188,14 @@ def train_adapter(
             **_common_args(cfg, out / "_dpo", cfg.dpo_learning_rate, cfg.dpo_epochs or cfg.epochs), beta=cfg.beta
         )
         _one_process_one_gpu(args)
-        trainer = DPOTrainer(
-            model=model,
-            args=args,
-            train_dataset=ds,
-            processing_class=tok,
-            peft_config=peft_cfg,
-        )
+        with _lora_supported(quantized):
+            trainer = DPOTrainer(
+                model=model,
+                args=args,
+                train_dataset=ds,
+                processing_class=tok,
+                peft_config=peft_cfg,
+            )
         res = _train(trainer, "training LoRA (DPO)", out.parent / "train_log.jsonl", rank == 0)
         info["dpo"] = {"examples": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4)}
         model = trainer.model
@@ -203,6 +206,23 @@ def train_adapter(
         info["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.glob("*.safetensors"))
     info["base_bytes"] = sum(f.stat().st_size for f in Path(quantized).glob("*.safetensors"))
     return info
+
+
+@contextmanager
+def _lora_supported(quantized: str):
+    """PEFT refuses layers it cannot wrap (AutoRound's CPU QuantLinear, bench/results/formats.json):
+    one line naming the checkpoint and the layer, not PEFT's traceback."""
+    try:
+        yield
+    except ValueError as e:
+        msg = str(e)
+        if "is not supported" not in msg or "Target module" not in msg:
+            raise
+        layer = msg.split("Target module", 1)[1].split("is not supported", 1)[0].strip()
+        raise UserError(
+            f"LoRA cannot attach to {quantized}: PEFT does not support its {layer} layers; repair a checkpoint "
+            "whose layers PEFT wraps (compressed-tensors, bitsandbytes; docs/formats.md) or ship it unrepaired"
+        ) from None
 
 
 def training_key(quantized: str, sft_path: Path | None, dpo_path: Path | None, cfg: RepairTrainConfig) -> str:
