@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
+from silverbullet.attribution import dataflow as df
 from silverbullet.attribution import taxonomy as tx
 from silverbullet.attribution.align import align
 from silverbullet.attribution.check import FAULTY, StepCheck, check_step
@@ -31,6 +32,11 @@ from silverbullet.attribution.symbolic import SymbolicStep, check_steps
 from silverbullet.grading import is_correct, parse_number
 from silverbullet.records import Attribution
 
+import os
+
+_DATAFLOW = os.environ.get("SB_DATAFLOW", "1") == "1"
+_FEED_Q = os.environ.get("SB_FEED_Q", "0") == "1"
+_FEED_ANCHORED = os.environ.get("SB_FEED_ANCHORED", "1") == "1"
 _NORM_RE = re.compile(r"\W+")
 _LATEX_RE = re.compile(r"\\[A-Za-z\[(]")  # a TeX command: the symbolic checker runs too
 
@@ -168,14 +174,9 @@ def _divergence(
         """A computed value must be one the reference computes, not merely a given number."""
         return v is None or v in (ref_computed if computed else ref_values)
 
-    # good[i]: the step's value is in the reference's dataflow, or feeds a later good step
-    good = [False] * n
-    for i in range(n - 1, -1, -1):
-        s = steps[i]
-        if in_ref(s.result, computed=bool(s.operands)):
-            good[i] = True
-            continue
-        good[i] = any(s.result in steps[j].operands and good[j] for j in range(i + 1, n))
+    good = _dataflow_good(steps, ref, qnums, gold, cand_leaves) if _DATAFLOW else _value_good(
+        steps, in_ref
+    )
     known: set[Fraction] = set(qnums)
     mapping = None
     for i, s in enumerate(steps):
@@ -220,6 +221,48 @@ def _divergence(
                 )
                 return
         known.update(s.values)
+
+
+def _value_good(steps: Sequence[StepInfo], in_ref: Any) -> list[bool]:
+    """Before dataflow matching: a value among the reference's, or feeding a later good step."""
+    n = len(steps)
+    good = [False] * n
+    for i in range(n - 1, -1, -1):
+        s = steps[i]
+        if in_ref(s.result, computed=bool(s.operands)):
+            good[i] = True
+            continue
+        good[i] = any(s.result in steps[j].operands and good[j] for j in range(i + 1, n))
+    return good
+
+
+def _dataflow_good(
+    steps: Sequence[StepInfo],
+    ref: ParsedSteps,
+    qnums: frozenset[Fraction],
+    gold: Fraction | None,
+    cand_leaves: list[Counter],
+) -> list[bool]:
+    """good[i]: step i is supported by the gold's dataflow (dataflow.py), or its value feeds a later
+    good step (a different route that gets back to the gold). A value equal to a given number does
+    not feed: the later step may be using the given."""
+    flow = df.gold_flow(ref.steps, qnums, gold)
+    known: set[Fraction] = set(qnums)
+    sup: list[str] = []
+    for i, s in enumerate(steps):
+        sup.append(df.support(s, frozenset(cand_leaves[i]), flow, known))
+        known.update(s.values)
+    n = len(steps)
+    good = [x in df.SUPPORTED for x in sup]
+    anchored = [x in (df.GOLD, df.PARTIAL) for x in sup]
+    for i in range(n - 1, -1, -1):
+        if good[i]:
+            continue
+        v = steps[i].result
+        if _FEED_Q or v not in qnums:
+            if any(v in steps[j].operands and (anchored[j] if _FEED_ANCHORED else good[j]) for j in range(i + 1, n)):
+                good[i] = anchored[i] = True
+    return good
 
 
 def _partial_of_reference(
