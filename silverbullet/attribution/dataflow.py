@@ -26,11 +26,11 @@ rules. Only the restricted parser of expr.py reads text; nothing is evaluated by
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from itertools import combinations
 
 from silverbullet.attribution.expr import parse
 from silverbullet.attribution.steps import StepInfo
@@ -41,12 +41,12 @@ GOLD, PARTIAL, DERIVED, RESTATED, COINCIDENCE, OFF, NO_VALUE = (
 SUPPORTED = frozenset({GOLD, PARTIAL, DERIVED, RESTATED, NO_VALUE})
 MAX_CHILDREN = 8  # sub-sums / sub-products enumerated per node: at most 2**8 subsets
 _HUNDRED = Fraction(100)
+_NEUTRAL = frozenset({Fraction(1), _HUNDRED, Fraction(1, 100)})
 import os  # noqa: E402
 
-_PARTIAL_MODE = os.environ.get("SB_PARTIAL", "off")
-_SIGN_FLIP = os.environ.get("SB_SIGN_FLIP", "1") == "1"
-_EXPAND_Q = os.environ.get("SB_EXPAND_Q", "0") == "1"
-_DERIVE_OFF = os.environ.get("SB_DERIVE_OFF", "0") == "1"
+_MULTISET = os.environ.get("SB_MULTISET", "0") == "1"
+_TWO_WAY = os.environ.get("SB_TWO_WAY", "1") == "1"
+_COUNTS = os.environ.get("SB_COUNTS", "1") == "1"
 _RESCUE = os.environ.get("SB_RESCUE", "1") == "1"
 
 # A flattened expression: ("v", value, leaves) for a quantity taken as given, or
@@ -55,7 +55,7 @@ Node = tuple
 
 
 def _leaf(v: Fraction) -> Node:
-    return ("v", v, frozenset({v}))
+    return ("v", v, (v,))
 
 
 def _combine(kind: str, parts: Iterable[tuple[int, Node]]) -> Node | None:
@@ -73,7 +73,7 @@ def _combine(kind: str, parts: Iterable[tuple[int, Node]]) -> Node | None:
             return None
         else:
             value *= child[1] if k > 0 else 1 / child[1]
-    leaves = frozenset().union(*(c[2] for _, c in kids))
+    leaves = tuple(sorted(x for _, c in kids for x in c[2]))
     return (kind, value, leaves, tuple(kids))
 
 
@@ -107,49 +107,6 @@ def _walk(node: Node) -> Iterable[Node]:
             stack.extend(c for _, c in nd[3])
 
 
-def _partials(node: Node, computed: set[Fraction] | frozenset[Fraction]) -> dict[Fraction, frozenset[Fraction]]:
-    """One operation inside one gold sum (product): two of its terms combined, or a gold quantity
-    that is a sub-sum (sub-product) of it combined with one more of its terms. Each partial comes
-    with the given numbers under it. A sub-sum of terms that are all subtracted is also offered
-    positive: `6 + 13` of `30 - 6 - 13`."""
-    out: dict[Fraction, frozenset[Fraction]] = {}
-    kids = node[3][:MAX_CHILDREN]
-    n = len(kids)
-
-    def value(sub: Sequence[tuple[int, Node]]) -> Fraction | None:
-        if node[0] == "add":
-            return sum((k * c[1] for k, c in sub), Fraction(0))
-        p = Fraction(1)
-        for k, c in sub:
-            if c[1] == 0 and k < 0:
-                return None
-            p *= c[1] if k > 0 else 1 / c[1]
-        return p
-
-    subsets: list[tuple[int, ...]] = []
-    if _PARTIAL_MODE == "all":
-        subsets = [c for r in range(2, n) for c in combinations(range(n), r)]
-    elif _PARTIAL_MODE == "pairs":
-        subsets = list(combinations(range(n), 2)) if n > 2 else []
-        for r in range(2, n - 1):
-            for base in combinations(range(n), r):
-                bv = value([kids[i] for i in base])
-                if bv is not None and bv in computed:
-                    subsets.extend(base + (j,) for j in range(n) if j not in base)
-    for sub_ix in subsets:
-        sub = [kids[i] for i in sub_ix]
-        v = value(sub)
-        if v is None:
-            continue
-        under = frozenset().union(*(c[2] for _, c in sub))
-        vals = [v]
-        if node[0] == "add" and _SIGN_FLIP and all(k < 0 for k, _ in sub):
-            vals.append(-v)
-        for x in vals:
-            out[x] = out.get(x, frozenset()) | under
-    return out
-
-
 @dataclass(frozen=True)
 class GoldFlow:
     """What the gold solution computes, and from what."""
@@ -157,36 +114,65 @@ class GoldFlow:
     question: frozenset[Fraction]
     stated: frozenset[Fraction]  # every value the gold states, its answer, the question's numbers
     computed: frozenset[Fraction]  # values the gold computes (results, sides, sub-expressions, answer)
-    partials: dict[Fraction, frozenset[Fraction]]  # partial result of one gold sum or product -> leaves
-    leaves: dict[Fraction, tuple[frozenset[Fraction], ...]]  # computed value -> the given numbers
-    # under it, one set per place the gold computes it
+    leaves: dict[Fraction, tuple[tuple[Fraction, ...], ...]]  # computed value -> the given numbers
+    # under it (a sorted multiset), one per place the gold computes it
 
-    def covered(self, leaf: Fraction, under: frozenset[Fraction]) -> bool:
-        """Can a candidate computation of a gold value use `leaf`? Yes when the gold's value depends
-        on it (as is, as a percent, or inverted), when it is 100 (percent), or when it is a gold
-        intermediate the candidate took without deriving it (not a given number)."""
-        if leaf in under or leaf == _HUNDRED or leaf * 100 in under or leaf / 100 in under:
-            return True
-        if leaf != 0 and 1 / leaf in under:
-            return True
-        return leaf in self.computed and leaf not in self.question
-
-    def covers(self, leaves: frozenset[Fraction], under: frozenset[Fraction]) -> bool:
-        """Every candidate leaf covered; a written fraction (`1/4` read as leaves 1 and 4) counts
-        as its value."""
-        for x in leaves:
-            if self.covered(x, under):
+    def same_sources(self, cand: Counter, gold: tuple[Fraction, ...], divides: bool) -> bool:
+        """Is a candidate computation drawn from the same given numbers as one gold computation of
+        the same value? Equal up to: 1 and 100 (identity, percent), a number written as a percent
+        or inverted (`20` for `.2`, `4` for `.25`), in a step that divides a written fraction (`1/4`
+        read as 1 and 4), and gold intermediates the candidate used without deriving them (read
+        as the numbers under them)."""
+        c: list[Fraction] = []
+        for x, n in cand.items():
+            ways = self.leaves.get(x) if x not in self.question else None
+            c.extend((ways[0] if ways else (x,)) * n)
+        c = [x for x in c if x not in _NEUTRAL]
+        g = [x for x in gold if x not in _NEUTRAL]
+        most = max(Counter(c).values(), default=0)
+        if _COUNTS:  # `2000 + 2000 + 500` for the gold's `2 * 2000 + 500`: a count spelled out
+            g = [y for y in g if not (y.denominator == 1 and 2 <= y <= most and y not in c)]
+        if not _MULTISET:
+            c, g = sorted(set(c)), sorted(set(g))
+        left_g = list(g)
+        rest: list[Fraction] = []
+        for x in c:  # exact first, then percent / inverse forms
+            if x in left_g:
+                if _MULTISET:
+                    left_g.remove(x)
                 continue
-            if x != 0 and any(_fraction_of(x, y, under) or _fraction_of(y, x, under) for y in leaves if y):
-                continue
+            rest.append(x)
+        used_g: set[int] = set()
+        rest2: list[Fraction] = []
+        for x in rest:
+            hit = next((i for i, y in enumerate(left_g) if _alike(x, y) and (i not in used_g or not _MULTISET)), None)
+            if hit is None:
+                rest2.append(x)
+            else:
+                used_g.add(hit)
+        if rest2 and divides:  # a written fraction: a/b stands for a gold number
+            for a_, b_ in [(a_, b_) for a_ in rest2 for b_ in rest2 if a_ is not b_ and b_ != 0]:
+                q = a_ / b_
+                if q.denominator != 1:
+                    hit = next((i for i, y in enumerate(left_g) if _alike(q, y) or q == y), None)
+                    if hit is not None:
+                        rest2 = [x for x in rest2 if x is not a_ and x is not b_]
+                        used_g.add(hit)
+                        break
+        if rest2:
             return False
-        return True
+        if not _TWO_WAY:
+            return True
+        if _MULTISET:
+            return all(i in used_g for i in range(len(left_g)))
+        return all(y in c or any(_alike(x, y) for x in c) for y in g) or not rest and not [
+            y for y in g if y not in c
+        ]
 
 
-def _fraction_of(a: Fraction, b: Fraction, under: frozenset[Fraction]) -> bool:
-    """`a/b` written as a fraction (`1/4`, `3/2`) for a non-integer quantity the gold uses."""
-    q = a / b
-    return q.denominator != 1 and (q in under or q * 100 in under)
+def _alike(x: Fraction, y: Fraction) -> bool:
+    """The same quantity written another way: a percent (20 / .2) or inverted (4 / .25)."""
+    return x == y or x * 100 == y or y * 100 == x or (x != 0 and x * y == 1)
 
 
 def gold_flow(ref_steps: Sequence[StepInfo], question: frozenset[Fraction], answer: Fraction | None) -> GoldFlow:
@@ -194,7 +180,7 @@ def gold_flow(ref_steps: Sequence[StepInfo], question: frozenset[Fraction], answ
     producer: dict[Fraction, Node] = {}
     computed: set[Fraction] = set()
     stated: set[Fraction] = set(question)
-    leaves: dict[Fraction, tuple[frozenset[Fraction], ...]] = {}
+    leaves: dict[Fraction, tuple[tuple[Fraction, ...], ...]] = {}
     trees: list[Node] = []
     for s in ref_steps:
         stated.update(s.values)
@@ -219,19 +205,14 @@ def gold_flow(ref_steps: Sequence[StepInfo], question: frozenset[Fraction], answ
                     break
         if s.result is not None and s.equations:
             computed.add(s.result)
-            if tree is not None and s.result not in producer and (_EXPAND_Q or s.result not in question):
-                producer[s.result] = tree
-    partials: dict[Fraction, frozenset[Fraction]] = {}
-    if _PARTIAL_MODE != "off":
-        for t in trees:
-            for nd in _walk(t):
-                if nd[0] != "v":
-                    for pv, pl in _partials(nd, computed).items():
-                        partials[pv] = partials.get(pv, frozenset()) | pl
+            if tree is not None and s.result not in producer:
+                # a result equal to a given number stays a leaf (a later use may mean the given),
+                # but carries what it was computed from, as the candidate's leaves do
+                producer[s.result] = tree if s.result not in question else ("v", s.result, (s.result,), tree[2])
     if answer is not None:
         computed.add(answer)
         stated.add(answer)
-    return GoldFlow(frozenset(question), frozenset(stated), frozenset(computed), partials, leaves)
+    return GoldFlow(frozenset(question), frozenset(stated), frozenset(computed), leaves)
 
 
 @lru_cache(maxsize=4_096)
@@ -244,7 +225,7 @@ def flow_for(reference_text: str, question: frozenset[Fraction], answer: Fractio
 
 def support(
     step: StepInfo,
-    leaves: frozenset[Fraction],
+    leaves: Counter,
     flow: GoldFlow,
     known: set[Fraction],
 ) -> str:
@@ -258,13 +239,13 @@ def support(
         return RESTATED if (v in known or v in flow.stated) else OFF
     if v in flow.computed:
         ways = flow.leaves.get(v)
-        if ways is None or any(flow.covers(leaves, under) for under in ways):
+        divides = any("/" in side.ops for e in step.equations for side in (e.lhs_eval, e.rhs_eval))
+        if ways is None or any(flow.same_sources(leaves, under, divides) for under in ways):
             return GOLD
-    if v in flow.partials and flow.covers(leaves, flow.partials[v]):
-        return PARTIAL
-    if (v in flow.computed or _DERIVE_OFF) and _RESCUE and _one_op_from_gold(step, flow):
-        return DERIVED
-    return COINCIDENCE if v in flow.computed or v in flow.partials else OFF
+        if _RESCUE and _one_op_from_gold(step, flow):
+            return DERIVED
+        return COINCIDENCE
+    return OFF
 
 
 def _one_op_from_gold(step: StepInfo, flow: GoldFlow) -> bool:

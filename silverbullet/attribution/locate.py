@@ -35,6 +35,7 @@ from silverbullet.records import Attribution
 import os
 
 _DATAFLOW = os.environ.get("SB_DATAFLOW", "1") == "1"
+_COINC_FEED = os.environ.get("SB_COINC_FEED", "0") == "1"
 _FEED_Q = os.environ.get("SB_FEED_Q", "0") == "1"
 _FEED_ANCHORED = os.environ.get("SB_FEED_ANCHORED", "1") == "1"
 _NORM_RE = re.compile(r"\W+")
@@ -250,13 +251,13 @@ def _dataflow_good(
     known: set[Fraction] = set(qnums)
     sup: list[str] = []
     for i, s in enumerate(steps):
-        sup.append(df.support(s, frozenset(cand_leaves[i]), flow, known))
+        sup.append(df.support(s, cand_leaves[i], flow, known))
         known.update(s.values)
     n = len(steps)
     good = [x in df.SUPPORTED for x in sup]
     anchored = [x in (df.GOLD, df.PARTIAL) for x in sup]
     for i in range(n - 1, -1, -1):
-        if good[i]:
+        if good[i] or (sup[i] == df.COINCIDENCE and not _COINC_FEED):
             continue
         v = steps[i].result
         if _FEED_Q or v not in qnums:
