@@ -112,6 +112,7 @@ class GoldFlow:
     """What the gold solution computes, and from what."""
 
     question: frozenset[Fraction]
+    written: frozenset[Fraction]  # numbers the question writes (no unit conversions): never expanded
     stated: frozenset[Fraction]  # every value the gold states, its answer, the question's numbers
     computed: frozenset[Fraction]  # values the gold computes (results, sides, sub-expressions, answer)
     leaves: dict[Fraction, tuple[tuple[Fraction, ...], ...]]  # computed value -> the given numbers
@@ -125,13 +126,15 @@ class GoldFlow:
         as the numbers under them)."""
         c: list[Fraction] = []
         for x, n in cand.items():
-            ways = self.leaves.get(x) if x not in self.question else None
+            ways = self.leaves.get(x) if x not in self.written else None
             c.extend((ways[0] if ways else (x,)) * n)
         c = [x for x in c if x not in _NEUTRAL]
         g = [x for x in gold if x not in _NEUTRAL]
         most = max(Counter(c).values(), default=0)
         if _COUNTS:  # `2000 + 2000 + 500` for the gold's `2 * 2000 + 500`: a count spelled out
             g = [y for y in g if not (y.denominator == 1 and 2 <= y <= most and y not in c)]
+            most_g = max(Counter(g).values(), default=0)
+            c = [x for x in c if not (x.denominator == 1 and 2 <= x <= most_g and x not in g)]
         if not _MULTISET:
             c, g = sorted(set(c)), sorted(set(g))
         left_g = list(g)
@@ -175,8 +178,15 @@ def _alike(x: Fraction, y: Fraction) -> bool:
     return x == y or x * 100 == y or y * 100 == x or (x != 0 and x * y == 1)
 
 
-def gold_flow(ref_steps: Sequence[StepInfo], question: frozenset[Fraction], answer: Fraction | None) -> GoldFlow:
-    """Build the gold's dataflow from its parsed steps (see `flow_for` for the cached entry)."""
+def gold_flow(
+    ref_steps: Sequence[StepInfo],
+    question: frozenset[Fraction],
+    answer: Fraction | None,
+    written: frozenset[Fraction] | None = None,
+) -> GoldFlow:
+    """Build the gold's dataflow from its parsed steps. `question`: the question's numbers with unit
+    conversions; `written`: without them (steps.question_numbers(q, units=False)), default all."""
+    written = question if written is None else written
     producer: dict[Fraction, Node] = {}
     computed: set[Fraction] = set()
     stated: set[Fraction] = set(question)
@@ -206,21 +216,46 @@ def gold_flow(ref_steps: Sequence[StepInfo], question: frozenset[Fraction], answ
         if s.result is not None and s.equations:
             computed.add(s.result)
             if tree is not None and s.result not in producer:
-                # a result equal to a given number stays a leaf (a later use may mean the given),
-                # but carries what it was computed from, as the candidate's leaves do
-                producer[s.result] = tree if s.result not in question else ("v", s.result, (s.result,), tree[2])
+                # a result equal to a given number stays a leaf: a later use may mean the given
+                # (candidate_leaves reads the candidate the same way)
+                if s.result not in written:
+                    producer[s.result] = tree
     if answer is not None:
         computed.add(answer)
         stated.add(answer)
-    return GoldFlow(frozenset(question), frozenset(stated), frozenset(computed), leaves)
+    return GoldFlow(frozenset(question), written, frozenset(stated), frozenset(computed), leaves)
 
 
 @lru_cache(maxsize=4_096)
-def flow_for(reference_text: str, question: frozenset[Fraction], answer: Fraction | None) -> GoldFlow:
-    """`gold_flow` for a reference text, cached: one gold solution serves many candidates."""
-    from silverbullet.attribution.steps import parse_steps
+def flow_for(question: str, reference_text: str, answer: Fraction | None) -> GoldFlow:
+    """`gold_flow` for a question and reference text, cached: one gold serves many candidates."""
+    from silverbullet.attribution.steps import parse_steps, question_numbers
 
-    return gold_flow(parse_steps(reference_text).steps, question, answer)
+    return gold_flow(
+        parse_steps(reference_text).steps, question_numbers(question), answer, question_numbers(question, False)
+    )
+
+
+def candidate_leaves(steps: Sequence[StepInfo], flow: GoldFlow) -> list[Counter]:
+    """Each step's operands with earlier results expanded into the numbers they came from, read
+    as the gold is read (`gold_flow`): a value equal to a given number is not expanded, since the
+    step may be using the given (`2/3` after computing 2 elsewhere), nor is one the gold states
+    without computing it (the gold's own leaf)."""
+    atoms = flow.written | (flow.stated - flow.computed)
+    out: list[Counter] = []
+    producer: dict[Fraction, int] = {}
+    for i, s in enumerate(steps):
+        c: Counter = Counter()
+        for o in s.operands:
+            j = producer.get(o)
+            if j is not None and o not in atoms and out[j]:
+                c.update(out[j])
+            else:
+                c[o] += 1
+        out.append(c)
+        if s.result is not None and s.equations:
+            producer.setdefault(s.result, i)
+    return out
 
 
 def support(
@@ -235,8 +270,11 @@ def support(
     v = step.result
     if v is None:
         return NO_VALUE
-    if not step.operands:
+    if not step.operands or (v in flow.question and set(leaves) <= _NEUTRAL | {v, Fraction(0)}):
+        # no operation, or a given number times 1 (`4 * 1 = 4`)
         return RESTATED if (v in known or v in flow.stated) else OFF
+    if v in flow.stated and v not in flow.computed and v not in flow.question:
+        return GOLD  # a gold intermediate stated in prose: nothing to compare its sources with
     if v in flow.computed:
         ways = flow.leaves.get(v)
         divides = any("/" in side.ops for e in step.equations for side in (e.lhs_eval, e.rhs_eval))

@@ -15,6 +15,7 @@ wrong and nothing fired, the answer line or the last step is blamed (see `eviden
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -31,8 +32,6 @@ from silverbullet.attribution.symbolic import UNKNOWN as SYM_UNKNOWN
 from silverbullet.attribution.symbolic import SymbolicStep, check_steps
 from silverbullet.grading import is_correct, parse_number
 from silverbullet.records import Attribution
-
-import os
 
 _DATAFLOW = os.environ.get("SB_DATAFLOW", "1") == "1"
 _COINC_FEED = os.environ.get("SB_COINC_FEED", "0") == "1"
@@ -151,6 +150,7 @@ def _divergence(
     qnums: frozenset[Fraction],
     gold: Fraction | None,
     found: _Found,
+    written: frozenset[Fraction] | None = None,
 ) -> None:
     ref_values: set[Fraction] = set(qnums)
     for r in ref.steps:
@@ -175,7 +175,7 @@ def _divergence(
         """A computed value must be one the reference computes, not merely a given number."""
         return v is None or v in (ref_computed if computed else ref_values)
 
-    good = _dataflow_good(steps, ref, qnums, gold, cand_leaves) if _DATAFLOW else _value_good(
+    good = _dataflow_good(steps, ref, qnums, gold, written) if _DATAFLOW else _value_good(
         steps, in_ref
     )
     known: set[Fraction] = set(qnums)
@@ -242,16 +242,17 @@ def _dataflow_good(
     ref: ParsedSteps,
     qnums: frozenset[Fraction],
     gold: Fraction | None,
-    cand_leaves: list[Counter],
+    written: frozenset[Fraction] | None = None,
 ) -> list[bool]:
     """good[i]: step i is supported by the gold's dataflow (dataflow.py), or its value feeds a later
     good step (a different route that gets back to the gold). A value equal to a given number does
     not feed: the later step may be using the given."""
-    flow = df.gold_flow(ref.steps, qnums, gold)
+    flow = df.gold_flow(ref.steps, qnums, gold, written)
     known: set[Fraction] = set(qnums)
     sup: list[str] = []
+    leaves = df.candidate_leaves(steps, flow)
     for i, s in enumerate(steps):
-        sup.append(df.support(s, cand_leaves[i], flow, known))
+        sup.append(df.support(s, leaves[i], flow, known))
         known.update(s.values)
     n = len(steps)
     good = [x in df.SUPPORTED for x in sup]
@@ -327,7 +328,7 @@ def locate(
     # right answer: only a false equation is an error; unknown: local checks; wrong: everything
     _local_checks(steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic)
     if final_ok is False and ref is not None:
-        _divergence(steps, ref, qnums, gold, found)
+        _divergence(steps, ref, qnums, gold, found, question_numbers(question or "", False))
     answer_line = False
     if final_ok is False and found.index is None:
         answer_line = _blame_end(cand, ref, gold, found)
