@@ -42,12 +42,6 @@ SUPPORTED = frozenset({GOLD, PARTIAL, DERIVED, RESTATED, NO_VALUE})
 MAX_CHILDREN = 8  # sub-sums / sub-products enumerated per node: at most 2**8 subsets
 _HUNDRED = Fraction(100)
 _NEUTRAL = frozenset({Fraction(1), _HUNDRED, Fraction(1, 100)})
-import os  # noqa: E402
-
-_MULTISET = os.environ.get("SB_MULTISET", "0") == "1"
-_TWO_WAY = os.environ.get("SB_TWO_WAY", "1") == "1"
-_COUNTS = os.environ.get("SB_COUNTS", "1") == "1"
-_RESCUE = os.environ.get("SB_RESCUE", "1") == "1"
 
 # A flattened expression: ("v", value, leaves) for a quantity taken as given, or
 # ("add" | "mul", value, leaves, ((sign_or_exponent, child), ...)) with nested sums (products) merged.
@@ -120,57 +114,32 @@ class GoldFlow:
 
     def same_sources(self, cand: Counter, gold: tuple[Fraction, ...], divides: bool) -> bool:
         """Is a candidate computation drawn from the same given numbers as one gold computation of
-        the same value? Equal up to: 1 and 100 (identity, percent), a number written as a percent
-        or inverted (`20` for `.2`, `4` for `.25`), in a step that divides a written fraction (`1/4`
-        read as 1 and 4), and gold intermediates the candidate used without deriving them (read
-        as the numbers under them)."""
+        the same value, both ways? Equal as sets up to: 1 and 100 (identity, percent); a number
+        written as a percent or inverted (`20` for `.2`, `4` for `.25`); in a step that divides, a
+        written fraction (`1/4` read as 1 and 4); a count spelled out as a repeated term (`2000 +
+        2000 + 500` for `2 * 2000 + 500`, either side); gold intermediates the candidate used
+        without deriving them (read as the numbers under them)."""
         c: list[Fraction] = []
         for x, n in cand.items():
             ways = self.leaves.get(x) if x not in self.written else None
             c.extend((ways[0] if ways else (x,)) * n)
         c = [x for x in c if x not in _NEUTRAL]
         g = [x for x in gold if x not in _NEUTRAL]
-        most = max(Counter(c).values(), default=0)
-        if _COUNTS:  # `2000 + 2000 + 500` for the gold's `2 * 2000 + 500`: a count spelled out
-            g = [y for y in g if not (y.denominator == 1 and 2 <= y <= most and y not in c)]
-            most_g = max(Counter(g).values(), default=0)
-            c = [x for x in c if not (x.denominator == 1 and 2 <= x <= most_g and x not in g)]
-        if not _MULTISET:
-            c, g = sorted(set(c)), sorted(set(g))
-        left_g = list(g)
-        rest: list[Fraction] = []
-        for x in c:  # exact first, then percent / inverse forms
-            if x in left_g:
-                if _MULTISET:
-                    left_g.remove(x)
-                continue
-            rest.append(x)
-        used_g: set[int] = set()
-        rest2: list[Fraction] = []
-        for x in rest:
-            hit = next((i for i, y in enumerate(left_g) if _alike(x, y) and (i not in used_g or not _MULTISET)), None)
-            if hit is None:
-                rest2.append(x)
-            else:
-                used_g.add(hit)
-        if rest2 and divides:  # a written fraction: a/b stands for a gold number
-            for a_, b_ in [(a_, b_) for a_ in rest2 for b_ in rest2 if a_ is not b_ and b_ != 0]:
-                q = a_ / b_
-                if q.denominator != 1:
-                    hit = next((i for i, y in enumerate(left_g) if _alike(q, y) or q == y), None)
-                    if hit is not None:
-                        rest2 = [x for x in rest2 if x is not a_ and x is not b_]
-                        used_g.add(hit)
-                        break
-        if rest2:
+        most_c, most_g = max(Counter(c).values(), default=0), max(Counter(g).values(), default=0)
+        g_set, c_set = set(g), set(c)
+        g_set = {y for y in g_set if not (y.denominator == 1 and 2 <= y <= most_c and y not in c_set)}
+        c_set = {x for x in c_set if not (x.denominator == 1 and 2 <= x <= most_g and x not in g_set)}
+        rest = [x for x in c_set if not any(_alike(x, y) for y in g_set)]
+        if rest and divides:  # a written fraction: a/b stands for one gold number
+            for a_ in list(rest):
+                for b_ in list(rest):
+                    if a_ != b_ and b_ != 0 and (a_ / b_).denominator != 1:
+                        if any(_alike(a_ / b_, y) for y in g_set):
+                            rest = [x for x in rest if x not in (a_, b_)]
+                            break
+        if rest:
             return False
-        if not _TWO_WAY:
-            return True
-        if _MULTISET:
-            return all(i in used_g for i in range(len(left_g)))
-        return all(y in c or any(_alike(x, y) for x in c) for y in g) or not rest and not [
-            y for y in g if y not in c
-        ]
+        return all(any(_alike(x, y) for x in c_set) for y in g_set)
 
 
 def _alike(x: Fraction, y: Fraction) -> bool:
@@ -280,7 +249,7 @@ def support(
         divides = any("/" in side.ops for e in step.equations for side in (e.lhs_eval, e.rhs_eval))
         if ways is None or any(flow.same_sources(leaves, under, divides) for under in ways):
             return GOLD
-        if _RESCUE and _one_op_from_gold(step, flow):
+        if _one_op_from_gold(step, flow):
             return DERIVED
         return COINCIDENCE
     return OFF

@@ -150,34 +150,13 @@ def _divergence(
     qnums: frozenset[Fraction],
     gold: Fraction | None,
     found: _Found,
-    written: frozenset[Fraction] | None = None,
+    flow: df.GoldFlow | None = None,
 ) -> None:
-    ref_values: set[Fraction] = set(qnums)
-    for r in ref.steps:
-        ref_values.update(r.values)
-    if gold is not None:
-        ref_values.add(gold)
     n = len(steps)
     if n == 0:
         return
     cand_leaves, ref_leaves = _leaves(steps), _leaves(ref.steps)
-
-    ref_computed: set[Fraction] = {gold} if gold is not None else set()
-    for r in ref.steps:
-        if r.result is not None:
-            ref_computed.add(r.result)
-        for e in r.equations:
-            for side in (e.lhs_eval, e.rhs_eval):
-                if side.ok and side.value is not None:
-                    ref_computed.add(side.value)
-
-    def in_ref(v: Fraction | None, computed: bool = False) -> bool:
-        """A computed value must be one the reference computes, not merely a given number."""
-        return v is None or v in (ref_computed if computed else ref_values)
-
-    good = _dataflow_good(steps, ref, qnums, gold, written) if _DATAFLOW else _value_good(
-        steps, in_ref
-    )
+    good = _dataflow_good(steps, flow or df.gold_flow(ref.steps, qnums, gold), qnums)
     known: set[Fraction] = set(qnums)
     mapping = None
     for i, s in enumerate(steps):
@@ -224,30 +203,10 @@ def _divergence(
         known.update(s.values)
 
 
-def _value_good(steps: Sequence[StepInfo], in_ref: Any) -> list[bool]:
-    """Before dataflow matching: a value among the reference's, or feeding a later good step."""
-    n = len(steps)
-    good = [False] * n
-    for i in range(n - 1, -1, -1):
-        s = steps[i]
-        if in_ref(s.result, computed=bool(s.operands)):
-            good[i] = True
-            continue
-        good[i] = any(s.result in steps[j].operands and good[j] for j in range(i + 1, n))
-    return good
-
-
-def _dataflow_good(
-    steps: Sequence[StepInfo],
-    ref: ParsedSteps,
-    qnums: frozenset[Fraction],
-    gold: Fraction | None,
-    written: frozenset[Fraction] | None = None,
-) -> list[bool]:
+def _dataflow_good(steps: Sequence[StepInfo], flow: df.GoldFlow, qnums: frozenset[Fraction]) -> list[bool]:
     """good[i]: step i is supported by the gold's dataflow (dataflow.py), or its value feeds a later
     good step (a different route that gets back to the gold). A value equal to a given number does
     not feed: the later step may be using the given."""
-    flow = df.gold_flow(ref.steps, qnums, gold, written)
     known: set[Fraction] = set(qnums)
     sup: list[str] = []
     leaves = df.candidate_leaves(steps, flow)
@@ -256,14 +215,13 @@ def _dataflow_good(
         known.update(s.values)
     n = len(steps)
     good = [x in df.SUPPORTED for x in sup]
-    anchored = [x in (df.GOLD, df.PARTIAL) for x in sup]
+    anchored = [x == df.GOLD for x in sup]
     for i in range(n - 1, -1, -1):
-        if good[i] or (sup[i] == df.COINCIDENCE and not _COINC_FEED):
+        if good[i] or sup[i] == df.COINCIDENCE:  # a coincidence's later matches inherit it
             continue
         v = steps[i].result
-        if _FEED_Q or v not in qnums:
-            if any(v in steps[j].operands and (anchored[j] if _FEED_ANCHORED else good[j]) for j in range(i + 1, n)):
-                good[i] = anchored[i] = True
+        if v not in qnums and any(v in steps[j].operands and anchored[j] for j in range(i + 1, n)):
+            good[i] = anchored[i] = True
     return good
 
 
@@ -328,7 +286,8 @@ def locate(
     # right answer: only a false equation is an error; unknown: local checks; wrong: everything
     _local_checks(steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic)
     if final_ok is False and ref is not None:
-        _divergence(steps, ref, qnums, gold, found, question_numbers(question or "", False))
+        flow = df.flow_for(question or "", reference_text or "", gold)
+        _divergence(steps, ref, qnums, gold, found, flow)
     answer_line = False
     if final_ok is False and found.index is None:
         answer_line = _blame_end(cand, ref, gold, found)
