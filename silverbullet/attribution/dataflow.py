@@ -2,26 +2,27 @@
 
 A wrong final answer has a first step where the solution leaves the gold solution's dataflow. Value
 matching alone ("is this number one the gold computes?") misses the commonest semantic faults on
-GSM8K: right arithmetic on the wrong quantities (`3 * 5` where the gold has `3 * 2`), and wrong
-steps whose number coincides with a gold number (`1 + 6 = 7` where the gold's 7 is `56 / 8`). So
-the gold solution is read as one expression tree per computed quantity, and each candidate step is
-given a `Support`:
+GSM8K: right arithmetic on the wrong quantities, and wrong steps whose number happens to equal a
+gold number (`1 + 6 = 7` where the gold's 7 is `56 / 8`). So the gold is read as expression trees
+(chains of steps merged, sub-expressions kept), each computed value with the given numbers under
+it (its *leaves*), and each candidate step gets a `support`:
 
 - `gold`: its value is one the gold computes (a step result, an equation side, a sub-expression such
-  as `12*2` in `12+3+12*2`, the answer) and it is computed from quantities that value depends on in
-  the gold (its *leaves*: the given numbers under it, percent forms and 100 allowed). A value match
-  from foreign leaves is a `coincidence`, not support;
-- `partial`: its value is a partial result of one gold computation: a sub-sum of one gold sum or a
-  sub-product of one gold product, with the associative chains of consecutive gold steps merged
-  (`400 - 80` of `600 - 200 - 50 - 80 - 150`). This is the "one operation from gold quantities"
-  rule made strict: the operation must be one the gold performs on those quantities, so `3 * 5` is
-  not supported when the gold multiplies 3 by 2 and 4 by 5;
-- `restated`: no operation, a number given, stated by the gold, or computed earlier;
+  as `12*2` in `12+3+12*2`, the answer) and the step draws on the same given numbers as the gold
+  does for it, both ways (`GoldFlow.same_sources`); a value the gold states in prose only counts too;
+- `derived`: a gold value reached from other numbers by one operation on a gold intermediate and a
+  given (`5 * 3` per week where the gold's 15 is `10 + 5` per night): a different route, supported;
+- `coincidence`: a gold value from foreign numbers and no such route: *not* support;
+- `restated`: no operation (or `x * 1`) on a number given, stated by the gold, or computed earlier;
 - `off`: none of these.
 
-The locator (locate.py) then blames the earliest step that is neither supported nor feeding a
-later `gold` step (a different route that gets back to the gold); see docs/dataflow.md for the tie
-rules. Only the restricted parser of expr.py reads text; nothing is evaluated by Python itself.
+locate.py blames the earliest step that is not supported and does not feed a later `gold` step; a
+coincidence never feeds (its downstream matches inherit it), nor does a value equal to a given
+number (the later step may be using the given). Rules and tie rules: docs/dataflow.md.
+Tried and dropped on the tune split: any one-operation derivation from gold and question numbers,
+and sub-sums / sub-products of one gold computation, as support (both let wrong-quantity steps
+through: tune acc_err 0.77 -> 0.66-0.69). Only expr.parse reads text; nothing is evaluated by
+Python itself.
 """
 
 from __future__ import annotations
@@ -35,11 +36,10 @@ from functools import lru_cache
 from silverbullet.attribution.expr import parse
 from silverbullet.attribution.steps import StepInfo
 
-GOLD, PARTIAL, DERIVED, RESTATED, COINCIDENCE, OFF, NO_VALUE = (
-    "gold", "partial", "derived", "restated", "coincidence", "off", "no_value"
+GOLD, DERIVED, RESTATED, COINCIDENCE, OFF, NO_VALUE = (
+    "gold", "derived", "restated", "coincidence", "off", "no_value"
 )  # fmt: skip
-SUPPORTED = frozenset({GOLD, PARTIAL, DERIVED, RESTATED, NO_VALUE})
-MAX_CHILDREN = 8  # sub-sums / sub-products enumerated per node: at most 2**8 subsets
+SUPPORTED = frozenset({GOLD, DERIVED, RESTATED, NO_VALUE})
 _HUNDRED = Fraction(100)
 _NEUTRAL = frozenset({Fraction(1), _HUNDRED, Fraction(1, 100)})
 
@@ -89,7 +89,7 @@ def _flatten(ast: tuple, producer: dict[Fraction, Node]) -> Node | None:
             return None
         sign = 1 if ast[1] in "+*" else -1
         return _combine("add" if ast[1] in "+-" else "mul", [(1, a), (sign, b)])
-    return None  # powers, roots, names: no partial results to offer
+    return None  # powers, roots, names: the step's own value still counts, its tree does not
 
 
 def _walk(node: Node) -> Iterable[Node]:

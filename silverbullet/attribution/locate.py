@@ -7,15 +7,17 @@ Checks, each giving a candidate position (the earliest wins; on a tie the first 
    earlier result);
 3. repetition: the step repeats an earlier step word for word (reasoning: a loop);
 4. reference divergence (when the final answer is wrong and a reference solution exists): the
-   first step whose value leaves the reference's dataflow and is never brought back to it;
-   partial sums of a reference step are allowed when the rest of its operands are used later.
+   first step the reference's dataflow does not support (dataflow.py: a gold value drawn from the
+   same given numbers, a one-operation route to one, a restatement) and that does not feed a later
+   supported gold step; partial sums of a reference step are allowed when the rest of its operands
+   are used later. This prefers the earliest unsupported step over later arithmetic evidence; on
+   the same step the arithmetic check wins (docs/dataflow.md).
 When the final answer is right only check 1 fires: a different route is not an error. When it is
 wrong and nothing fired, the answer line or the last step is blamed (see `evidence["check"]`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -33,10 +35,6 @@ from silverbullet.attribution.symbolic import SymbolicStep, check_steps
 from silverbullet.grading import is_correct, parse_number
 from silverbullet.records import Attribution
 
-_DATAFLOW = os.environ.get("SB_DATAFLOW", "1") == "1"
-_COINC_FEED = os.environ.get("SB_COINC_FEED", "0") == "1"
-_FEED_Q = os.environ.get("SB_FEED_Q", "0") == "1"
-_FEED_ANCHORED = os.environ.get("SB_FEED_ANCHORED", "1") == "1"
 _NORM_RE = re.compile(r"\W+")
 _LATEX_RE = re.compile(r"\\[A-Za-z\[(]")  # a TeX command: the symbolic checker runs too
 
