@@ -5,7 +5,13 @@ Reports: share of wrong-answer solutions where a faulty step before the answer l
 types; and, when data/devsets/gsm8k_first_fault_dev.jsonl exists, ProcessBench-style F1 against its
 hand labels, beside the baseline "step 0 if the final answer is wrong".
 
-    python bench/real_errors.py [--data PATH] [--dev PATH] [--out bench/results/real_errors.json]
+    python bench/real_errors.py [--data PATH] [--dev PATH] [--out bench/results/real_errors.json] [--no-gold]
+
+Dev-set scores are reported in two settings: `dev_set*` with the gold solution text as reference
+(locate's reference-dataflow matching), `dev_set_no_gold*` without it (the ProcessBench setting:
+no reference solution). Without gold text the gold *final answer* is still given, so locate knows
+the answer is wrong and blames the first unsupported operand, or the last step; with neither it
+could only run the local checks. `--no-gold` also runs the 4,076-solution flag rates that way.
 """
 
 from __future__ import annotations
@@ -32,7 +38,11 @@ def f1(acc_err: float, acc_clean: float) -> float:
 
 
 def dev_scores(
-    dev_path: Path, preds: dict[tuple[int, str], int | None], rows: list[dict], split: str | None = None
+    dev_path: Path,
+    preds: dict[tuple[int, str], int | None],
+    rows: list[dict],
+    split: str | None = None,
+    types: dict[tuple[int, str], str | None] | None = None,
 ) -> dict:
     """Position accuracy on erroneous and clean labelled solutions, F1, type accuracy; on one split
     (`tune` / `test`) or all rows."""
@@ -57,7 +67,7 @@ def dev_scores(
             base_err += baseline in ok
             if pred in ok and lab.get("error_type"):
                 type_n += 1
-                type_hits += preds_types[key] == lab["error_type"]
+                type_hits += (types if types is not None else preds_types)[key] == lab["error_type"]
     acc_e, acc_c = err_hits / max(err_n, 1), clean_hits / max(clean_n, 1)
     b_e, b_c = base_err / max(err_n, 1), base_clean / max(clean_n, 1)
     return {
@@ -79,11 +89,36 @@ def dev_scores(
 preds_types: dict[tuple[int, str], str | None] = {}
 
 
+def gold_answer(row: dict) -> str:
+    """The gold final answer alone (the `A: ...` line of the gold solution)."""
+    return row["ground_truth"].strip().splitlines()[-1].removeprefix("A:").strip()
+
+
+def dev_no_gold(dev_path: Path, rows: list[dict], no_gold: bool) -> tuple[dict, dict, dict]:
+    """Predictions on the dev rows in the other setting than the main run (gold text <-> none)."""
+    preds: dict = {}
+    types: dict = {}
+    for line in dev_path.read_text().splitlines():
+        if not line.strip():
+            continue
+        lab = json.loads(line)
+        row = rows[lab["row"]]
+        sol = row[lab["model"]]["solution"]
+        if no_gold:
+            a = locate(row["question"], sol, row["ground_truth"])
+        else:
+            a = locate(row["question"], sol, None, gold_answer(row))
+        preds[(lab["row"], lab["model"])] = a.first_faulty_step
+        types[(lab["row"], lab["model"])] = a.error_type
+    return preds, types, {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/gsm8k/example_model_solutions.jsonl"))
     ap.add_argument("--dev", default=str(ROOT / "data/devsets/gsm8k_first_fault_dev.jsonl"))
     ap.add_argument("--out", default=str(ROOT / "bench/results/real_errors.json"))
+    ap.add_argument("--no-gold", action="store_true", help="flag rates without the gold solution text")
     args = ap.parse_args()
     rows = [json.loads(line) for line in Path(args.data).read_text().splitlines() if line.strip()]
     t0 = time.perf_counter()
@@ -96,7 +131,10 @@ def main() -> None:
     for i, row in enumerate(rows):
         for m in MODELS:
             sol = row[m]
-            a = locate(row["question"], sol["solution"], row["ground_truth"])
+            if args.no_gold:
+                a = locate(row["question"], sol["solution"], None, gold_answer(row))
+            else:
+                a = locate(row["question"], sol["solution"], row["ground_truth"])
             preds[(i, m)] = a.first_faulty_step
             preds_types[(i, m)] = a.error_type
             correct = bool(sol["is_correct"])
@@ -143,10 +181,19 @@ def main() -> None:
     dev = Path(args.dev)
     if dev.exists():
         where = str(dev.relative_to(ROOT)) if dev.is_relative_to(ROOT) else str(dev)
-        result["dev_set"] = {"path": where, **dev_scores(dev, preds, rows, "test"), "split": "test",
-                             "target": "acc_erroneous >= 0.85, f1 >= 0.90, acc_clean >= 0.97 (issue 21)"}  # fmt: skip
-        result["dev_set_tune"] = {"split": "tune", **dev_scores(dev, preds, rows, "tune")}
-        result["dev_set_all"] = {"split": "all", **dev_scores(dev, preds, rows)}
+        other, other_types, _ = dev_no_gold(dev, rows, args.no_gold)
+        gold_run = (other, other_types) if args.no_gold else (preds, preds_types)
+        bare_run = (preds, preds_types) if args.no_gold else (other, other_types)
+        target = "acc_erroneous >= 0.85, f1 >= 0.90, acc_clean >= 0.97 (issue 21)"
+        for suffix, (p, t), setting in (
+            ("", gold_run, "gold solution text as reference"),
+            ("_no_gold", bare_run, "no reference solution; gold final answer given"),
+        ):
+            result[f"dev_set{suffix}"] = {"path": where, **dev_scores(dev, p, rows, "test", t), "split": "test",
+                                          "setting": setting, "target": target}  # fmt: skip
+            result[f"dev_set{suffix}_tune"] = {"split": "tune", **dev_scores(dev, p, rows, "tune", t)}
+            result[f"dev_set{suffix}_all"] = {"split": "all", **dev_scores(dev, p, rows, None, t)}
+        result["main_run_setting"] = "no gold text" if args.no_gold else "gold solution text"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'set':<22}{'n':>7}{'flagged':>9}{'rate':>8}  target")
@@ -156,12 +203,14 @@ def main() -> None:
     print("positions (wrong):", result["position_histogram_wrong"])
     print("types (wrong):", result["error_types_wrong"])
     print("checks (wrong):", result["checks_fired_wrong"])
-    for key in ("dev_set", "dev_set_tune", "dev_set_all"):
+    for key in ("dev_set", "dev_set_tune", "dev_set_all", "dev_set_no_gold", "dev_set_no_gold_tune",
+                "dev_set_no_gold_all"):  # fmt: skip
         if key not in result:
             continue
         d = result[key]
         b = d["baseline_step0_if_wrong"]
-        print(f"dev {d['split']:<5} n={d['n']}: acc_err={d['acc_erroneous']:.3f} acc_clean={d['acc_clean']:.3f} "
+        tag = "no-gold " if "no_gold" in key else ""
+        print(f"{tag}dev {d['split']:<5} n={d['n']}: acc_err={d['acc_erroneous']:.3f} acc_clean={d['acc_clean']:.3f} "
               f"F1={d['f1']:.3f} (baseline F1={b['f1']:.3f}; acc_err={b['acc_erroneous']:.3f}) "
               f"type acc={d['type_accuracy_where_position_right']:.3f}")  # fmt: skip
     print(f"{seconds:.2f}s; wrote {args.out}")

@@ -7,8 +7,11 @@ Checks, each giving a candidate position (the earliest wins; on a tie the first 
    earlier result);
 3. repetition: the step repeats an earlier step word for word (reasoning: a loop);
 4. reference divergence (when the final answer is wrong and a reference solution exists): the
-   first step whose value leaves the reference's dataflow and is never brought back to it;
-   partial sums of a reference step are allowed when the rest of its operands are used later.
+   first step the reference's dataflow does not support (dataflow.py: a gold value drawn from the
+   same given numbers, a one-operation route to one, a restatement) and that does not feed a later
+   supported gold step; partial sums of a reference step are allowed when the rest of its operands
+   are used later. This prefers the earliest unsupported step over later arithmetic evidence; on
+   the same step the arithmetic check wins (docs/dataflow.md).
 When the final answer is right only check 1 fires: a different route is not an error. When it is
 wrong and nothing fired, the answer line or the last step is blamed (see `evidence["check"]`).
 """
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
+from silverbullet.attribution import dataflow as df
 from silverbullet.attribution import taxonomy as tx
 from silverbullet.attribution.align import align
 from silverbullet.attribution.check import FAULTY, StepCheck, check_step
@@ -144,38 +148,13 @@ def _divergence(
     qnums: frozenset[Fraction],
     gold: Fraction | None,
     found: _Found,
+    flow: df.GoldFlow | None = None,
 ) -> None:
-    ref_values: set[Fraction] = set(qnums)
-    for r in ref.steps:
-        ref_values.update(r.values)
-    if gold is not None:
-        ref_values.add(gold)
     n = len(steps)
     if n == 0:
         return
     cand_leaves, ref_leaves = _leaves(steps), _leaves(ref.steps)
-
-    ref_computed: set[Fraction] = {gold} if gold is not None else set()
-    for r in ref.steps:
-        if r.result is not None:
-            ref_computed.add(r.result)
-        for e in r.equations:
-            for side in (e.lhs_eval, e.rhs_eval):
-                if side.ok and side.value is not None:
-                    ref_computed.add(side.value)
-
-    def in_ref(v: Fraction | None, computed: bool = False) -> bool:
-        """A computed value must be one the reference computes, not merely a given number."""
-        return v is None or v in (ref_computed if computed else ref_values)
-
-    # good[i]: the step's value is in the reference's dataflow, or feeds a later good step
-    good = [False] * n
-    for i in range(n - 1, -1, -1):
-        s = steps[i]
-        if in_ref(s.result, computed=bool(s.operands)):
-            good[i] = True
-            continue
-        good[i] = any(s.result in steps[j].operands and good[j] for j in range(i + 1, n))
+    good = _dataflow_good(steps, flow or df.gold_flow(ref.steps, qnums, gold), qnums)
     known: set[Fraction] = set(qnums)
     mapping = None
     for i, s in enumerate(steps):
@@ -220,6 +199,28 @@ def _divergence(
                 )
                 return
         known.update(s.values)
+
+
+def _dataflow_good(steps: Sequence[StepInfo], flow: df.GoldFlow, qnums: frozenset[Fraction]) -> list[bool]:
+    """good[i]: step i is supported by the gold's dataflow (dataflow.py), or its value feeds a later
+    good step (a different route that gets back to the gold). A value equal to a given number does
+    not feed: the later step may be using the given."""
+    known: set[Fraction] = set(qnums)
+    sup: list[str] = []
+    leaves = df.candidate_leaves(steps, flow)
+    for i, s in enumerate(steps):
+        sup.append(df.support(s, leaves[i], flow, known))
+        known.update(s.values)
+    n = len(steps)
+    good = [x in df.SUPPORTED for x in sup]
+    anchored = [x == df.GOLD for x in sup]
+    for i in range(n - 1, -1, -1):
+        if good[i] or sup[i] == df.COINCIDENCE:  # a coincidence's later matches inherit it
+            continue
+        v = steps[i].result
+        if v not in qnums and any(v in steps[j].operands and anchored[j] for j in range(i + 1, n)):
+            good[i] = anchored[i] = True
+    return good
 
 
 def _partial_of_reference(
@@ -283,7 +284,8 @@ def locate(
     # right answer: only a false equation is an error; unknown: local checks; wrong: everything
     _local_checks(steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic)
     if final_ok is False and ref is not None:
-        _divergence(steps, ref, qnums, gold, found)
+        flow = df.flow_for(question or "", reference_text or "", gold)
+        _divergence(steps, ref, qnums, gold, found, flow)
     answer_line = False
     if final_ok is False and found.index is None:
         answer_line = _blame_end(cand, ref, gold, found)

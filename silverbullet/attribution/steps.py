@@ -330,13 +330,20 @@ _NUMBER_WORDS = {
     "decade": 10, "weekday": 5, "weekdays": 5,
     "century": 100, "weekend": 2, "twins": 2, "triplets": 3, "both": 2, "square": 2,
 }  # fmt: skip
+# number words that name a unit, not a count in the text: "3 weeks" gives 7 only by convention
+_UNIT_WORDS = frozenset(
+    "week weeks weekly hour hours minute minutes day days year years month months percent cents cent "
+    "feet foot yard yards gallon quart pound pounds ounces score decade weekday weekdays century "
+    "weekend square".split()
+)
 _FRACTION_WORDS = {"half": Fraction(1, 2), "third": Fraction(1, 3), "quarter": Fraction(1, 4),
                    "fourth": Fraction(1, 4), "fifth": Fraction(1, 5), "tenth": Fraction(1, 10)}  # fmt: skip
 
 
 @lru_cache(maxsize=8_192)
-def question_numbers(question: str) -> frozenset[Fraction]:
-    """Quantities a problem gives: digits, percentages, number words ('three', 'half', 'dozen')."""
+def question_numbers(question: str, units: bool = True) -> frozenset[Fraction]:
+    """Quantities a problem gives: digits, percentages, number words ('three', 'half', 'dozen'),
+    and with `units` the conversion factors unit words imply ('weeks' -> 7, 'hours' -> 60)."""
     q = (question or "")[:MAX_LINE_CHARS]
     out: set[Fraction] = set()
     for kind, text, _ in _lex(q):
@@ -345,7 +352,7 @@ def question_numbers(question: str) -> frozenset[Fraction]:
             out.add(v)
         elif kind == "word":
             low = text.lower()
-            if low in _NUMBER_WORDS:
+            if low in _NUMBER_WORDS and (units or low not in _UNIT_WORDS):
                 out.add(Fraction(_NUMBER_WORDS[low]))
             if low.rstrip("s") in _FRACTION_WORDS:
                 out.add(_FRACTION_WORDS[low.rstrip("s")])
