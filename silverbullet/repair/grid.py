@@ -37,6 +37,8 @@ class GridStats:
     changed: int = 0  # integer codes that differ from the base's
     over_half_step: int = 0  # |delta| > scale / 2: a delta that alone would cross a rounding boundary
     clipped: int = 0  # merged weight outside the grid's range (the code saturates)
+    delta_steps_sum: float = 0.0  # sum of |delta| / step: the update measured in grid steps
+    delta_steps_max: float = 0.0
     delta_sq: float = 0.0  # ||W' - W||^2 (the adapter's update)
     residual_sq: float = 0.0  # ||W' - grid(W')||^2 (what rounding misses of it)
     # the same two on calibration inputs X (tr(D H D^T), H = X X^T / tokens), when a Hessian is given:
@@ -46,7 +48,8 @@ class GridStats:
 
     def add(self, other: GridStats) -> None:
         for k in self.__dataclass_fields__:
-            setattr(self, k, getattr(self, k) + getattr(other, k))
+            both = (getattr(self, k), getattr(other, k))
+            setattr(self, k, max(both) if k.endswith("_max") else sum(both))
 
     def as_dict(self) -> dict:
         n = max(self.weights, 1)
@@ -56,6 +59,8 @@ class GridStats:
             "changed_fraction": round(self.changed / n, 6),
             "delta_over_half_step_fraction": round(self.over_half_step / n, 6),
             "clipped_fraction": round(self.clipped / n, 6),
+            "delta_steps_mean": round(self.delta_steps_sum / n, 6),
+            "delta_steps_max": round(self.delta_steps_max, 4),
             # share of the adapter's update (Frobenius) that rounding keeps: 1 - ||W' - Q|| / ||W' - W||
             "update_kept": _kept(self.residual_sq, self.delta_sq),
             "output_update_kept": _kept(self.out_residual_sq, self.out_delta_sq),
@@ -222,6 +227,8 @@ def grid_stats(
         changed=int((on_grid != base).sum()),
         over_half_step=int((delta.abs() > s / 2).sum()),
         clipped=int(((code < q_min - 0.5) | (code > q_max + 0.5)).sum()),
+        delta_steps_sum=float((delta.abs() / s).sum()),
+        delta_steps_max=float((delta.abs() / s).max()),
         delta_sq=float((delta**2).sum()),
         residual_sq=float((residual**2).sum()),
         out_delta_sq=out_d,
