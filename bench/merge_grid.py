@@ -29,6 +29,21 @@ from _meta import run_meta  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "merge_grid.json"
 
 
+def agreement(out: Path) -> dict:
+    """How often the merged checkpoint writes what base + adapter wrote (same text; same verdict)."""
+
+    def read(tag: str) -> dict:
+        lines = (out / "generations" / f"{tag}.jsonl").read_text().splitlines()
+        return {r["problem_id"]: r for r in map(json.loads, filter(str.strip, lines))}
+
+    rep, mer = read("repaired"), read("merged")
+    n = len(rep)
+    return {
+        "same_text_as_adapter": round(sum(mer[p]["text"] == r["text"] for p, r in rep.items()) / n, 4),
+        "same_verdict_as_adapter": round(sum(mer[p]["correct"] == r["correct"] for p, r in rep.items()) / n, 4),
+    }
+
+
 def run_setting(args) -> dict:
     import torch
 
@@ -49,7 +64,7 @@ def run_setting(args) -> dict:
             train=RepairTrainConfig(epochs=args.epochs, learning_rate=args.learning_rate),
         )
         summary = run_repair(cfg, log=lambda m: None)
-        rows[method] = summary["merged"]
+        rows[method] = {**summary["merged"], **agreement(Path(args.out))}
         print(f"{args.setting} {method}: {rows[method]['accuracy']:.1%}", flush=True)
     a = summary["accuracy"]
     quantized = json.loads((Path(args.from_run) / "config.json").read_text())["quantized"]
@@ -73,17 +88,19 @@ def run_setting(args) -> dict:
 
 
 def table(data: dict) -> None:
-    head = ("setting", "model", "acc", "recovery", "of adapter's", "fixed", "introduced", "MB on disk", "codes moved",
-            "deltas > step/2", "update kept (w / out)")  # fmt: skip
+    head = ("setting", "model", "acc", "recovery", "of adapter's", "fixed", "introduced", "MB on disk",
+            "same text as adapter", "codes moved", "deltas > step/2", "max delta (steps)",
+            "update kept (w / out)")  # fmt: skip
     print(" | ".join(head))
     print(" | ".join("---" for _ in head))
     for name, s in data["settings"].items():
         ad = s["adapter"]
-        print(f"{name} ({s['quantization']}, n={s['n']}) | base | {s['accuracy']['quantized']:.1%} | | | | | | | |")
+        print(f"{name} ({s['quantization']}, n={s['n']}) | base | {s['accuracy']['quantized']:.1%} |" + " |" * 10)
         rec = ad["recovery"]
+        shown = "n/a" if rec is None else f"{rec:.0%}"
         print(
-            f"{name} | base + adapter | {ad['accuracy']:.1%} | {rec:.0%} | 100% | {ad['flips_fixed']} | "
-            f"{ad['flips_introduced']} | {ad['bytes'] / 1e6:.2f} | | |"
+            f"{name} | base + adapter | {ad['accuracy']:.1%} | {shown} | 100% | {ad['flips_fixed']} | "
+            f"{ad['flips_introduced']} | {ad['bytes'] / 1e6:.2f} | 100% | | | |"
         )
         for method, m in s["merged"].items():
             share = "n/a" if not rec or m["recovery"] is None else f"{m['recovery'] / rec:.0%}"
@@ -91,9 +108,12 @@ def table(data: dict) -> None:
             kept = f"{g.get('update_kept')} / {g.get('output_update_kept')}" if g else ""
             moved = f"{g['changed_fraction']:.2%}" if g else ""
             over = f"{g['delta_over_half_step_fraction']:.2%}" if g else ""
+            big = f"{g['delta_steps_max']:.2f}" if g else ""
+            same = f"{m['same_text_as_adapter']:.0%}" if "same_text_as_adapter" in m else ""
+            recov = "n/a" if m["recovery"] is None else f"{m['recovery']:.0%}"
             print(
-                f"{name} | merged ({method}) | {m['accuracy']:.1%} | {m['recovery']:.0%} | {share} | "
-                f"{m['flips_fixed']} | {m['flips_introduced']} | {m['bytes'] / 1e6:.2f} | {moved} | {over} | {kept}"
+                f"{name} | merged ({method}) | {m['accuracy']:.1%} | {recov} | {share} | {m['flips_fixed']} | "
+                f"{m['flips_introduced']} | {m['bytes'] / 1e6:.2f} | {same} | {moved} | {over} | {big} | {kept}"
             )
 
 

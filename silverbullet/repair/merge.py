@@ -24,6 +24,7 @@ from pathlib import Path
 from silverbullet.errors import UserError
 
 MERGE_METHODS = ("grid", "gptq", "requantize")
+CALIBRATION_TEXTS = 128  # texts whose layer inputs make the Hessians (GPTQ's usual calibration size)
 
 
 def recorded_quantization(quantized: str) -> dict:
@@ -130,7 +131,7 @@ def merge_on_grid(
         "adapter": str(adapter),
         "modules_on_grid": len(quantized_modules),
         "dense_merged": dense,  # non-quantized tensors the adapter changed (plain W + BA)
-        "calibration_texts": len(calibration or []),
+        "calibration_texts": min(len(calibration or []), CALIBRATION_TEXTS),
         "grid": stats.as_dict(),
     }
     rec_info["source_model"] = f"{quantized} + LoRA {adapter}, merged ({info['method']})"
@@ -169,7 +170,7 @@ def _write(base: Path, out: Path, shards: dict, metadata: dict, replaced: dict) 
         save_file({k: replaced.get(k, t).contiguous() for k, t in sd.items()}, str(out / name), metadata=metadata[name])
 
 
-def _hessians(model, tok, modules: dict, texts: list[str], max_texts: int = 128, max_len: int = 384) -> dict:
+def _hessians(model, tok, modules: dict, texts: list[str], max_len: int = 384) -> dict:
     """X X^T / tokens of each quantized Linear's inputs over `texts`, through base + adapter."""
     import torch
 
@@ -185,7 +186,7 @@ def _hessians(model, tok, modules: dict, texts: list[str], max_texts: int = 128,
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
     try:
-        for text in texts[:max_texts]:  # one text per pass: no padding tokens in the statistics
+        for text in texts[:CALIBRATION_TEXTS]:  # one text per pass: no padding tokens in the statistics
             ids = tok(text, return_tensors="pt", truncation=True, max_length=max_len, add_special_tokens=False)
             model(input_ids=ids["input_ids"])
     finally:
