@@ -61,6 +61,8 @@ def run_setting(args) -> dict:
             merge=True,
             merge_method=method,
             progress=False,
+            control=args.control,
+            max_examples=args.max_examples,
             train=RepairTrainConfig(epochs=args.epochs, learning_rate=args.learning_rate),
         )
         summary = run_repair(cfg, log=lambda m: None)
@@ -74,6 +76,7 @@ def run_setting(args) -> dict:
         "quantized": quantized,
         "quantization": json.loads((Path(quantized) / "silverbullet_quantization.json").read_text())["tag"],
         "n": summary["n"],
+        "repair": {"method": summary["method"], "examples": summary["examples"]},
         "accuracy": {k: a[k] for k in ("reference", "quantized")},
         "adapter": {
             "accuracy": a["repaired"],
@@ -126,6 +129,8 @@ def main() -> None:
     ap.add_argument("--repair-limit", type=int, default=400)
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--learning-rate", type=float, default=2e-3)
+    ap.add_argument("--max-examples", type=int, default=332)
+    ap.add_argument("--control", action="store_true", help="untargeted SFT (a base with no flips has no repair rows)")
     ap.add_argument("--json", type=Path, default=RESULTS)
     ap.add_argument("--table", action="store_true", help="only print the table of --json")
     args = ap.parse_args()

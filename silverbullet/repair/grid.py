@@ -154,10 +154,12 @@ def gptq_to_grid(
     args,
     damp: float = 0.01,
     block: int = 128,
+    act_order: bool = False,
 ) -> torch.Tensor:
     """GPTQ (Frantar et al. 2022, the lazy-batch form) onto a *fixed* grid: returns dequantized
     weights on the grid that minimise ||(W' - Q) X|| greedily, column by column, where
-    `hessian` = X X^T of the layer's calibration inputs. Scales are inputs, never fitted."""
+    `hessian` = X X^T of the layer's calibration inputs. Scales are inputs, never fitted. With
+    `act_order`, columns go in order of falling input energy (each keeps its own scale column)."""
     from compressed_tensors.quantization.lifecycle.forward import fake_quantize
 
     w = weight.detach().to(torch.float32).clone()
@@ -166,6 +168,8 @@ def gptq_to_grid(
     dead = torch.diag(h) == 0
     h[dead, dead] = 1  # inputs never seen: rounded plainly, their error costs nothing on the data
     h += damp * torch.mean(torch.diag(h)) * torch.eye(cols)
+    order = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols)
+    w, h = w[:, order], h[order][:, order]
     try:
         hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     except torch.linalg.LinAlgError:  # pragma: no cover - damped, so only on degenerate input
@@ -180,14 +184,14 @@ def gptq_to_grid(
         hinv1 = hinv[i1:i2, i1:i2]
         for j in range(i2 - i1):
             col = w1[:, j : j + 1]
-            s, z = params(i1 + j)
+            s, z = params(int(order[i1 + j]))
             qc = fake_quantize(col, s, z, col_args)
             q[:, i1 + j] = qc[:, 0]
             e = (col[:, 0] - qc[:, 0]) / hinv1[j, j]
             w1[:, j:] -= e.unsqueeze(1) @ hinv1[j, j:].unsqueeze(0)
             err1[:, j] = e
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return q
+    return q[:, torch.argsort(order)]
 
 
 def _per_weight(t: torch.Tensor, shape: torch.Size, args) -> torch.Tensor:
