@@ -163,3 +163,29 @@ def test_bad_bases_are_one_line_errors(base, tmp_path):
         merge_adapter(str(base), adapter, tmp_path / "m", "fancy")
     with pytest.raises(UserError, match="needs calibration text"):
         merge_adapter(str(base), adapter, tmp_path / "m", "gptq", [])
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+@pytest.mark.parametrize("group_size", [None, 16])
+def test_gptq_onto_a_fixed_grid_beats_nearest_on_the_calibration_outputs(act_order, group_size):
+    """gptq_to_grid alone: the scales are inputs and stay; every result is (code - zp) * scale with a
+    code in range; the output error on the calibration inputs is below rounding to nearest's."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import fake_quantize
+
+    from silverbullet.repair.grid import gptq_to_grid
+
+    torch.manual_seed(0)
+    strategy = "group" if group_size else "channel"
+    args = QuantizationArgs(num_bits=3, symmetric=True, strategy=strategy, group_size=group_size)
+    w = torch.randn(24, 64)
+    x = torch.randn(512, 64) @ torch.randn(64, 64) * 0.3  # correlated inputs: where GPTQ helps
+    scale = torch.rand(24, 64 // group_size if group_size else 1) * 0.2 + 0.3
+    zp = torch.zeros_like(scale, dtype=torch.int8)
+    h = x.T @ x / len(x)
+    q = gptq_to_grid(w, h, scale, zp, args, act_order=act_order)
+    s = scale.repeat_interleave(group_size, dim=1) if group_size else scale
+    codes = q / s
+    assert torch.allclose(codes, codes.round(), atol=1e-4) and -4 <= codes.round().min() <= codes.round().max() <= 3
+    nearest = fake_quantize(w, scale, zp, args)
+    assert ((w - q) @ x.T).norm() < ((w - nearest) @ x.T).norm()
