@@ -391,7 +391,10 @@ def repair(
     replay: float = typer.Option(0.0, help="Share of SFT rows that are whole solutions of random other problems."),
     batch_size: int = typer.Option(64, help="Generation batch size (diagnoses and re-measure)."),
     dpo_epochs: float | None = typer.Option(None, help="DPO epochs (default: --epochs)."),
-    merge: bool = typer.Option(False, help="Also merge the adapter, re-quantize with the base's recipe, measure."),
+    merge: bool = typer.Option(False, help="Also merge the adapter into one low-bit checkpoint and measure it."),
+    merge_method: str = typer.Option(
+        "grid", help="--merge: grid (the base's scales, nearest), gptq (same grid, error feedback), requantize."
+    ),
     backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
     data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
@@ -430,6 +433,7 @@ def repair(
         sft_data=sft_data,
         replay=replay,
         merge=merge,
+        merge_method=merge_method,
         batch_size=batch_size,
         backend=backend,
         vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),
@@ -478,13 +482,12 @@ def print_repair(s: dict) -> None:
     if "merged" in s:
         m = s["merged"]
         rec = "n/a" if m["recovery"] is None else f"{m['recovery']:.0%}"
-        out_console.print(
-            f"merged + re-quantized ({m['path']}, {m['bytes'] / 1e6:.2f} MB): {m['accuracy']:.1%}, recovery {rec}"
-        )
+        how = {"requantize": "merged + re-quantized"}.get(m.get("method", "requantize"), f"merged ({m['method']})")
+        out_console.print(f"{how} ({m['path']}, {m['bytes'] / 1e6:.2f} MB): {m['accuracy']:.1%}, recovery {rec}")
         if m["accuracy"] < s["accuracy"]["repaired"] - 0.02:
             out_console.print(
-                "[yellow]re-quantizing the merged weights lost the repair: ship the adapter instead "
-                "(docs/repair.md, --merge)[/yellow]"
+                "[yellow]rounding the merged weights onto the low-bit grid lost part of the repair: ship the "
+                "adapter instead (docs/repair.md, --merge)[/yellow]"
             )
 
 

@@ -202,7 +202,7 @@ def test_repair_command_end_to_end_on_a_small_slice(repaired_slice):
     """Evaluation diagnose, repair-split diagnose, the sets, a LoRA pass, the re-measure and
     `--merge`, in one command."""
     out, stdout, s = repaired_slice
-    assert "recovery" in stdout and "merged + re-quantized" in stdout
+    assert "recovery" in stdout and "merged (grid)" in stdout
     assert s["n"] == 16 and 1 <= s["examples"] <= 8
     assert {"recovery", "flips_introduced_rate", "flips_fixed", "after_repair"} <= set(s)
     a = s["accuracy"]

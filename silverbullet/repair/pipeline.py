@@ -62,7 +62,8 @@ class RepairConfig:
     anchor: float = 0.0  # share of the SFT budget given to the quantized model's own correct solutions
     guard: float = 0.0  # share given to problems the reference fails (own correct or gold solutions)
     balance: bool = False  # round-robin the first-fault pairs over error types (off: tuned, see bench)
-    merge: bool = False  # also merge the adapter into the base, re-quantize, and measure that
+    merge: bool = False  # also merge the adapter into the base (one low-bit checkpoint) and measure that
+    merge_method: str = "grid"  # grid (base's scales, nearest) | gptq (same grid, error feedback) | requantize
     backend: str = "hf"  # generation backend of the repair-split diagnose and the re-measure
     vllm_options: dict = field(default_factory=dict)
     batch_size: int = 64
@@ -184,9 +185,12 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         raise UserError(f"--method {cfg.train.method!r} is not known; use one of {', '.join(METHODS)}")
     check_sft_options(cfg.sft_data, cfg.replay, cfg.anchor, cfg.guard)
     if cfg.merge and cfg.load_in:
-        raise UserError(
-            f"--merge re-quantizes with a compressed-tensors recipe; it does not apply to --load-in-{cfg.load_in}"
-        )
+        raise UserError(f"--merge writes a compressed-tensors checkpoint; it does not apply to --load-in-{cfg.load_in}")
+    if cfg.merge:
+        from silverbullet.repair.merge import MERGE_METHODS
+
+        if cfg.merge_method not in MERGE_METHODS:
+            raise UserError(f"--merge-method {cfg.merge_method!r} is not known; use one of {', '.join(MERGE_METHODS)}")
     out = Path(cfg.out)
     rank, world = dist_world()
     if world > 1:
@@ -315,7 +319,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         "total_seconds": round(time.time() - t_start, 1),
     }
     if cfg.merge:
-        summary["merged"] = _merged(quantized, adapter, out, problems, summary, gcfg, cfg, log, renderer)
+        summary["merged"] = _merged(quantized, adapter, out, problems, gens, gcfg, cfg, log, renderer)
     summary["eval_run"] = str(eval_run)
     (out / "repair_summary.json").write_text(json.dumps(summary, indent=1))
     if not cfg.from_run:
@@ -341,25 +345,35 @@ def _train_only(cfg: RepairConfig, out: Path, rank: int, log) -> dict:
 
 
 def _merged(
-    quantized: str, adapter: Path, out: Path, problems, summary: dict, gcfg, cfg: RepairConfig, log, renderer
+    quantized: str, adapter: Path, out: Path, problems, gens: dict, gcfg, cfg: RepairConfig, log, renderer
 ) -> dict:
-    """Merge + re-quantize with the base's recipe, then measure the single low-bit checkpoint."""
-    from silverbullet.repair.merge import merge_and_requantize
+    """Merge the adapter into the base by `cfg.merge_method`, then measure the single low-bit
+    checkpoint. Calibration text (GPTQ's Hessians, and output-space figures for `grid`) is the SFT
+    set: repair-split problems, never evaluation ones."""
+    from silverbullet.repair.merge import merge_adapter
 
     t0 = time.time()
-    path = merge_and_requantize(quantized, adapter, out / "merged")
+    sft_path, _ = set_paths(out)
+    texts = [r["prompt"] + r["completion"] for r in read_jsonl_rows(sft_path)] if sft_path.exists() else []
+    path, info = merge_adapter(quantized, adapter, out / "merged", cfg.merge_method, texts)
     gen = make_generator(str(path), "merged", gcfg)
     gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
-    rows = measure(gen, problems, gen_cfg, out / "generations" / "merged.jsonl", render=renderer)
+    rows_path = out / "generations" / "merged.jsonl"
+    if rows_path.exists():
+        rows_path.unlink()  # a new merge (method or adapter may differ): the cache key holds the files
+    rows = measure(gen, problems, gen_cfg, rows_path, render=renderer)
     close_generator(gen)
     acc = round(sum(g.correct for g in rows) / len(rows), 4)
-    a = summary["accuracy"]
-    log(f"merged and re-quantized -> {path}: {acc:.1%}")
+    log(f"merged ({cfg.merge_method}) -> {path}: {acc:.1%}")
+    by_id = {g.problem_id: g.correct for g in rows}
+    ref, q = ([gens[t][p.id]["correct"] for p in problems] for t in ("reference", "quantized"))
     return {
+        "method": cfg.merge_method,
         "path": str(path),
         "accuracy": acc,
-        "recovery": recovery(a["reference"], a["quantized"], acc),
+        **flip_stats(ref, q, [by_id[p.id] for p in problems]),
         "bytes": sum(f.stat().st_size for f in path.glob("*.safetensors")),
+        "grid": info.get("grid"),
         "seconds": round(time.time() - t0, 1),
     }
 
