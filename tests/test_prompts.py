@@ -316,7 +316,8 @@ def test_margins_and_confirmation_use_the_stored_prompt():
     }
     problems = {"p": Problem("p", "q", "5")}
     add_margins_and_confirmation([row], problems, {"p": g}, Fake(), Fake(), DiagnoseConfig(max_new_tokens=8))
-    assert seen == [g.prompt, g.prompt + "Step 1: 2 + 3 = 5.\n"] and row["confirmed"] is True
+    # margins at the frontier, the full-precision judge on the whole solution, then confirmation
+    assert seen == [g.prompt, g.prompt, g.prompt + "Step 1: 2 + 3 = 5.\n"] and row["confirmed"] is True
 
 
 # -------------------------------------------------------------------------------- end to end
