@@ -205,18 +205,15 @@ def flow_for(question: str, reference_text: str, answer: Fraction | None) -> Gol
     )
 
 
-def candidate_leaves(steps: Sequence[StepInfo], flow: GoldFlow) -> list[Counter]:
-    """Each step's operands with earlier results expanded into the numbers they came from, read
-    as the gold is read (`gold_flow`): a value equal to a given number is not expanded, since the
-    step may be using the given (`2/3` after computing 2 elsewhere), nor is one the gold states
-    without computing it (the gold's own leaf)."""
-    atoms = flow.written | (flow.stated - flow.computed)
+def expand_leaves(steps: Sequence[StepInfo], atoms: frozenset[Fraction] | set[Fraction] = frozenset()) -> list[Counter]:
+    """Each step's operands with earlier results expanded into the numbers they came from; a value
+    in `atoms` is never expanded."""
     out: list[Counter] = []
     producer: dict[Fraction, int] = {}
     for i, s in enumerate(steps):
         c: Counter = Counter()
         for o in s.operands:
-            j = producer.get(o)
+            j = producer.get(o)  # only earlier steps are producers here
             if j is not None and o not in atoms and out[j]:
                 c.update(out[j])
             else:
@@ -225,6 +222,13 @@ def candidate_leaves(steps: Sequence[StepInfo], flow: GoldFlow) -> list[Counter]
         if s.result is not None and s.equations:
             producer.setdefault(s.result, i)
     return out
+
+
+def candidate_leaves(steps: Sequence[StepInfo], flow: GoldFlow) -> list[Counter]:
+    """`expand_leaves` read as the gold is read (`gold_flow`): a value equal to a given number is not
+    expanded, since the step may be using the given (`2/3` after computing 2 elsewhere), nor is one
+    the gold states without computing it (the gold's own leaf)."""
+    return expand_leaves(steps, flow.written | (flow.stated - flow.computed))
 
 
 def support(

@@ -45,24 +45,6 @@ def _f(v: Fraction | None) -> str | None:
     return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
 
 
-def _leaves(steps: Sequence[StepInfo]) -> list[Counter]:
-    """Each step's operands with earlier results expanded into the quantities they came from."""
-    out: list[Counter] = []
-    producer: dict[Fraction, int] = {}
-    for i, s in enumerate(steps):
-        c: Counter = Counter()
-        for o in s.operands:
-            j = producer.get(o)
-            if j is not None and j < i and out[j]:
-                c.update(out[j])
-            else:
-                c[o] += 1
-        out.append(c)
-        if s.result is not None and s.equations:
-            producer.setdefault(s.result, i)
-    return out
-
-
 class _Found:
     """The earliest fault found so far."""
 
@@ -153,7 +135,7 @@ def _divergence(
     n = len(steps)
     if n == 0:
         return
-    cand_leaves, ref_leaves = _leaves(steps), _leaves(ref.steps)
+    cand_leaves, ref_leaves = df.expand_leaves(steps), df.expand_leaves(ref.steps)
     good = _dataflow_good(steps, flow or df.gold_flow(ref.steps, qnums, gold), qnums)
     known: set[Fraction] = set(qnums)
     mapping = None
