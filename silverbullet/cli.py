@@ -262,19 +262,48 @@ def locate(
     answer_field: str | None = typer.Option(None, help="Field with the gold final answer."),
     id_field: str | None = typer.Option(None, help="Field with a row id."),
     out: Path = typer.Option(..., "--out", help="Output JSONL, one row per input row."),
+    judge: str | None = typer.Option(
+        None,
+        help="A model asked for each solution's earliest wrong step: an OpenAI-compatible URL "
+        "(http://host:8000/v1) or local weights (path or hub id). docs/judge.md.",
+    ),
+    judge_model: str | None = typer.Option(
+        None, help="The served model's name at a --judge URL (default: the first listed)."
+    ),
+    judge_rule: str = typer.Option(
+        "earlier", help="Combine judge and checker: earlier | fallback (checker first) | judge (judge only) | checker."
+    ),
+    judge_max_tokens: int = typer.Option(1024, help="Longest judge reply, in tokens."),
+    device: str = typer.Option("auto", help="Device for local --judge weights: auto, cpu, cuda, cuda:N."),
 ) -> None:
     """Attribute solutions you already have (no generation): first faulty step and error type."""
     from silverbullet.attribution.batch import locate_file
+    from silverbullet.attribution.critic import RULES, make_critic
 
-    summary = locate_file(
-        input,
-        out,
-        question_field=question_field,
-        candidate_field=candidate_field,
-        reference_field=reference_field,
-        answer_field=answer_field,
-        id_field=id_field,
-    )
+    if judge_rule not in RULES:
+        raise UserError(f"--judge-rule {judge_rule!r} is not known; use one of {', '.join(RULES)}")
+    _positive("--judge-max-tokens", judge_max_tokens)
+    if not input.is_file():  # before a judge model loads
+        raise UserError(f"{input}: no such file; pass an existing JSONL file with --input")
+    if judge is None and judge_model is not None:
+        raise UserError("--judge-model goes with --judge URL")
+    log = out.parent / f"{out.name}.log" if judge else None  # a local judge's library output
+    with ui.library_output_to(log):
+        critic = make_critic(judge, judge_model, device) if judge else None
+        if critic is not None:
+            ui.note(f"judging every solution of {input} with {judge} (replies cached: a rerun resumes)")
+        summary = locate_file(
+            input,
+            out,
+            question_field=question_field,
+            candidate_field=candidate_field,
+            reference_field=reference_field,
+            answer_field=answer_field,
+            id_field=id_field,
+            critic=critic,
+            judge_rule=judge_rule,
+            judge_max_tokens=judge_max_tokens,
+        )
     out_console.print_json(json.dumps(summary))
 
 

@@ -344,3 +344,61 @@ def test_weight_only_checkpoint_needs_the_cpu_kernel(tmp_path, w4a16_dir):
     r = subprocess.run([*cmd, "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "--backend hf" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_locate_judge_against_vllm_openai_server(tmp_path):
+    """`locate --judge URL` against vLLM's own OpenAI-compatible server (`vllm serve`) serving the
+    shipped chat reference model. The plumbing only: the model was never trained to critique, so
+    most verdicts are 'unparsed'; what is checked is that every row was asked and answered."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    if not MAIN_PY.exists():
+        pytest.skip(f"no main venv at {MAIN_PY.parent.parent} (run `make setup`)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    vllm_cli = Path(sys.executable).parent / "vllm"
+    cmd = [str(vllm_cli), "serve", str(ROOT / "data" / "reference-chat-model"), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--served-model-name", "ref-chat", "--max-model-len", "2048", "--enforce-eager"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.time() + 600
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(url + "/models", timeout=5) as r:
+                    if json.loads(r.read())["data"][0]["id"] == "ref-chat":
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "vllm serve did not come up in 600 s"
+            time.sleep(2)
+        src = tmp_path / "sols.jsonl"
+        q = "Ann has 24 marbles. Tom has 3 times as many. Tom gives 15 away. How many does Tom have?"
+        sols = ["Tom has 3 + 24 = 27.\nHe keeps 27 - 15 = 12.\nThe answer is: 12",
+                "Tom has 3 * 24 = 72.\nHe keeps 72 - 15 = 57.\nThe answer is: 57"]  # fmt: skip
+        src.write_text("".join(json.dumps({"q": q, "s": s, "gold": "57"}) + "\n" for s in sols))
+        out = tmp_path / "att.jsonl"
+        r = subprocess.run(
+            [str(MAIN_PY), "locate", "--input", str(src), "--question-field", "q", "--candidate-field", "s",
+             "--answer-field", "gold", "--out", str(out), "--judge", url, "--judge-max-tokens", "32"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "SILVERBULLET_CACHE": str(tmp_path / "cache.sqlite")},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        assert len(rows) == 2 and all(row["judge_reply"] for row in rows)
+        assert json.loads(r.stdout)["judge"]["rule"] == "earlier"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()

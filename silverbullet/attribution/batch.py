@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from silverbullet.attribution.critic import DEFAULT_RULE, apply_verdict, ask_critic
 from silverbullet.attribution.locate import locate
 from silverbullet.errors import UserError
 from silverbullet.measure import write_rows
@@ -38,9 +39,7 @@ def _text(value: Any, where: str, field: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
-        raise UserError(
-            f"{where}: field '{field}' is {type(value).__name__}, not text; point it at a string field"
-        )
+        raise UserError(f"{where}: field '{field}' is {type(value).__name__}, not text; point it at a string field")
     return value
 
 
@@ -60,9 +59,15 @@ def locate_file(
     reference_field: str | None = None,
     answer_field: str | None = None,
     id_field: str | None = None,
+    critic: tuple[Any, Any] | None = None,
+    judge_rule: str = DEFAULT_RULE,
+    judge_max_tokens: int = 1024,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Locate the first faulty step of each row's candidate solution; one output row per input row.
 
+    `critic`: (judge generator, prompt renderer) from `critic.make_critic`; its verdict on every row
+    is combined with the checker's by `judge_rule` (attribution/critic.py).
     Returns a summary: rows, flagged, error-type counts, position histogram, answer accuracy.
     """
     src = Path(input_path)
@@ -75,9 +80,7 @@ def locate_file(
     if not any(line.strip() for line in lines):
         raise UserError(f"{src}: empty file; it needs one JSON object per line")
     out_rows: list[dict[str, Any]] = []
-    types: Counter = Counter()
-    positions: Counter = Counter()
-    flagged = correct = graded = 0
+    texts: list[tuple[str, str]] = []  # (question, candidate) per output row, for the judge
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -104,8 +107,7 @@ def locate_file(
             except KeyError as e:
                 keys = ", ".join(sorted(row)[:12])
                 raise UserError(
-                    f"{where}: missing field '{path}' (no '{e.args[0]}'); keys here: {keys}; "
-                    f"check --{name}-field"
+                    f"{where}: missing field '{path}' (no '{e.args[0]}'); keys here: {keys}; check --{name}-field"
                 ) from None
         gold = values["answer"] if answer_field else _gold_from_reference(values["reference"])
         att = locate(
@@ -118,21 +120,35 @@ def locate_file(
         rec = to_dict(att)
         rec["line"] = lineno
         out_rows.append(rec)
-        if att.first_faulty_step is not None:
-            flagged += 1
-            positions[att.first_faulty_step] += 1
-        if att.error_type:
-            types[att.error_type] += 1
-        if att.final_answer_correct is not None:
-            graded += 1
-            correct += att.final_answer_correct
+        texts.append((values["question"] or "", values["candidate"] or ""))
+    judged: Counter = Counter()
+    if critic is not None:
+        gen, render = critic
+        verdicts = ask_critic(gen, texts, render, judge_max_tokens, show_progress)
+        for rec, verdict in zip(out_rows, verdicts, strict=True):
+            apply_verdict(rec, verdict, judge_rule)
+            judged[verdict.status] += 1
+            judged["moved"] += rec["first_faulty_step"] != rec["checker_step"]
     write_rows(Path(out_path), out_rows)
+    summary = _summary(out_rows)
+    if critic is not None:
+        summary["judge"] = {
+            "rule": judge_rule,
+            **{k: judged[k] for k in ("error", "correct", "unparsed", "out_of_range", "moved")},
+        }
+    summary["out"] = str(out_path)
+    return summary
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows, flagged, error-type counts, position histogram, answer accuracy."""
+    steps = [r["first_faulty_step"] for r in rows if r["first_faulty_step"] is not None]
+    graded = [r["final_answer_correct"] for r in rows if r["final_answer_correct"] is not None]
     return {
-        "rows": len(out_rows),
-        "flagged": flagged,
-        "graded": graded,
-        "final_answer_correct": correct,
-        "error_types": dict(types.most_common()),
-        "position_histogram": {str(k): v for k, v in sorted(positions.items())},
-        "out": str(out_path),
+        "rows": len(rows),
+        "flagged": len(steps),
+        "graded": len(graded),
+        "final_answer_correct": sum(graded),
+        "error_types": dict(Counter(r["error_type"] for r in rows if r["error_type"]).most_common()),
+        "position_histogram": {str(k): v for k, v in sorted(Counter(steps).items())},
     }
