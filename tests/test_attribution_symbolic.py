@@ -179,3 +179,25 @@ def test_locate_names_the_injected_step(tmp_path):
         assert got[pid]["first_faulty_step"] == step, (pid, got[pid])
         if step is not None:
             assert got[pid]["evidence"]["check"] == "symbolic"
+
+
+def test_formulas_belong_to_the_symbolic_checker():
+    assert latex.formula_spans(r"so $x = 2$ and \(y=3\).") == [(3, 10), (15, 22)]
+    assert latex.outside_formulas(r"so $x = 2$ and \(y=3\).") == "so  ;  and  ; ."
+    assert latex.formula_spans(r"F=6.3 \times 10^{-4} F_{0} \\") == [(0, 29)]  # a row of a display block
+    assert latex.formula_spans("Each box holds 4, so 3 \\times 4 = 12 pens.") == []  # prose: the lexer's
+
+
+@pytest.mark.parametrize("pid", ["gathered-rows-boxed", "subscripts-gold"])
+def test_locate_reads_tex_only_through_the_symbolic_checker(pid):
+    """Regression (segmenter merge): the plain-text lexer read the TeX of segmented display rows and
+    inline formulas, so a wrong boxed answer made its unsupported-operand check blame an earlier row
+    ('F = 6.3 \\times 10^{-4} F_0': 6.3 is not in the question), and its arithmetic check misread
+    `c_{1}=-c_{2}=\\frac{1}{2 a}` as `2 = 1/2` in a correct solution."""
+    from silverbullet.attribution.locate import locate
+
+    row = next(r for r in map(json.loads, FIXTURE.read_text().splitlines()) if r["id"] == pid)
+    att = locate(row["problem"], row["solution"], gold_answer=row["answer"])
+    assert att.first_faulty_step == row["injected_step"], att.evidence
+    if row["injected_step"] is not None:
+        assert att.evidence["check"] == "symbolic"
