@@ -181,6 +181,33 @@ def test_locate_names_the_injected_step(tmp_path):
             assert got[pid]["evidence"]["check"] == "symbolic"
 
 
+@pytest.mark.parametrize(
+    "text,status",
+    [
+        (r"$-2.5 \log(10^{6}) = -15$", VALID),
+        (r"$-2.5 \log(10^{6}) = -14$", FAULTY),  # one unit off an irrational-looking side: not a rounding
+        (r"$\frac{1}{10^{19} 10^{-16}} = 1e-3$", VALID),
+        (r"$\frac{1}{10^{19} 10^{-16}} = 1e-2$", FAULTY),  # 1e-2 is written to the 10^-2 place
+        (r"$0.693/1.3 = 0.53$", VALID),  # 0.5331 rounded to its last written place
+        (r"$\frac{\pi}{3\sqrt{2}} = 0.74$", VALID),
+        (r"$18 = 1.6 \cdot 2.5^{2} + 2.9 \cdot 2.5$", FAULTY),  # 17.25 does not round to 18
+    ],
+)
+def test_a_written_number_is_a_rounding_within_half_its_last_place(text, status):
+    assert SolutionChecker().check(text).status == status
+
+
+def test_a_letter_still_in_use_is_not_reassigned():
+    # s is solved in step 0 and used again in step 4's first link: a bare 's = 2.2' there is the same s
+    steps = ["Then $4s^2 + 8s - 45 = 0$.", "We think about it.", "More words here.", "Still more.",
+             "$(2s-5)(2s+9) = 0$, of which the solution we want is $s=2.2$."]  # fmt: skip
+    got = check_steps(steps)
+    assert got[-1].status == FAULTY and got[-1].links[0].status == VALID
+    # not used since step 0: 's = 7' three steps later is a new s (letters are reused across cases)
+    got = check_steps(steps[:-1] + ["Later we set $s = 7$."])
+    assert got[-1].status == UNKNOWN and "reassigned" in got[-1].links[0].detail
+
+
 def test_formulas_belong_to_the_symbolic_checker():
     assert latex.formula_spans(r"so $x = 2$ and \(y=3\).") == [(3, 10), (15, 22)]
     assert latex.outside_formulas(r"so $x = 2$ and \(y=3\).") == "so  ;  and  ; ."

@@ -2,7 +2,7 @@
 
 A step's formulas (`latex.relations`) give equality links. Each link is checked in order:
 - no variables: exact rational arithmetic, or 30-digit mpmath when roots, pi or functions appear;
-  a claim written with d decimals may differ by one unit of its last place (a rounding);
+  a claim written with d decimals may differ by half a unit of its last place (a rounding);
 - every variable solved earlier in the solution: substitute the earlier solutions; the link must hold
   for at least one of them (a derived equation keeps a solution of the earlier ones; a wrong root
   fails), else it is faulty;
@@ -39,7 +39,7 @@ _MAX_EXPONENT = 200
 _MAX_BITS = 20_000
 _MAX_FACT = 300
 _MAX_COMBOS = 16
-_RECENT_STEPS = 2  # a bare 'x = value' contradicting a solution this recent is an error, not a new x
+_RECENT_STEPS = 2  # a bare 'x = value' contradicting a solution solved or used this recently is an error
 _CONSTANT_LETTERS = frozenset({"i", "e"})  # the imaginary unit and Euler's number read as letters
 _MAX_ROOTS = 8
 _DPS = 30
@@ -462,7 +462,7 @@ def _close(a: Value, b: Value, na: tuple, nb: tuple, approx: bool) -> bool | Non
     for u in (_unit(nb), _unit(na)):
         if u is None or (u == 1 and exact and a.denominator == 1 and b.denominator == 1):
             continue
-        if diff < _CTX.mpf(u.numerator) / u.denominator * _CTX.mpf("1.0000001"):
+        if diff <= _CTX.mpf(u.numerator) / u.denominator * _CTX.mpf("0.5000001"):
             return True
     if approx and fa != 0 and diff / abs(fa) <= _CTX.mpf("0.05"):
         return True
@@ -480,6 +480,7 @@ class SolutionChecker:
         self.timeout_s = timeout_s
         self.known: dict[str, list[Value]] = {}
         self.solved_at: dict[str, int] = {}  # step where each known name was solved
+        self.used_at: dict[str, int] = {}  # last step where a link held with a known name's value
         self.assigned: set[str] = set()  # names whose value was written directly ('n = 1'), not derived
         self.premised: set[str] = set()  # names tied by an unsolved premise of several unknowns
         self.n = 0
@@ -564,12 +565,13 @@ class SolutionChecker:
                 u = a[1] if a[0] == "name" and a[1] not in nb else b[1]
                 other = b if u == a[1] and a[0] == "name" else a
                 age = self.n - 1 - self.solved_at.get(u, -99)
+                used = self.n - 1 - max(self.solved_at.get(u, -99), self.used_at.get(u, -99))
                 if age == 0 and not latex.names(other) and u in self.assigned:
                     # 'from n=1 to n=2', 'x = 2 or x = 3': alternatives in one step
                     self.known[u].append(value(other, {}))
                     return LinkCheck(UNKNOWN, "premise", eq, f"another value of {u} in the same step")
-                if age > _RECENT_STEPS:
-                    # 'n = 5' long after 'n = 1': the letter is reused, not derived
+                if used > _RECENT_STEPS:
+                    # 'n = 5' long after 'n = 1' was last used: the letter is reused, not derived
                     try:
                         self.known[u] = [value(other, {n: vs[0] for n, vs in self.known.items()})]
                     except (_Undefined, _TooBig, _Irrational, ZeroDivisionError):
@@ -619,6 +621,8 @@ class SolutionChecker:
             elif not shown:
                 shown = ", ".join(f"{n}={_fmt(env[n])}" for n in names)[:120] + f": {_fmt(va)} vs {_fmt(vb)}"
         if any(keep[n] for n in names):  # holds for one earlier solution (a root chosen among several)
+            for n in names:
+                self.used_at[n] = self.n - 1
             return LinkCheck(VALID, "substitution", eq, "holds for the earlier solution")
         if not any_defined or approx:
             return LinkCheck(UNKNOWN, "substitution", eq, "could not be evaluated at the earlier solutions")
