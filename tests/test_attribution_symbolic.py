@@ -228,3 +228,17 @@ def test_locate_reads_tex_only_through_the_symbolic_checker(pid):
     assert att.first_faulty_step == row["injected_step"], att.evidence
     if row["injected_step"] is not None:
         assert att.evidence["check"] == "symbolic"
+
+
+def test_chain_link_faults_with_cancelled_names_and_absorbed_premises():
+    # A and I cancel on the left: the link is meant as an identity in R and r
+    assert check_steps([r"$P = AI \cdot 2R \cdot \frac{r}{AI} = 2R \cdot r$"])[0].status == VALID
+    assert check_steps([r"$P = AI \cdot 2R \cdot \frac{r}{AI} = 5R \cdot r$"])[0].status == FAULTY
+    # 'a^2 + b^2 = 16' ties a to b, but b is not in the link: a is still free, the link must be an identity
+    first = r"Let $z = a + bi$ with $a^2 + b^2 = 16$."
+    good = r"$w = 81a+108\sqrt{16-a^2} = 27\left(3a+4\sqrt{16-a^2}\right)$"
+    assert check_steps([first, good])[1].status == VALID
+    assert check_steps([first, good.replace("27", "26")])[1].status == FAULTY
+    # two premises in a and b pin a (a = 3): 'a + 2 = 3a - 4' may hold, so it is not judged
+    pinned = check_steps([r"$a + b = 4$", r"$a - b = 2$", r"$w = a + 2 = 3a - 4$"])
+    assert pinned[2].status == UNKNOWN

@@ -9,7 +9,8 @@ A step's formulas (`latex.relations`) give equality links. Each link is checked 
 - otherwise the link may be an identity: random rational points, evaluated exactly, are the fast
   test; `sympy` (expand, cancel, then simplify) confirms in a worker process, and the numeric verdict
   stands when sympy runs out of time. A link that is *meant* to be an identity (a middle link of a
-  chain `a = b = c` whose sides share their variables) and fails is faulty;
+  chain `a = b = c` whose sides depend on the same variables, names that cancel not counted, none
+  pinned by earlier premises) and fails is faulty;
 - any other link is a premise: with one unknown left it is solved (exact when linear, sympy's real
   roots otherwise) and its solutions feed later substitution checks. Premises are 'unknown'.
 'unknown' never counts as faulty. Everything sympy does runs in a killable worker under a deadline;
@@ -483,6 +484,7 @@ class SolutionChecker:
         self.used_at: dict[str, int] = {}  # last step where a link held with a known name's value
         self.assigned: set[str] = set()  # names whose value was written directly ('n = 1'), not derived
         self.premised: set[str] = set()  # names tied by an unsolved premise of several unknowns
+        self.premises: list[frozenset[str]] = []  # the names of each such premise
         self.n = 0
 
     def _sympy(self, kind: str, args: tuple) -> tuple[str, Any]:
@@ -580,9 +582,9 @@ class SolutionChecker:
                     return LinkCheck(UNKNOWN, "premise", eq, f"{u} reassigned (last solved more than "
                                      f"{_RECENT_STEPS} steps earlier)")  # fmt: skip
             return got
-        if ident is False and middle and na == nb and a[0] != "name" and b[0] != "name" and na and \
-                not _has_decimals(a) and not _has_decimals(b) and not (na & _CONSTANT_LETTERS) and \
-                not (na & self.premised):  # fmt: skip
+        if ident is False and middle and a[0] != "name" and b[0] != "name" and na and \
+                not _has_decimals(a) and not _has_decimals(b) and not (free & _CONSTANT_LETTERS) and \
+                _live(a, na) == _live(b, nb) and self._free_under_premises(free):  # fmt: skip
             return LinkCheck(FAULTY, "identity", eq, "a link of an equality chain is not an identity "
                              f"(differs at {_point_text(free)})")  # fmt: skip
         unknown = free - self.known.keys()
@@ -597,7 +599,18 @@ class SolutionChecker:
                 return LinkCheck(UNKNOWN, "premise", eq, f"{u} = " + ", ".join(_fmt(r) for r in roots[:4]))
         if len(unknown) > 1 and not (na and nb):  # 'a + b + c = 300': later links may use it
             self.premised |= free
+            self.premises.append(frozenset(free))
         return LinkCheck(UNKNOWN, "premise", eq, "a premise in " + ", ".join(sorted(free))[:80])
+
+    def _free_under_premises(self, names: frozenset[str]) -> bool:
+        """Can `names` still take any values? Each earlier premise of several unknowns that mentions
+        them ('a + b + c = 300') removes one degree of freedom; it is absorbed when the premises
+        bring in at least as many other names ('a^2 + b^2 = 16' leaves a free when b is not here)."""
+        touching = [p for p in self.premises if p & names]
+        if not touching:
+            return True
+        others = frozenset().union(*touching) - names
+        return len(others) >= len(touching)
 
     def _substitute(self, a: tuple, b: tuple, free: Iterable[str], approx: bool, eq: str) -> LinkCheck:
         names = sorted(free)
@@ -682,6 +695,28 @@ def _has_decimals(node: tuple) -> bool:
         else:
             stack.extend(x for x in nd[1:] if isinstance(x, tuple))
     return False
+
+
+def _live(node: tuple, free: frozenset[str]) -> frozenset[str]:
+    """The names a side's value depends on: a name that cancels (`AI \\cdot r / AI`) is dropped.
+    Tested by moving one name at a time between two fixed points; a side that cannot be evaluated
+    keeps all its names."""
+    names = sorted(free)
+    if len(names) > len(_POINTS[0]):
+        return free
+    base = dict(zip(names, _POINTS[0], strict=False))
+    try:
+        v0 = value(node, base)
+        out = set()
+        for k, n in enumerate(names):
+            env = dict(base)
+            env[n] = _POINTS[1][k]
+            v1 = value(node, env)
+            if not _is_zero(_diff(v1, v0), max(abs(_mp(v0)), abs(_mp(v1)))):
+                out.add(n)
+    except (_Undefined, _TooBig, _Irrational, ZeroDivisionError, KeyError):
+        return free
+    return frozenset(out)
 
 
 def _point_text(free: Iterable[str]) -> str:
