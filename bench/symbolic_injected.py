@@ -15,10 +15,14 @@ are left as they were: the first fault is the injected step. Sites are links tha
 verified valid in the gold text (a derivation, not a definition that any value satisfies); the
 'any site' figure injects into any parseable link instead and is shown beside it.
 
-Scored through `locate` (steps joined one per line; gold answer given, so only the arithmetic and
-symbolic checks fire): exact first-fault position. False alarms: untouched gold solutions through
-the same path, share of steps flagged. Coverage: share of steps (with an equality) the checker gives
-valid or faulty rather than unknown. Speed: CPU time per `SolutionChecker.check` call.
+Scored through `locate` (our lines joined one per line; gold answer given): exact first-fault
+position in the project segmenter's steps (what `locate` indexes): the located step must be the one
+holding the first changed character. An injection into the `\\boxed{}` answer makes the final answer
+wrong, and then locate also runs its wrong-answer checks (unsupported operand, end of solution), as
+on a model's solution. False alarms: untouched gold solutions through the same path, share of our
+lines flagged. Coverage (share of our lines, and of those with an equality, that the checker calls
+valid or faulty rather than unknown) and speed (CPU time per `SolutionChecker.check` call) are
+measured on our lines.
 """
 
 from __future__ import annotations
@@ -203,19 +207,28 @@ def inject(row: dict, etype: str, rng: random.Random, verified_only: bool) -> tu
 # --------------------------------------------------------------------------- scoring
 
 
-def first_fault(row: dict, steps: list[str]) -> int | None:
-    text = "\n".join(s.replace("\n", " ") for s in steps)
+def _joined(steps: list[str]) -> str:
+    return "\n".join(s.replace("\n", " ") for s in steps)
+
+
+def first_fault(row: dict, steps: list[str]) -> tuple[int | None, int | None]:
+    """(located step, injected step), both as indices of the project segmenter's steps (what
+    `locate` indexes): the injected step is the one holding the first character the injection
+    changed (None for the gold text). The segmenter may cut one of our lines into sentences or
+    rows, or join an introducing line ('... is given by:') to the display block after it; scoring
+    by our line instead (where the located step starts) counts such a join as an early fault."""
+    text, gold_text = _joined(steps), _joined(row["steps"])
     # the gold answer as parse_solution reads it from the same lines: the bench scores step checks,
-    # not answer extraction (injections leave the final answer as it was)
-    gold = parse_solution("\n".join(s.replace("\n", " ") for s in row["steps"])).answer
+    # not answer extraction (an injection into the \boxed{} answer makes the answer wrong, and then
+    # locate runs its wrong-answer checks too, as it would on a model's solution)
+    gold = parse_solution(gold_text).answer
     att = locate(row["question"], text, gold_answer=gold)
-    k = att.first_faulty_step
-    if k is None:
-        return None
-    # locate indexes the project segmenter's steps, which may cut one of our lines into sentences:
-    # score by the line (our step) where its faulty step starts
     spans = step_spans(text)
-    return text[: spans[k][0]].count("\n") if k < len(spans) else len(steps) - 1
+    at = next((i for i, (a, b) in enumerate(zip(text, gold_text, strict=False)) if a != b), None)
+    if at is None and len(text) != len(gold_text):
+        at = min(len(text), len(gold_text))
+    true_k = None if at is None else next((i for i, (a, b) in enumerate(spans) if a <= at < b), None)
+    return att.first_faulty_step, true_k
 
 
 def main() -> None:
@@ -243,7 +256,7 @@ def main() -> None:
             if res.links:
                 n_eq_steps += 1
                 covered += res.status in (VALID, FAULTY)
-        ff = first_fault(row, row["steps"])
+        ff, _ = first_fault(row, row["steps"])
         if ff is not None:
             flagged_solutions += 1
             flagged_steps += 1
@@ -261,8 +274,11 @@ def main() -> None:
                 if got is None:
                     per_type[etype]["no_site"] += 1
                     continue
-                steps, pos = got
-                ff = first_fault(row, steps)
+                steps, _line = got
+                ff, pos = first_fault(row, steps)
+                if pos is None:  # the change is in text the segmenter gives no step (answer line)
+                    per_type[etype]["outside_steps"] += 1
+                    continue
                 per_type[etype]["n"] += 1
                 per_type[etype]["exact"] += ff == pos
                 per_type[etype]["missed"] += ff is None
@@ -300,6 +316,7 @@ def main() -> None:
         "unknown_steps": status_counts[UNKNOWN],
         "wall_s": round(time.time() - t0, 1),
         "step_split": "display blocks one step each; prose at line breaks and sentence ends; AIME: first solution",
+        "scoring": "located vs injected step, both in the project segmenter's steps (locate's index)",
         "meta": run_meta(),
     }
     Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")

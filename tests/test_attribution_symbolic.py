@@ -179,3 +179,66 @@ def test_locate_names_the_injected_step(tmp_path):
         assert got[pid]["first_faulty_step"] == step, (pid, got[pid])
         if step is not None:
             assert got[pid]["evidence"]["check"] == "symbolic"
+
+
+@pytest.mark.parametrize(
+    "text,status",
+    [
+        (r"$-2.5 \log(10^{6}) = -15$", VALID),
+        (r"$-2.5 \log(10^{6}) = -14$", FAULTY),  # one unit off an irrational-looking side: not a rounding
+        (r"$\frac{1}{10^{19} 10^{-16}} = 1e-3$", VALID),
+        (r"$\frac{1}{10^{19} 10^{-16}} = 1e-2$", FAULTY),  # 1e-2 is written to the 10^-2 place
+        (r"$0.693/1.3 = 0.53$", VALID),  # 0.5331 rounded to its last written place
+        (r"$\frac{\pi}{3\sqrt{2}} = 0.74$", VALID),
+        (r"$18 = 1.6 \cdot 2.5^{2} + 2.9 \cdot 2.5$", FAULTY),  # 17.25 does not round to 18
+    ],
+)
+def test_a_written_number_is_a_rounding_within_half_its_last_place(text, status):
+    assert SolutionChecker().check(text).status == status
+
+
+def test_a_letter_still_in_use_is_not_reassigned():
+    # s is solved in step 0 and used again in step 4's first link: a bare 's = 2.2' there is the same s
+    steps = ["Then $4s^2 + 8s - 45 = 0$.", "We think about it.", "More words here.", "Still more.",
+             "$(2s-5)(2s+9) = 0$, of which the solution we want is $s=2.2$."]  # fmt: skip
+    got = check_steps(steps)
+    assert got[-1].status == FAULTY and got[-1].links[0].status == VALID
+    # not used since step 0: 's = 7' three steps later is a new s (letters are reused across cases)
+    got = check_steps(steps[:-1] + ["Later we set $s = 7$."])
+    assert got[-1].status == UNKNOWN and "reassigned" in got[-1].links[0].detail
+
+
+def test_formulas_belong_to_the_symbolic_checker():
+    assert latex.formula_spans(r"so $x = 2$ and \(y=3\).") == [(3, 10), (15, 22)]
+    assert latex.outside_formulas(r"so $x = 2$ and \(y=3\).") == "so  ;  and  ; ."
+    assert latex.formula_spans(r"F=6.3 \times 10^{-4} F_{0} \\") == [(0, 29)]  # a row of a display block
+    assert latex.formula_spans("Each box holds 4, so 3 \\times 4 = 12 pens.") == []  # prose: the lexer's
+
+
+@pytest.mark.parametrize("pid", ["gathered-rows-boxed", "subscripts-gold"])
+def test_locate_reads_tex_only_through_the_symbolic_checker(pid):
+    """Regression (segmenter merge): the plain-text lexer read the TeX of segmented display rows and
+    inline formulas, so a wrong boxed answer made its unsupported-operand check blame an earlier row
+    ('F = 6.3 \\times 10^{-4} F_0': 6.3 is not in the question), and its arithmetic check misread
+    `c_{1}=-c_{2}=\\frac{1}{2 a}` as `2 = 1/2` in a correct solution."""
+    from silverbullet.attribution.locate import locate
+
+    row = next(r for r in map(json.loads, FIXTURE.read_text().splitlines()) if r["id"] == pid)
+    att = locate(row["problem"], row["solution"], gold_answer=row["answer"])
+    assert att.first_faulty_step == row["injected_step"], att.evidence
+    if row["injected_step"] is not None:
+        assert att.evidence["check"] == "symbolic"
+
+
+def test_chain_link_faults_with_cancelled_names_and_absorbed_premises():
+    # A and I cancel on the left: the link is meant as an identity in R and r
+    assert check_steps([r"$P = AI \cdot 2R \cdot \frac{r}{AI} = 2R \cdot r$"])[0].status == VALID
+    assert check_steps([r"$P = AI \cdot 2R \cdot \frac{r}{AI} = 5R \cdot r$"])[0].status == FAULTY
+    # 'a^2 + b^2 = 16' ties a to b, but b is not in the link: a is still free, the link must be an identity
+    first = r"Let $z = a + bi$ with $a^2 + b^2 = 16$."
+    good = r"$w = 81a+108\sqrt{16-a^2} = 27\left(3a+4\sqrt{16-a^2}\right)$"
+    assert check_steps([first, good])[1].status == VALID
+    assert check_steps([first, good.replace("27", "26")])[1].status == FAULTY
+    # two premises in a and b pin a (a = 3): 'a + 2 = 3a - 4' may hold, so it is not judged
+    pinned = check_steps([r"$a + b = 4$", r"$a - b = 2$", r"$w = a + 2 = 3a - 4$"])
+    assert pinned[2].status == UNKNOWN

@@ -481,6 +481,16 @@ _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _PROTECT_RE = re.compile(r"(\d),(\d{3})(?!\d)")
 
 
+def _whole_line_formula(text: str) -> str | None:
+    """A step without delimited math that reads as one formula (no prose words): its text with
+    stray display delimiters removed (a display block split across steps), else None."""
+    rest = _OPEN_DISPLAY_RE.sub(" ", text)
+    if "$" in rest:
+        return None
+    bare = re.sub(r"\\[A-Za-z]+|\{[^{}]*\}", " ", rest)
+    return rest if "=" in rest and not _WORD_RE.search(bare) else None
+
+
 def math_regions(text: str) -> list[str]:
     """The formulas of a step: delimited math, or the whole line when it reads as a formula."""
     if _HOSTILE_RE.search(text):
@@ -488,13 +498,33 @@ def math_regions(text: str) -> list[str]:
     regions = [next(g for g in m.groups() if g is not None) for m in _MATH_RE.finditer(text)]
     if regions:
         return regions
-    rest = _OPEN_DISPLAY_RE.sub(" ", text)  # a display block split across steps
-    if "$" in rest:
-        return []
-    bare = re.sub(r"\\[A-Za-z]+|\{[^{}]*\}", " ", rest)
-    if "=" in rest and not _WORD_RE.search(bare):
-        return [rest]
-    return []
+    whole = _whole_line_formula(text)
+    return [] if whole is None else [whole]
+
+
+def formula_spans(text: str) -> list[tuple[int, int]]:
+    """Where the formulas that `math_regions` reads are in `text`, delimiters included: what the
+    symbolic checker owns. The rest of the step is prose (for the plain-text arithmetic lexer)."""
+    if _HOSTILE_RE.search(text):
+        return [(0, len(text))]
+    spans = [m.span() for m in _MATH_RE.finditer(text)]
+    if spans:
+        return spans
+    return [] if _whole_line_formula(text) is None else [(0, len(text))]
+
+
+def outside_formulas(text: str) -> str:
+    """`text` with each formula of `formula_spans` replaced by ' ; ' (a claim boundary)."""
+    spans = formula_spans(text)
+    if not spans:
+        return text
+    out, pos = [], 0
+    for a, b in spans:
+        out.append(text[pos:a])
+        out.append(" ; ")
+        pos = b
+    out.append(text[pos:])
+    return "".join(out)
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,11 @@ from fractions import Fraction
 from typing import Any
 
 from silverbullet.attribution import dataflow as df
+from silverbullet.attribution import latex
 from silverbullet.attribution import taxonomy as tx
 from silverbullet.attribution.align import align
 from silverbullet.attribution.check import FAULTY, StepCheck, check_step
-from silverbullet.attribution.steps import ParsedSteps, StepInfo, parse_steps, question_numbers
+from silverbullet.attribution.steps import ParsedSteps, StepInfo, analyse_step, parse_steps, question_numbers
 from silverbullet.attribution.symbolic import FAULTY as SYM_FAULTY
 from silverbullet.attribution.symbolic import UNKNOWN as SYM_UNKNOWN
 from silverbullet.attribution.symbolic import SymbolicStep, check_steps
@@ -77,7 +78,10 @@ def _local_checks(
     full: bool,
     ref: ParsedSteps | None = None,
     symbolic: Sequence[SymbolicStep] | None = None,
+    prose: Sequence[StepInfo] | None = None,
 ) -> None:
+    """`prose[i]`: step i as the plain-text lexer should read it for the arithmetic and operand
+    checks (on LaTeX text, the step outside its formulas); by default the step itself."""
     known: set[Fraction] = set(qnums)
     results: list[Fraction] = []
     seen_text: dict[str, int] = {}
@@ -90,15 +94,15 @@ def _local_checks(
             assert bad_link is not None
             found.offer(i, tx.EXECUTION, bad_link.evidence())
             break
-        # On LaTeX the symbolic checker decides where it has a verdict; where it has none (prose around
-        # the formula, say), the arithmetic check still counts.
+        # On LaTeX the symbolic checker owns the formulas; the arithmetic check reads the prose
+        # around them (`checks` were made from `prose`) and counts where the symbolic one is silent.
         if c.status == FAULTY and (sym is None or sym.status == SYM_UNKNOWN):
             bad = c.first_fault
             assert bad is not None
             found.offer(i, tx.EXECUTION, {"check": "arithmetic", **bad.evidence()})
             break
         if full:
-            for o in s.operands:
+            for o in (prose[i] if prose is not None else s).operands:
                 if not tx.supported(o, known):
                     etype, near = tx.classify_unsupported(o, qnums, results)
                     m = _missing_in_reference(i, steps, ref)
@@ -259,12 +263,17 @@ def locate(
     final_ok: bool | None = is_correct(cand.answer, gold_answer) if gold_answer is not None else None
     steps = cand.steps
     qnums = question_numbers(question or "")
-    checks = [check_step(s) for s in steps]
-    # LaTeX solutions also get the symbolic checker (GSM8K-style text never matches _LATEX_RE)
-    symbolic = check_steps([s.text for s in steps]) if _LATEX_RE.search(candidate_text or "") else None
+    # LaTeX solutions also get the symbolic checker (GSM8K-style text never matches _LATEX_RE). It owns
+    # the formulas: the plain-text lexer misreads TeX (subscripts, units, `\frac`, rows of a display
+    # block), so the arithmetic and unsupported-operand checks read only the prose outside them.
+    symbolic, prose = None, None
+    if _LATEX_RE.search(candidate_text or ""):
+        symbolic = check_steps([s.text for s in steps])
+        prose = [_prose_view(s) for s in steps]
+    checks = [check_step(s) for s in (prose if prose is not None else steps)]
     found = _Found()
     # right answer: only a false equation is an error; unknown: local checks; wrong: everything
-    _local_checks(steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic)
+    _local_checks(steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic, prose=prose)
     if final_ok is False and ref is not None:
         flow = df.flow_for(question or "", reference_text or "", gold)
         _divergence(steps, ref, qnums, gold, found, flow)
@@ -292,6 +301,12 @@ def locate(
         fault_in_answer_line=answer_line,
         prefix=prefix,
     )
+
+
+def _prose_view(s: StepInfo) -> StepInfo:
+    """The step outside its TeX formulas (latex.formula_spans), as the plain-text lexer reads it."""
+    text = latex.outside_formulas(s.text)
+    return s if text == s.text else analyse_step(text, s.index)
 
 
 def _blame_end(cand: ParsedSteps, ref: ParsedSteps | None, gold: Fraction | None, found: _Found) -> bool:

@@ -2,14 +2,15 @@
 
 A step's formulas (`latex.relations`) give equality links. Each link is checked in order:
 - no variables: exact rational arithmetic, or 30-digit mpmath when roots, pi or functions appear;
-  a claim written with d decimals may differ by one unit of its last place (a rounding);
+  a claim written with d decimals may differ by half a unit of its last place (a rounding);
 - every variable solved earlier in the solution: substitute the earlier solutions; the link must hold
   for at least one of them (a derived equation keeps a solution of the earlier ones; a wrong root
   fails), else it is faulty;
 - otherwise the link may be an identity: random rational points, evaluated exactly, are the fast
   test; `sympy` (expand, cancel, then simplify) confirms in a worker process, and the numeric verdict
   stands when sympy runs out of time. A link that is *meant* to be an identity (a middle link of a
-  chain `a = b = c` whose sides share their variables) and fails is faulty;
+  chain `a = b = c` whose sides depend on the same variables, names that cancel not counted, none
+  pinned by earlier premises) and fails is faulty;
 - any other link is a premise: with one unknown left it is solved (exact when linear, sympy's real
   roots otherwise) and its solutions feed later substitution checks. Premises are 'unknown'.
 'unknown' never counts as faulty. Everything sympy does runs in a killable worker under a deadline;
@@ -39,7 +40,7 @@ _MAX_EXPONENT = 200
 _MAX_BITS = 20_000
 _MAX_FACT = 300
 _MAX_COMBOS = 16
-_RECENT_STEPS = 2  # a bare 'x = value' contradicting a solution this recent is an error, not a new x
+_RECENT_STEPS = 2  # a bare 'x = value' contradicting a solution solved or used this recently is an error
 _CONSTANT_LETTERS = frozenset({"i", "e"})  # the imaginary unit and Euler's number read as letters
 _MAX_ROOTS = 8
 _DPS = 30
@@ -462,7 +463,7 @@ def _close(a: Value, b: Value, na: tuple, nb: tuple, approx: bool) -> bool | Non
     for u in (_unit(nb), _unit(na)):
         if u is None or (u == 1 and exact and a.denominator == 1 and b.denominator == 1):
             continue
-        if diff < _CTX.mpf(u.numerator) / u.denominator * _CTX.mpf("1.0000001"):
+        if diff <= _CTX.mpf(u.numerator) / u.denominator * _CTX.mpf("0.5000001"):
             return True
     if approx and fa != 0 and diff / abs(fa) <= _CTX.mpf("0.05"):
         return True
@@ -480,8 +481,10 @@ class SolutionChecker:
         self.timeout_s = timeout_s
         self.known: dict[str, list[Value]] = {}
         self.solved_at: dict[str, int] = {}  # step where each known name was solved
+        self.used_at: dict[str, int] = {}  # last step where a link held with a known name's value
         self.assigned: set[str] = set()  # names whose value was written directly ('n = 1'), not derived
         self.premised: set[str] = set()  # names tied by an unsolved premise of several unknowns
+        self.premises: list[frozenset[str]] = []  # the names of each such premise
         self.n = 0
 
     def _sympy(self, kind: str, args: tuple) -> tuple[str, Any]:
@@ -564,12 +567,13 @@ class SolutionChecker:
                 u = a[1] if a[0] == "name" and a[1] not in nb else b[1]
                 other = b if u == a[1] and a[0] == "name" else a
                 age = self.n - 1 - self.solved_at.get(u, -99)
+                used = self.n - 1 - max(self.solved_at.get(u, -99), self.used_at.get(u, -99))
                 if age == 0 and not latex.names(other) and u in self.assigned:
                     # 'from n=1 to n=2', 'x = 2 or x = 3': alternatives in one step
                     self.known[u].append(value(other, {}))
                     return LinkCheck(UNKNOWN, "premise", eq, f"another value of {u} in the same step")
-                if age > _RECENT_STEPS:
-                    # 'n = 5' long after 'n = 1': the letter is reused, not derived
+                if used > _RECENT_STEPS:
+                    # 'n = 5' long after 'n = 1' was last used: the letter is reused, not derived
                     try:
                         self.known[u] = [value(other, {n: vs[0] for n, vs in self.known.items()})]
                     except (_Undefined, _TooBig, _Irrational, ZeroDivisionError):
@@ -578,9 +582,9 @@ class SolutionChecker:
                     return LinkCheck(UNKNOWN, "premise", eq, f"{u} reassigned (last solved more than "
                                      f"{_RECENT_STEPS} steps earlier)")  # fmt: skip
             return got
-        if ident is False and middle and na == nb and a[0] != "name" and b[0] != "name" and na and \
-                not _has_decimals(a) and not _has_decimals(b) and not (na & _CONSTANT_LETTERS) and \
-                not (na & self.premised):  # fmt: skip
+        if ident is False and middle and a[0] != "name" and b[0] != "name" and na and \
+                not _has_decimals(a) and not _has_decimals(b) and not (free & _CONSTANT_LETTERS) and \
+                _live(a, na) == _live(b, nb) and self._free_under_premises(free):  # fmt: skip
             return LinkCheck(FAULTY, "identity", eq, "a link of an equality chain is not an identity "
                              f"(differs at {_point_text(free)})")  # fmt: skip
         unknown = free - self.known.keys()
@@ -595,7 +599,18 @@ class SolutionChecker:
                 return LinkCheck(UNKNOWN, "premise", eq, f"{u} = " + ", ".join(_fmt(r) for r in roots[:4]))
         if len(unknown) > 1 and not (na and nb):  # 'a + b + c = 300': later links may use it
             self.premised |= free
+            self.premises.append(frozenset(free))
         return LinkCheck(UNKNOWN, "premise", eq, "a premise in " + ", ".join(sorted(free))[:80])
+
+    def _free_under_premises(self, names: frozenset[str]) -> bool:
+        """Can `names` still take any values? Each earlier premise of several unknowns that mentions
+        them ('a + b + c = 300') removes one degree of freedom; it is absorbed when the premises
+        bring in at least as many other names ('a^2 + b^2 = 16' leaves a free when b is not here)."""
+        touching = [p for p in self.premises if p & names]
+        if not touching:
+            return True
+        others = frozenset().union(*touching) - names
+        return len(others) >= len(touching)
 
     def _substitute(self, a: tuple, b: tuple, free: Iterable[str], approx: bool, eq: str) -> LinkCheck:
         names = sorted(free)
@@ -619,6 +634,8 @@ class SolutionChecker:
             elif not shown:
                 shown = ", ".join(f"{n}={_fmt(env[n])}" for n in names)[:120] + f": {_fmt(va)} vs {_fmt(vb)}"
         if any(keep[n] for n in names):  # holds for one earlier solution (a root chosen among several)
+            for n in names:
+                self.used_at[n] = self.n - 1
             return LinkCheck(VALID, "substitution", eq, "holds for the earlier solution")
         if not any_defined or approx:
             return LinkCheck(UNKNOWN, "substitution", eq, "could not be evaluated at the earlier solutions")
@@ -678,6 +695,28 @@ def _has_decimals(node: tuple) -> bool:
         else:
             stack.extend(x for x in nd[1:] if isinstance(x, tuple))
     return False
+
+
+def _live(node: tuple, free: frozenset[str]) -> frozenset[str]:
+    """The names a side's value depends on: a name that cancels (`AI \\cdot r / AI`) is dropped.
+    Tested by moving one name at a time between two fixed points; a side that cannot be evaluated
+    keeps all its names."""
+    names = sorted(free)
+    if len(names) > len(_POINTS[0]):
+        return free
+    base = dict(zip(names, _POINTS[0], strict=False))
+    try:
+        v0 = value(node, base)
+        out = set()
+        for k, n in enumerate(names):
+            env = dict(base)
+            env[n] = _POINTS[1][k]
+            v1 = value(node, env)
+            if not _is_zero(_diff(v1, v0), max(abs(_mp(v0)), abs(_mp(v1)))):
+                out.add(n)
+    except (_Undefined, _TooBig, _Irrational, ZeroDivisionError, KeyError):
+        return free
+    return frozenset(out)
 
 
 def _point_text(free: Iterable[str]) -> str:
