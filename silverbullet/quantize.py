@@ -234,6 +234,7 @@ def _quantize_gptqmodel(cfg: QuantizeConfig, out: Path, texts: list[str]) -> Non
     points). Runs on a CPU with GPTQModel's torch kernels (checked with gptqmodel 7.6.0; docs/formats.md)."""
     import os
     import shutil
+    import tempfile
 
     from silverbullet.generation.loading import load_tokenizer, preflight
 
@@ -255,14 +256,26 @@ def _quantize_gptqmodel(cfg: QuantizeConfig, out: Path, texts: list[str]) -> Non
     else:
         qcfg = GPTQConfig(bits=cfg.bits, group_size=group_size, sym=cfg.symmetric)
     model = GPTQModel.load(cfg.model, qcfg, trust_remote_code=False)
-    model.quantize(texts, backend=backend)
-    model.save(str(out))
+    with tempfile.TemporaryDirectory() as logs:
+        _gptqmodel_logs_to(Path(logs))  # not ./logs/ in the working directory
+        model.quantize(texts, backend=backend)
+    model.save(str(out))  # with its per-layer quant_log.csv
     # GPTQModel rewrites generation_config.json (it sets do_sample: true) and the tokenizer config:
     # the quantized checkpoint generates as its source does.
     src = Path(cfg.model)
     if (src / "generation_config.json").is_file():
         shutil.copyfile(src / "generation_config.json", out / "generation_config.json")
     load_tokenizer(cfg.model).save_pretrained(out)
+
+
+def _gptqmodel_logs_to(path: Path) -> None:
+    """GPTQModel 7.6 writes a log file per quantization pass under a relative `logs/`."""
+    try:
+        from gptqmodel.looper import loop_processor
+    except ImportError:  # pragma: no cover - another layout
+        return
+    if hasattr(loop_processor, "_PROJECT_LOG_DIR"):
+        loop_processor._PROJECT_LOG_DIR = path
 
 
 def _move_saved(tmp: Path, out: Path) -> None:

@@ -142,17 +142,21 @@ def require_quant_library(method: str, where: str) -> None:
     deep inside transformers."""
     import importlib.util
 
-    modules, extra = QUANT_LIBRARIES.get(method, ((), None))
-    for module in modules:
+    def installed(module: str) -> bool:
         try:
-            found = importlib.util.find_spec(module) is not None
+            return importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):  # a module hidden as None in sys.modules
-            found = False
-        if not found:
-            raise UserError(
-                f"{where}: the {method} format needs the {module!r} package, which is not installed; "
-                f'install it with: pip install "silverbullet[{extra}]"'
-            )
+            return False
+
+    modules, extra = QUANT_LIBRARIES.get(method, ((), None))
+    missing = [m for m in modules if not installed(m)]
+    if missing:
+        names = " and ".join(repr(m) for m in missing)
+        what = f"the {names} package, which is" if len(missing) == 1 else f"the {names} packages, which are"
+        raise UserError(
+            f"{where}: the {method} format needs {what} not installed; "
+            f'install it with: pip install "silverbullet[{extra}]"'
+        )
 
 
 def bnb_config(load_in: str, dtype: Any) -> Any:
