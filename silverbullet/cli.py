@@ -313,7 +313,7 @@ def quantize(
     method: str = typer.Option(
         "gptq",
         help="llm-compressor: rtn, gptq, awq, smoothquant (W8A8); other formats: bnb-nf4, bnb-int8, autoround, "
-        "gptqmodel (docs/formats.md).",
+        "gptqmodel (GPTQ), gptqmodel-awq (AWQ) (docs/formats.md).",
     ),
     bits: int = typer.Option(4, help="Weight bits (2-8)."),
     group_size: int = typer.Option(128, help="Group size (0 = per output channel)."),

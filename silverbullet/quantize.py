@@ -19,8 +19,8 @@ from silverbullet.errors import UserError
 
 LLMCOMPRESSOR_METHODS = ("rtn", "gptq", "awq", "smoothquant")  # -> compressed-tensors checkpoints
 # Formats of other libraries, each saved as transformers loads it (see docs/formats.md):
-# bitsandbytes NF4 / LLM.int8 (quantized as the weights load), AutoRound, GPTQModel.
-OTHER_METHODS = ("bnb-nf4", "bnb-int8", "autoround", "gptqmodel")
+# bitsandbytes NF4 / LLM.int8 (quantized as the weights load), AutoRound, GPTQModel's GPTQ and AWQ.
+OTHER_METHODS = ("bnb-nf4", "bnb-int8", "autoround", "gptqmodel", "gptqmodel-awq")
 METHODS = LLMCOMPRESSOR_METHODS + OTHER_METHODS
 QUANT_CONFIG_FILE = "silverbullet_quantization.json"
 
@@ -80,8 +80,13 @@ def check_method(cfg: QuantizeConfig) -> None:
         raise UserError(f"--group-size {cfg.group_size} is negative; use 0 (per output channel) or e.g. 32, 128")
     from silverbullet.generation.loading import require_quant_library
 
-    library = {"bnb-nf4": "bitsandbytes", "bnb-int8": "bitsandbytes", "autoround": "auto-round"}.get(cfg.method)
-    library = library or ("gptq" if cfg.method == "gptqmodel" else "compressed-tensors")
+    library = {
+        "bnb-nf4": "bitsandbytes",
+        "bnb-int8": "bitsandbytes",
+        "autoround": "auto-round",
+        "gptqmodel": "gptq",
+        "gptqmodel-awq": "awq",
+    }.get(cfg.method, "compressed-tensors")
     require_quant_library(library, f"--method {cfg.method}")
     if cfg.method in LLMCOMPRESSOR_METHODS:
         import importlib.util
@@ -221,12 +226,56 @@ def _quantize_other(cfg: QuantizeConfig, out: Path) -> None:
         _move_saved(tmp, out)
         tok.save_pretrained(out)
         return
-    from gptqmodel import GPTQModel  # gptqmodel: untested here (it does not install on this CPU venv)
+    _quantize_gptqmodel(cfg, out, texts)
+
+
+def _quantize_gptqmodel(cfg: QuantizeConfig, out: Path, texts: list[str]) -> None:
+    """GPTQModel's GPTQ (`gptqmodel`) or AWQ (`gptqmodel-awq`, AutoAWQ's GEMM layout, always with zero
+    points). Runs on a CPU with GPTQModel's torch kernels (checked with gptqmodel 7.6.0; docs/formats.md)."""
+    import os
+    import shutil
+    import tempfile
+
+    from silverbullet.generation.loading import load_tokenizer, preflight
+
+    preflight(cfg.model)  # safetensors only, no checkpoint code: GPTQModel loads the model itself
+    # gptqmodel 7.6.0 sizes its CPU worker pool at half the cores and then asks for 2 loader workers
+    # out of it: on a 1-3 core machine that is "requests 2 workers but parent 'cpu' only has 1".
+    # Its own default otherwise (half the cores, at most 12), but never fewer than 2.
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(min(12, max(2, ((os.cpu_count() or 1) + 1) // 2))))
+    import torch
+    from gptqmodel import BACKEND, GPTQModel
     from gptqmodel import QuantizeConfig as GPTQConfig
 
-    model = GPTQModel.load(cfg.model, GPTQConfig(bits=cfg.bits, group_size=cfg.group_size or -1, sym=cfg.symmetric))
-    model.quantize(texts)
-    model.save(str(out))
+    group_size = cfg.group_size or -1
+    backend = BACKEND.AUTO
+    if cfg.method == "gptqmodel-awq":
+        qcfg = GPTQConfig(bits=cfg.bits, group_size=group_size, sym=False, method="awq", format="gemm")
+        if not torch.cuda.is_available():
+            backend = BACKEND.TORCH  # AUTO picks the CUDA GEMM kernel to pack with, and fails on a CPU
+    else:
+        qcfg = GPTQConfig(bits=cfg.bits, group_size=group_size, sym=cfg.symmetric)
+    model = GPTQModel.load(cfg.model, qcfg, trust_remote_code=False)
+    with tempfile.TemporaryDirectory() as logs:
+        _gptqmodel_logs_to(Path(logs))  # not ./logs/ in the working directory
+        model.quantize(texts, backend=backend)
+    model.save(str(out))  # with its per-layer quant_log.csv
+    # GPTQModel rewrites generation_config.json (it sets do_sample: true) and the tokenizer config:
+    # the quantized checkpoint generates as its source does.
+    src = Path(cfg.model)
+    if (src / "generation_config.json").is_file():
+        shutil.copyfile(src / "generation_config.json", out / "generation_config.json")
+    load_tokenizer(cfg.model).save_pretrained(out)
+
+
+def _gptqmodel_logs_to(path: Path) -> None:
+    """GPTQModel 7.6 writes a log file per quantization pass under a relative `logs/`."""
+    try:
+        from gptqmodel.looper import loop_processor
+    except ImportError:  # pragma: no cover - another layout
+        return
+    if hasattr(loop_processor, "_PROJECT_LOG_DIR"):
+        loop_processor._PROJECT_LOG_DIR = path
 
 
 def _move_saved(tmp: Path, out: Path) -> None:

@@ -54,6 +54,13 @@ def test_gptq_checkpoint_without_its_library(tmp_path):
     assert_one_line_exit_2(res, "gptq", 'pip install "silverbullet[gptq]"', "config.json")
 
 
+def test_gptq_checkpoint_without_optimum(tmp_path):
+    """transformers' GPTQ quantizer needs optimum as well as gptqmodel: the missing one is named."""
+    d = fake_quantized(tmp_path, {"quant_method": "gptq", "bits": 4, "group_size": 128})
+    res = run_hidden(["evaluate", "--model", str(d), "--limit", "1"], hide=("optimum",))
+    assert_one_line_exit_2(res, "gptq", "'optimum'", 'pip install "silverbullet[gptq]"')
+
+
 def test_awq_checkpoint_names_the_library_transformers_runs_it_with(tmp_path):
     d = fake_quantized(tmp_path, {"quant_method": "awq", "bits": 4, "group_size": 128})
     args = ["diagnose", "--quantized", str(d), "--limit", "1", "--out", str(tmp_path / "run")]
@@ -79,6 +86,8 @@ def test_load_in_4bit_without_bitsandbytes(tmp_path):
 def test_quantize_method_without_its_library(tmp_path):
     res = run_hidden(["quantize", "--method", "gptqmodel", "--out", str(tmp_path / "q")], hide=("gptqmodel",))
     assert_one_line_exit_2(res, "--method gptqmodel", "silverbullet[gptq]")
+    res = run_hidden(["quantize", "--method", "gptqmodel-awq", "--out", str(tmp_path / "q")], hide=("gptqmodel",))
+    assert_one_line_exit_2(res, "--method gptqmodel-awq", "silverbullet[gptq]")
     res = run_hidden(["quantize", "--method", "autoround", "--out", str(tmp_path / "q")], hide=("auto_round",))
     assert_one_line_exit_2(res, "--method autoround", "silverbullet[autoround]")
     assert not (tmp_path / "q").exists()
@@ -99,6 +108,101 @@ def test_merge_refuses_a_base_it_cannot_requantize(tmp_path):
     (tmp_path / QUANT_CONFIG_FILE).write_text(json.dumps({"config": {"method": "bnb-nf4"}}))
     with pytest.raises(UserError, match="bnb-nf4 checkpoint: --merge"):
         merge_and_requantize(str(tmp_path), tmp_path / "adapter", tmp_path / "merged")
+
+
+# -- GPTQModel (GPTQ and AWQ) on this CPU: runs where silverbullet[gptq] is installed -------------------
+
+SFT_ROWS = [
+    {"prompt": f"Question: What is {a} + {b}?\n", "completion": f"{a} + {b} = {a + b}\nThe answer is: {a + b}\n"}
+    for a, b in ((3, 4), (10, 7), (21, 5), (8, 8))
+]
+
+
+def _gptqmodel_checkpoint(tmp_path_factory, method: str) -> Path:
+    pytest.importorskip("gptqmodel")
+    pytest.importorskip("optimum")
+    from silverbullet.quantize import QuantizeConfig, quantize
+
+    out = tmp_path_factory.mktemp("gptqmodel") / method
+    cfg = QuantizeConfig(model=str(REF), method=method, calibration_samples=16, out=str(out))
+    return quantize(cfg, log=lambda m: None)
+
+
+@pytest.fixture(scope="module")
+def gptq_ckpt(tmp_path_factory):
+    """`silverbullet quantize --method gptqmodel`: the reference model as a GPTQ W4G128 checkpoint."""
+    return _gptqmodel_checkpoint(tmp_path_factory, "gptqmodel")
+
+
+def _close_to_reference(model, dense) -> float:
+    import torch
+
+    x = torch.randint(3, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model(x).logits, dense(x).logits
+    return float((a - b).abs().mean() / b.abs().mean())
+
+
+def test_gptqmodel_writes_a_gptq_checkpoint_that_loads_packed(gptq_ckpt):
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+
+    from silverbullet.generation.loading import load_causal_lm, preflight, quant_method
+
+    q = json.loads((gptq_ckpt / "config.json").read_text())["quantization_config"]
+    assert quant_method({"quantization_config": q}) == "gptq" and q["bits"] == 4 and q["group_size"] == 128
+    # GPTQModel sets do_sample: true in generation_config.json; the source's file is kept instead
+    assert (gptq_ckpt / "generation_config.json").read_text() == (REF / "generation_config.json").read_text()
+    preflight(gptq_ckpt)
+    model, _ = load_causal_lm(gptq_ckpt, device="cpu")
+    dense, _ = load_causal_lm(REF, device="cpu")
+    assert isinstance(model.model.layers[0].mlp.down_proj, BaseQuantLinear)
+    assert 1e-4 < _close_to_reference(model, dense) < 0.2  # rounded, but the same model
+
+
+@pytest.mark.slow
+def test_lora_repair_on_the_gptq_base_is_served_unmerged(gptq_ckpt, tmp_path):
+    """A slice of repair training (train_adapter, as `repair` calls it) on the GPTQ base: PEFT wraps
+    GPTQModel's layers; the packed weights are untouched and the adapter is served on top of them
+    (PEFT cannot merge into GPTQ layers)."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from silverbullet.generation.loading import load_causal_lm
+    from silverbullet.repair.train import RepairTrainConfig, train_adapter
+
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps(r) + "\n" for r in SFT_ROWS))
+    packed = load_file(gptq_ckpt / "model.safetensors")
+    cfg = RepairTrainConfig(method="sft", epochs=2, batch_size=4, device="cpu", max_length=64)
+    info = train_adapter(str(gptq_ckpt), sft, None, tmp_path / "adapter", cfg)
+    assert info["sft"]["steps"] == 2 and info["adapter_bytes"] > 0
+    lora = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.items())  # it learned (B starts at 0)
+    after = load_file(gptq_ckpt / "model.safetensors")
+    assert all(torch.equal(v, after[k]) for k, v in packed.items())  # the base checkpoint is not touched
+    served, tok = load_causal_lm(gptq_ckpt, device="cpu", adapter=tmp_path / "adapter")
+    base, _ = load_causal_lm(gptq_ckpt, device="cpu")
+    assert isinstance(served, PeftModel)
+    x = tok(SFT_ROWS[0]["prompt"] + SFT_ROWS[0]["completion"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert (served(x).logits - base(x).logits).abs().max() > 1e-4
+
+
+@pytest.mark.slow
+def test_gptqmodel_awq_checkpoint_loads_through_gptqmodel(tmp_path_factory):
+    """`quantize --method gptqmodel-awq`: AutoAWQ's GEMM layout, which transformers 5 loads through GPTQModel."""
+    ckpt = _gptqmodel_checkpoint(tmp_path_factory, "gptqmodel-awq")  # skips without gptqmodel
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+
+    from silverbullet.generation.loading import load_causal_lm
+
+    q = json.loads((ckpt / "config.json").read_text())["quantization_config"]
+    assert q["quant_method"] == "awq" and q["format"] == "gemm" and q["zero_point"] is True
+    model, _ = load_causal_lm(ckpt, device="cpu")
+    dense, _ = load_causal_lm(REF, device="cpu")
+    assert isinstance(model.model.layers[0].self_attn.q_proj, BaseQuantLinear)
+    assert 1e-4 < _close_to_reference(model, dense) < 0.3
 
 
 # -- bitsandbytes on this CPU ------------------------------------------------------------------------

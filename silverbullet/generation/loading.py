@@ -32,16 +32,19 @@ _FINGERPRINT_FILES = (
     "chat_template.jinja",
     "adapter_config.json",
 )
-# quant_method in a checkpoint's config.json -> (module transformers needs for it, pip extra that installs it).
+# quant_method in a checkpoint's config.json -> (modules transformers needs for it, pip extra that installs them).
 # transformers knows more methods than these; the ones listed are those whose library we can name.
 QUANT_LIBRARIES = {
-    "compressed-tensors": ("compressed_tensors", "quantize"),
-    "bitsandbytes": ("bitsandbytes", "bnb"),
-    "gptq": ("gptqmodel", "gptq"),
-    "awq": ("gptqmodel", "gptq"),  # transformers 5 runs AWQ checkpoints through GPTQModel
-    "auto-round": ("auto_round", "autoround"),
-    "torchao": ("torchao", "torchao"),
+    "compressed-tensors": (("compressed_tensors",), "quantize"),
+    "bitsandbytes": (("bitsandbytes",), "bnb"),
+    "gptq": (("gptqmodel", "optimum"), "gptq"),  # transformers' GPTQ quantizer needs both
+    "awq": (("gptqmodel",), "gptq"),  # transformers 5 runs AWQ checkpoints through GPTQModel
+    "auto-round": (("auto_round",), "autoround"),
+    "torchao": (("torchao",), "torchao"),
 }
+# Formats whose weights stay packed when loaded: an adapter is served on top of them, not merged
+# (PEFT cannot merge into GPTQ/AWQ/AutoRound layers, and merging into NF4 would re-round the update).
+UNMERGED_FORMATS = ("bitsandbytes", "gptq", "awq", "auto-round")
 LOAD_IN = ("4bit", "8bit")  # bitsandbytes quantization at load time (NF4 / LLM.int8)
 _FULL_HASH_BYTES = 256 * 1024 * 1024  # weight files up to this size are hashed in full
 _SAMPLE_CHUNKS, _CHUNK_BYTES = 64, 1 << 16
@@ -139,16 +142,19 @@ def require_quant_library(method: str, where: str) -> None:
     deep inside transformers."""
     import importlib.util
 
-    module, extra = QUANT_LIBRARIES.get(method, (None, None))
-    if module is None:
-        return
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a module hidden as None in sys.modules
-        found = False
-    if not found:
+    def installed(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a module hidden as None in sys.modules
+            return False
+
+    modules, extra = QUANT_LIBRARIES.get(method, ((), None))
+    missing = [m for m in modules if not installed(m)]
+    if missing:
+        names = " and ".join(repr(m) for m in missing)
+        what = f"the {names} package, which is" if len(missing) == 1 else f"the {names} packages, which are"
         raise UserError(
-            f"{where}: the {method} format needs the {module!r} package, which is not installed; "
+            f"{where}: the {method} format needs {what} not installed; "
             f'install it with: pip install "silverbullet[{extra}]"'
         )
 
@@ -326,7 +332,8 @@ def load_causal_lm(
         kwargs["quantization_config"] = _dequantizing_config()
     if quant_cfg is not None:
         kwargs["quantization_config"] = quant_cfg
-    bnb = quant_cfg is not None or (raw_config is not None and quant_method(raw_config) == "bitsandbytes")
+    method = quant_method(raw_config) if raw_config is not None else quant_method(config.to_dict())
+    bnb = quant_cfg is not None or method == "bitsandbytes"
     if device.startswith("cuda") or bnb:  # bitsandbytes places weights as it loads them
         kwargs["device_map"] = {"": device}
     try:
@@ -345,8 +352,8 @@ def load_causal_lm(
         )
     if adapter is not None:
         model = _apply_adapter(model, Path(str(adapter)).expanduser(), trainable=for_training)
-        if not for_training and not bnb:  # W + BA in place: the same function, at plain-model speed
-            model = model.merge_and_unload()  # (not into bitsandbytes weights: that would re-round them)
+        if not for_training and not bnb and method not in UNMERGED_FORMATS:
+            model = model.merge_and_unload()  # W + BA in place: the same function, at plain-model speed
     if not for_training:
         model.eval()
     return model, tokenizer
