@@ -126,16 +126,15 @@ def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def sensitivity_heatmap(sens: dict[str, Any], metric: str = "auto") -> bytes:
-    """Module type (rows) x decoder block (columns), coloured by what restoring that one module to
-    the reference weights does (sensitivity.json's `modules`). It shows at a glance whether the
-    damage sits in a few blocks, in one kind of projection, or everywhere, which a ranked list hides.
+def sensitivity_grid(sens: dict[str, Any], metric: str = "auto") -> tuple[list[str], list[int], Any, str, int]:
+    """What the heat map draws, apart from drawing it (so it can be checked without reading pixels):
+    row labels (module types), column blocks, a masked array (masked = not scored alone), the metric
+    used, and how many module names were left out for not being `...layers.N.<module>`.
 
     metric: "restored" (flips whose reference step is greedy again), "pref_gain" (log-prob gain), or
-    "auto": restored, unless no single module restores a flip (small runs), then the log-prob gain.
-    Cells with no single-module score (sensitivity scores single modules only inside the most
-    sensitive blocks on large models) are hatched grey, not zero; names that are not
-    `...layers.N.<module>` are skipped and counted in the title."""
+    "auto": restored, unless no single module restores a flip (small runs), then the log-prob gain."""
+    import numpy as np
+
     rows = [r for r in sens.get("modules") or [] if isinstance(r, dict)]
     placed: dict[tuple[str, int], dict[str, Any]] = {}
     skipped = 0
@@ -163,13 +162,22 @@ def sensitivity_heatmap(sens: dict[str, Any], metric: str = "auto") -> bytes:
     last = [k.rsplit(".", 1)[-1] for k in keys]
     labels = [t if last.count(t) == 1 else k for k, t in zip(keys, last)]
     cols = list(range(min(blocks), max(blocks) + 1)) if blocks else []
-
-    import numpy as np
-
     grid = np.ma.masked_all((len(keys), len(cols)))
     for (k, b), r in placed.items():
         if _num(r.get(metric)):
             grid[keys.index(k), cols.index(b)] = r[metric]
+    return labels, cols, grid, metric, skipped
+
+
+def sensitivity_heatmap(sens: dict[str, Any], metric: str = "auto") -> bytes:
+    """Module type (rows) x decoder block (columns), coloured by what restoring that one module to
+    the reference weights does (sensitivity.json's `modules`). It shows at a glance whether the
+    damage sits in a few blocks, in one kind of projection, or everywhere, which a ranked list hides.
+
+    Cells with no single-module score (sensitivity scores single modules only inside the most
+    sensitive blocks on large models) are hatched grey, not zero; names that are not
+    `...layers.N.<module>` are skipped and counted in the title. metric: see `sensitivity_grid`."""
+    keys, cols, grid, metric, skipped = sensitivity_grid(sens, metric)
     fig = Figure(figsize=(max(5.5, 0.42 * len(cols) + 2.8), max(2.6, 0.36 * len(keys) + 1.9)))
     ax = fig.add_subplot()
     unscored = int(grid.mask.sum()) if grid.size else 0
@@ -205,7 +213,7 @@ def sensitivity_heatmap(sens: dict[str, Any], metric: str = "auto") -> bytes:
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "#222")
     step = max(1, len(cols) // 16)
     ax.set_xticks(range(0, len(cols), step), [str(cols[j]) for j in range(0, len(cols), step)])
-    ax.set_yticks(range(len(keys)), labels)
+    ax.set_yticks(range(len(keys)), keys)
     ax.set_xlabel("decoder block")
     ax.set_ylabel("module")
     fig.colorbar(im, ax=ax, label=HEAT_METRICS[metric].split(" (")[0], fraction=0.04, pad=0.02)
@@ -301,6 +309,7 @@ def precision_curve(result: dict[str, Any]) -> bytes:
     ax.set_title(title, fontsize=10)
     if not rows:
         ax.text(0.5, 0.5, "no rows in this result", transform=ax.transAxes, ha="center", color="#777")
-    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.spines[["top", "right"]].set_visible(False)
     return _png(fig)
