@@ -216,7 +216,9 @@ def sensitivity_heatmap(sens: dict[str, Any], metric: str = "auto") -> bytes:
     ax.set_yticks(range(len(keys)), keys)
     ax.set_xlabel("decoder block")
     ax.set_ylabel("module")
-    fig.colorbar(im, ax=ax, label=HEAT_METRICS[metric].split(" (")[0], fraction=0.04, pad=0.02)
+    bar = fig.colorbar(im, ax=ax, label=HEAT_METRICS[metric].split(" (")[0], fraction=0.04, pad=0.02)
+    if metric == "restored":  # counts of flips: no 0.5 ticks
+        bar.ax.yaxis.get_major_locator().set_params(integer=True)
     if unscored:
         from matplotlib.patches import Patch
 
