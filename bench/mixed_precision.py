@@ -3,6 +3,7 @@
 
     python bench/mixed_precision.py --run runs/demo [--sensitivity runs/demo/sensitivity] \
         [--budgets 2.25 2.5 3] [--lora runs/demo-repair] [--out bench/results/mixed_precision.json]
+    python bench/mixed_precision.py --plot-only   # redraw the PNG from the JSON, no measuring
 
 For each average bits-per-weight budget (over the quantized linear weights; scales not counted) it
 keeps modules at 8 bits in three orders until the budget is spent:
@@ -11,7 +12,9 @@ keeps modules at 8 bits in three orders until the budget is spent:
 - `weight error`: the largest squared reconstruction error of the 2-bit weights per byte.
 Each recipe is quantized with llm-compressor (`silverbullet quantize --recipe`) and measured greedily
 on the run's evaluation problems; the reference model's generations come from the run. With `--lora`
-the run's repair (base + adapter) is a row of its own.
+the run's repair (base + adapter) is a row of its own. Beside the JSON it draws accuracy against bits per
+weight (`--png`, default the JSON's path with .png): a line per rule, the quantized and reference models
+as horizontal lines, LoRA as a point.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from silverbullet.generation.hf import HFGenerator  # noqa: E402
 from silverbullet.measure import measure, read_jsonl_rows  # noqa: E402
 from silverbullet.quantize import QuantizeConfig, quantize, write_recipe  # noqa: E402
 from silverbullet.records import Problem  # noqa: E402
+from silverbullet.report.plots import precision_curve  # noqa: E402
 from silverbullet.sensitivity import linear_modules, module_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +72,14 @@ def within(order: list[str], sizes: dict[str, int], low: int, high: int, budget:
     return kept
 
 
+def write_plot(json_path: Path, png_path: Path | None = None) -> Path:
+    """Draw a result JSON as its curve; separate from measuring so a committed result can be redrawn
+    (a plot change, a review) without re-quantizing and re-measuring every recipe."""
+    png = Path(png_path) if png_path else Path(json_path).with_suffix(".png")
+    png.write_bytes(precision_curve(json.loads(Path(json_path).read_text())))
+    return png
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/demo")
@@ -76,7 +88,12 @@ def main() -> None:
     ap.add_argument("--lora", default=None, help="A repair run on the same evaluation problems.")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "bench/results/mixed_precision.json"))
+    ap.add_argument("--png", default=None, help="Where the curve goes (default: --out with .png).")
+    ap.add_argument("--plot-only", action="store_true", help="Redraw the curve from --out; measure nothing.")
     args = ap.parse_args()
+    if args.plot_only:
+        print(write_plot(Path(args.out), args.png))
+        return
     t0 = time.time()
     run = Path(args.run)
     sens = json.loads((Path(args.sensitivity or run / "sensitivity") / "sensitivity.json").read_text())
@@ -153,12 +170,17 @@ def main() -> None:
         "meta": run_meta(),
         "run": str(run),
         "n": len(problems),
+        "accuracy": {
+            t: round(sum(d[p.id] for p in problems) / len(problems), 4)
+            for t, d in (("reference", ref), ("quantized", q))
+        },
         "sensitivity": {"flips": sens["flips"], "cost": sens["cost"], "recipe": sens["recipe"]},
         "rows": rows,
         "seconds": round(time.time() - t0, 1),
         "notes": "bits per weight over the quantized linear weights only (scales and the tied embedding not counted)",
     }
     Path(args.out).write_text(json.dumps(out, indent=1))
+    print(write_plot(Path(args.out), args.png))
 
 
 if __name__ == "__main__":

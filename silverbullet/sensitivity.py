@@ -32,8 +32,10 @@ from silverbullet.measure import read_jsonl_rows
 from silverbullet.prompting import build_prompt, extract_answer
 from silverbullet.quantize import write_recipe
 
+HEATMAP = "heatmap.png"  # beside sensitivity.json; `silverbullet report` draws the same plot inline
 SKIP = ("lm_head",)  # kept out of every quantization recipe here (the embedding is tied)
 _BLOCK_RE = re.compile(r"\.layers\.(\d+)\.")
+_POSITION_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.(\w+(?:\.\w+)*)$")
 
 
 @dataclass
@@ -67,6 +69,14 @@ def module_block(name: str) -> int | None:
 
 def module_type(name: str) -> str:
     return name.rsplit(".", 1)[-1]
+
+
+def module_position(name: Any) -> tuple[int, str] | None:
+    """(block, path inside the block) of a Llama/Qwen-style name: `model.layers.3.self_attn.q_proj`
+    -> (3, "self_attn.q_proj"). None for anything else (lm_head, other layouts, non-strings), so a
+    plot over blocks skips what it cannot place instead of failing on an unfamiliar model."""
+    m = _POSITION_RE.search(name) if isinstance(name, str) else None
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -319,6 +329,9 @@ def run_sensitivity(cfg: SensitivityConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "sensitivity.json").write_text(json.dumps(summary, indent=1))
     write_recipe(out / "recipe.yaml", quantized, chosen, cfg.keep_bits)
+    from silverbullet.report.plots import sensitivity_heatmap  # matplotlib: only once there is something to draw
+
+    (out / HEATMAP).write_bytes(sensitivity_heatmap(summary))
     return summary
 
 

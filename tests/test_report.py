@@ -156,3 +156,18 @@ def test_bad_runs_are_user_errors(run, tmp_path):
         f.write('{"problem_id": "x"}\n')
     with pytest.raises(UserError, match=r"attribution.jsonl:\d+ is not valid JSON"):
         write_report(other)
+
+
+def test_sensitivity_heat_map_only_after_sensitivity(run):
+    html_path, _ = write_report(run)
+    assert 'alt="sensitivity heat map"' not in html_path.read_text()
+    (run / "sensitivity").mkdir()
+    names = ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj", "lm_head"]
+    sens = {"flips": 3, "modules": [{"name": n, "restored": i, "pref_gain": 0.1} for i, n in enumerate(names)]}
+    (run / "sensitivity" / "sensitivity.json").write_text(json.dumps(sens))
+    html_path, _ = write_report(run)
+    html = html_path.read_text()
+    assert 'alt="sensitivity heat map"' in html and html.count("data:image/png;base64,") == 5
+    (run / "sensitivity" / "sensitivity.json").write_text("{torn")
+    with pytest.raises(UserError, match="re-run `silverbullet sensitivity`"):
+        write_report(run)

@@ -56,6 +56,7 @@ def test_sensitivity_scores_blocks_types_and_modules(sensitivity, slice_run):
     ranked = [r["restored_per_mb"] for r in s["modules"]]
     assert ranked == sorted(ranked, reverse=True)
     assert (slice_run / "sensitivity" / "sensitivity.json").is_file()
+    assert (slice_run / "sensitivity" / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _linear_names() -> list[str]:

@@ -1,8 +1,8 @@
 """`silverbullet report`: one self-contained report.html and a report.md from a run directory.
 
 Reads only the run's files (docs/run-format.md): summary.json, attribution.jsonl, problems.jsonl,
-generations/*.jsonl and, after repair, repair_summary.json. Everything model-written is untrusted
-text and is escaped where it is rendered.
+generations/*.jsonl, after repair repair_summary.json and after sensitivity sensitivity/sensitivity.json.
+Everything model-written is untrusted text and is escaped where it is rendered.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ REPORT_KEYS = (
     "margins",
 )
 WINDOW = 32  # tokens either side of the frontier in the margin curve
+SENSITIVITY = "sensitivity/sensitivity.json"  # `silverbullet sensitivity`'s default output (no --out)
 EXPORT_DIR = "export"  # where `silverbullet export` writes by default (results.EXPORT_DIR; not imported: pandas)
 
 
@@ -41,6 +42,7 @@ class RunData:
     attribution: list[dict[str, Any]]
     curve: dict[str, Any] = field(default_factory=dict)
     data_files: list[str] = field(default_factory=list)  # exported Parquet tables, relative to run_dir
+    sensitivity: dict[str, Any] | None = None  # sensitivity/sensitivity.json, after `silverbullet sensitivity`
 
     @property
     def flips(self) -> list[dict[str, Any]]:
@@ -102,6 +104,12 @@ def load_run(run_dir: Path) -> RunData:
             raise UserError(
                 f"{run / 'repair_summary.json'} is not valid JSON ({e}); re-run `silverbullet repair`"
             ) from None
+    sensitivity = None
+    if (run / SENSITIVITY).is_file():
+        try:
+            sensitivity = json.loads((run / SENSITIVITY).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{run / SENSITIVITY} is not valid JSON ({e}); re-run `silverbullet sensitivity`") from None
     gens = {}
     for f in sorted((run / "generations").glob("*.jsonl")):
         gens[f.stem] = {str(r["problem_id"]): r for r in _jsonl(f) if "problem_id" in r}
@@ -112,6 +120,7 @@ def load_run(run_dir: Path) -> RunData:
         problems={str(p["id"]): p for p in _jsonl(run / "problems.jsonl") if "id" in p},
         generations=gens,
         attribution=_jsonl(run / "attribution.jsonl"),
+        sensitivity=sensitivity if isinstance(sensitivity, dict) else None,
     )
     data.curve = margin_curve(data)
     data.data_files = sorted(f"{EXPORT_DIR}/{p.name}" for p in (run / EXPORT_DIR).glob("*.parquet"))

@@ -215,6 +215,16 @@ def render_html(data: RunData) -> str:
             "wide",
         ),
     ]
+    if data.sensitivity:
+        figs.append(
+            (
+                plots.sensitivity_heatmap(data.sensitivity),
+                "sensitivity heat map",
+                "Where in the model (`silverbullet sensitivity`, docs/sensitivity.md): what restoring one quantized "
+                "module to the reference weights does to the flips' first faulty steps, by module and decoder block.",
+                "wide",
+            )
+        )
     fig_html = "".join(
         f'<figure class="{cls}">{_img(png, alt)}<figcaption>{esc(cap)}</figcaption></figure>'
         for png, alt, cap, cls in figs
