@@ -156,20 +156,15 @@ def _divergence(
                 if j is None:
                     j = _best_by_leaves(cand_leaves[i], ref_leaves)
                 ref_step = ref.steps[j] if j is not None else None
-                cand_before = {x.result for x in steps[:i] if x.result is not None}
-                ref_before = (
-                    {x.result for x in ref.steps[:j] if x.result is not None} if j is not None else set()
+                # values this solution computed (an operation, not a restated given) before step i
+                own = {x.result for x in steps[:i] if x.result is not None and x.operands}
+                etype, rule = tx.classify_divergence(
+                    s.operands,
+                    ref_step.operands if ref_step else None,
+                    own,
+                    qnums,
+                    same_quantities=j is not None and bool(cand_leaves[i]) and cand_leaves[i] == ref_leaves[j],
                 )
-                if j is not None and cand_leaves[i] and cand_leaves[i] == ref_leaves[j]:
-                    etype, rule = tx.METHOD, "same_quantities_other_operation"
-                else:
-                    etype, rule = tx.classify_divergence(
-                        s.operands,
-                        ref_step.operands if ref_step else None,
-                        cand_before,
-                        ref_before,
-                        set(qnums),
-                    )
                 found.offer(
                     i,
                     etype,
@@ -330,11 +325,14 @@ def _blame_end(cand: ParsedSteps, ref: ParsedSteps | None, gold: Fraction | None
         found.type = tx.REASONING
         return True
     ref_values = {v for r in ref.steps for v in r.values} if ref else set()
-    etype = tx.REASONING if last is not None and last in ref_values and last != gold else tx.CONCEPTUAL
+    # Stopping at a reference intermediate, or arriving elsewhere, presents another quantity as the one
+    # asked for: the guide's "answers a different question" / "drops a condition", conceptual both
+    # ways. Reasoning is kept for what does not follow from the steps (the answer-line case above).
+    early = last is not None and last in ref_values and last != gold
     found.offer(
         len(steps) - 1,
-        etype,
+        tx.CONCEPTUAL,
         {"check": "wrong_final_value", "value": _f(last), "gold": _f(gold),
-         "rule": "stops_early" if etype == tx.REASONING else "answers_other_question"},
+         "rule": "stops_early" if early else "answers_other_question"},
     )  # fmt: skip
     return False

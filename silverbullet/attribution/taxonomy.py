@@ -70,30 +70,44 @@ def classify_unsupported(
 def classify_divergence(
     cand_operands: Sequence[Fraction],
     ref_operands: Sequence[Fraction] | None,
-    cand_results_before: set[Fraction],
-    ref_results_before: set[Fraction],
-    question: set[Fraction],
+    own_results: set[Fraction],
+    question: set[Fraction] | frozenset[Fraction],
+    same_quantities: bool = False,
 ) -> tuple[str, str]:
     """Arithmetic true but the value leaves the reference's dataflow: which kind of mistake.
 
-    - the same quantities as the aligned reference step, combined differently: method;
-    - the aligned reference step uses an earlier result where this step uses another earlier
-      result (the rest being equal): reasoning (wrong carry-over);
-    - otherwise other quantities are plugged in (a wrong given, a misread goal): conceptual.
+    The boundary follows docs/labelling-guide.md, read as evidence in the numbers (docs/taxonomy.md).
+    `own_results`: values this solution computed (by an operation) before this step; `question`:
+    the question's numbers; `same_quantities`: the given numbers under this step equal those under
+    the aligned reference step (earlier results expanded into what they came from).
+
+    - reasoning, only on evidence from the solution's own earlier steps (guide rule 4: "uses 25 when
+      its own previous step computed 20", "drops an earlier result from a total"): the reference
+      step has a value this solution computed earlier (not a question number, not used in this step)
+      and this step either puts a non-given number in its place (one operand swapped: wrong
+      carry-over) or leaves it out and adds nothing (dropped earlier result). A reference value the
+      solution never formed is not a carry-over slip: it ignored a condition or read another
+      quantity, which is conceptual;
+    - method ("right quantities combined with the wrong operation"): the same given numbers as the
+      reference step, or the same operands (as a set: `6/3*6` for `6*3`), combined differently;
+    - conceptual ("a wrong quantity plugged into a right-looking formula", "ignores/invents a
+      condition"): anything else: another given in a quantity's place, a quantity the reference
+      step does not use, a dropped given.
     Returns (type, rule name).
     """
     if ref_operands is None or not cand_operands:
         return CONCEPTUAL, "no_aligned_reference_step"
     cc, rc = Counter(cand_operands), Counter(ref_operands)
-    if cc == rc:
-        return METHOD, "same_operands_other_operation"
-    extra, missing = cc - rc, rc - cc
-    if extra and missing and sum(extra.values()) == sum(missing.values()) == 1:
-        e, m = next(iter(extra)), next(iter(missing))
-        if e in cand_results_before and e not in question and m in ref_results_before:
+    missing, extra = rc - cc, cc - rc
+    own = [m for m in missing if m in own_results and m not in question and m not in cc]
+    swapped = sum(missing.values()) == sum(extra.values()) == 1  # one operand replaced by one number
+    if own and not same_quantities:
+        if swapped and next(iter(extra)) not in question:
             return REASONING, "wrong_carry_over"
-        if e in question and m in question:
-            return CONCEPTUAL, "wrong_given_quantity"
-    if set(cc) == set(rc):
-        return METHOD, "same_operands_other_operation"
+        if not extra:
+            return REASONING, "dropped_earlier_result"
+    if same_quantities or set(cc) == set(rc):
+        return METHOD, "same_quantities_other_operation"
+    if swapped and next(iter(extra)) in question and next(iter(missing)) in question:
+        return CONCEPTUAL, "wrong_given_quantity"
     return CONCEPTUAL, "other_quantities"
