@@ -46,6 +46,12 @@ def kappa(a: list, b: list, agree: list[bool]) -> dict:
     return {"n": n, "observed": round(po, 4), "chance": round(pe, 4), "kappa": round(k, 4)}
 
 
+def _type_kappa(both: list[tuple[dict, dict]]) -> dict:
+    """Type agreement over (first, second) label pairs."""
+    a, b = [p["error_type"] for p, _ in both], [q["error_type"] for _, q in both]
+    return kappa(a, b, [x == y for x, y in zip(a, b)])
+
+
 def agreement(first: list[dict], second: list[dict]) -> dict:
     by_key = {(r["row"], r["model"]): r for r in first}
     pairs = [(by_key[(r["row"], r["model"])], r) for r in second if (r["row"], r["model"]) in by_key]
@@ -64,6 +70,13 @@ def agreement(first: list[dict], second: list[dict]) -> dict:
             [a is None for a in x], [b is None for b in y], [(a is None) == (b is None) for a, b in zip(x, y)]
         ),
         "error_type_where_position_agrees": kappa(tx, ty, [a == b for a, b in zip(tx, ty)]) if both else None,
+        # per split of the first file and as a first-pass x second-pass matrix: the ceiling the
+        # locator's type accuracy on that split is read against (real_errors.py)
+        "error_type_by_split": {sp: _type_kappa([b for b in both if b[0].get("split", "test") == sp])
+                                 for sp in sorted({p.get("split", "test") for p, _ in both})},  # fmt: skip
+        "error_type_confusion": {
+            t: dict(Counter(q["error_type"] for p, q in both if p["error_type"] == t)) for t in sorted(set(tx))
+        },
         "disagreements": [
             {"row": p["row"], "model": p["model"], "first": p["first_faulty_step"], "second": q["first_faulty_step"]}
             for (p, q), ok in zip(pairs, overlap)
@@ -88,6 +101,10 @@ def main() -> None:
         r = res[key]
         if r:
             print(f"{key:34} {r['n']:4d} {r['observed']:9.3f} {r['chance']:7.3f} {r['kappa']:6.3f}")
+    for sp, r in res["error_type_by_split"].items():
+        name = f"error_type, {sp} split"
+        print(f"{name:34} {r['n']:4d} {r['observed']:9.3f} {r['chance']:7.3f} {r['kappa']:6.3f}")
+    print("error type, first pass -> second pass:", res["error_type_confusion"])
     Path(args.out).write_text(json.dumps({"meta": run_meta(), **res}, indent=1) + "\n")
     print(f"{len(res['disagreements'])} position disagreements; wrote {args.out}")
 

@@ -29,6 +29,7 @@ from _meta import run_meta  # noqa: E402
 
 from silverbullet.attribution.locate import locate  # noqa: E402
 
+TYPES = ("execution", "method", "conceptual", "reasoning")
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +52,9 @@ def dev_scores(
     err_hits = err_n = clean_hits = clean_n = 0
     base_err = base_clean = 0
     type_hits = type_n = 0
+    # labelled type -> predicted type, where the position is right: where the type rules go wrong
+    # (docs/taxonomy.md reads the method / conceptual boundary off this matrix)
+    confusion = {t: dict.fromkeys((*TYPES, "none"), 0) for t in TYPES}
     for lab in labels:
         key = (lab["row"], lab["model"])
         pred = preds[key]
@@ -66,8 +70,10 @@ def dev_scores(
             err_hits += pred in ok
             base_err += baseline in ok
             if pred in ok and lab.get("error_type"):
+                ptype = (types if types is not None else preds_types)[key]
                 type_n += 1
-                type_hits += (types if types is not None else preds_types)[key] == lab["error_type"]
+                type_hits += ptype == lab["error_type"]
+                confusion[lab["error_type"]][ptype or "none"] += 1
     acc_e, acc_c = err_hits / max(err_n, 1), clean_hits / max(clean_n, 1)
     b_e, b_c = base_err / max(err_n, 1), base_clean / max(clean_n, 1)
     return {
@@ -78,6 +84,8 @@ def dev_scores(
         "acc_clean": round(acc_c, 4),
         "f1": round(f1(acc_e, acc_c), 4),
         "type_accuracy_where_position_right": round(type_hits / max(type_n, 1), 4),
+        "n_typed_where_position_right": type_n,
+        "type_confusion_where_position_right": {"rows": "labelled type", "columns": "predicted type", **confusion},
         "baseline_step0_if_wrong": {
             "acc_erroneous": round(b_e, 4),
             "acc_clean": round(b_c, 4),
@@ -213,7 +221,21 @@ def main() -> None:
         print(f"{tag}dev {d['split']:<5} n={d['n']}: acc_err={d['acc_erroneous']:.3f} acc_clean={d['acc_clean']:.3f} "
               f"F1={d['f1']:.3f} (baseline F1={b['f1']:.3f}; acc_err={b['acc_erroneous']:.3f}) "
               f"type acc={d['type_accuracy_where_position_right']:.3f}")  # fmt: skip
+    for key in ("dev_set_tune", "dev_set"):
+        if key in result:
+            print_confusion(result[key])
     print(f"{seconds:.2f}s; wrote {args.out}")
+
+
+def print_confusion(d: dict) -> None:
+    """The type confusion matrix of one split: rows labelled, columns predicted (position right)."""
+    m = d["type_confusion_where_position_right"]
+    cols = (*TYPES, "none")
+    n = d["n_typed_where_position_right"]
+    print(f"types, {d['split']} (n={n}, position right): rows labelled, columns predicted")
+    print(f"{'':<12}" + "".join(f"{c[:5]:>7}" for c in cols))
+    for t in TYPES:
+        print(f"{t:<12}" + "".join(f"{m[t][c]:>7}" for c in cols))
 
 
 if __name__ == "__main__":

@@ -31,3 +31,14 @@ def test_lists_overlap_and_chance_is_subtracted():
     assert res["position_strict"]["observed"] == 0.5  # primary labels: 1 vs 2 differ
     assert res["disagreements"] == [{"row": 2, "model": "m", "first": 0, "second": 1}]
     assert res["erroneous_vs_clean"]["kappa"] == 1.0
+
+
+def test_type_agreement_per_split_and_confusion():
+    # the per-split figure is the ceiling real_errors.py's type accuracy on that split is read against
+    first = [{**_r(0, 1, "method"), "split": "tune"}, {**_r(1, 0, "conceptual"), "split": "tune"},
+             {**_r(2, 2, "conceptual"), "split": "test"}, {**_r(3, 1, "reasoning"), "split": "test"}]  # fmt: skip
+    second = [_r(0, 1, "method"), _r(1, 0, "method"), _r(2, 2, "conceptual"), _r(3, 0, "reasoning")]
+    res = agreement(first, second)
+    assert res["error_type_by_split"]["tune"]["n"] == 2 and res["error_type_by_split"]["tune"]["observed"] == 0.5
+    assert res["error_type_by_split"]["test"]["n"] == 1  # row 3: the positions disagree, so no type pair
+    assert res["error_type_confusion"] == {"conceptual": {"method": 1, "conceptual": 1}, "method": {"method": 1}}
