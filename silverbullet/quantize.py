@@ -8,6 +8,7 @@ supplies calibration text, and records what was done next to the checkpoint.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import time
@@ -295,18 +296,30 @@ def ensure_quantized(cfg: QuantizeConfig, log=print) -> Path:
     """`cfg.out_dir()`, quantized now unless a checkpoint built from the same source files is
     already there (a retrained or pulled source model makes the old one stale)."""
     out = cfg.out_dir()
-    try:
-        built_from = json.loads((out / QUANT_CONFIG_FILE).read_text()).get("source_fingerprint")
-    except (OSError, ValueError, AttributeError):
-        built_from = "unknown"
-    exists = (out / "config.json").exists()
-    if exists and built_from == source_fingerprint(cfg.model):
+    if _built_from_source(out, cfg.model):
         return out
-    t0 = time.time()
-    path = quantize(cfg, log=lambda m: None)
+    # Two commands started together (two terminals, parallel test workers) would both write into the
+    # same folder: the second waits for the first and then finds its checkpoint.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _built_from_source(out, cfg.model):
+            return out
+        exists = (out / "config.json").exists()
+        t0 = time.time()
+        path = quantize(cfg, log=lambda m: None)
     why = f"{cfg.model} changed since it was quantized" if exists else "first use"
     log(f"[green]✓[/] quantized {cfg.model} ({cfg.tag()}) -> {path} [dim]({why}; {time.time() - t0:.1f}s)[/]")
     return path
+
+
+def _built_from_source(out: Path, model: str) -> bool:
+    """A checkpoint is in `out` and was built from `model`'s current files."""
+    try:
+        built_from = json.loads((out / QUANT_CONFIG_FILE).read_text()).get("source_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (out / "config.json").exists() and built_from == source_fingerprint(model)
 
 
 def source_fingerprint(model: str) -> str | None:

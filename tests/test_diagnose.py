@@ -48,7 +48,8 @@ def _cfg(tmp_path, quantized, **kw):
     return DiagnoseConfig(**base)
 
 
-def test_diagnose_end_to_end_and_resume(tmp_path, quantized):
+def test_diagnose_end_to_end(tmp_path, quantized):
+    """Every file and figure of a run. Resume (torn lines, killed runs) is tests/test_hardening_resume.py."""
     cfg = _cfg(tmp_path, quantized)
     s = run_diagnose(cfg)
     run = Path(cfg.out)
@@ -79,17 +80,6 @@ def test_diagnose_end_to_end_and_resume(tmp_path, quantized):
     assert all("judge_step" in a for a in atts if a["model"] == "quantized") and s["judge"]["n"] == len(flips)
     assert all(a["judge_step"] is None or 0 <= a["judge_step"] < a["n_steps"] for a in flips)
     assert s["judge"]["flagged"] > 0
-    # Resume: drop half the quantized rows and a torn line, re-run, same results, no duplicates.
-    before = (run / "summary.json").read_text()
-    lines = (run / "generations/quantized.jsonl").read_text().splitlines(keepends=True)
-    (run / "generations/quantized.jsonl").write_text("".join(lines[:12]) + lines[12][:30])
-    (run / "attribution.jsonl").unlink()
-    s2 = run_diagnose(cfg)
-    rows2 = (run / "generations/quantized.jsonl").read_text().splitlines()
-    assert len(rows2) == 24 and len({json.loads(x)["problem_id"] for x in rows2}) == 24
-    strip = lambda d: {k: v for k, v in json.loads(d).items() if k not in ("timings", "created")}  # noqa: E731
-    assert strip(before) == strip((run / "summary.json").read_text())
-    assert s2["accuracy"] == s["accuracy"]
 
 
 def _text(rows, att):

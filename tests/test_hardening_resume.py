@@ -1,6 +1,7 @@
 """Interrupted and repeated runs: SIGKILL mid-generation and mid-attribution, then resume, equals an
-uninterrupted run (no row lost or duplicated); same command, same seed, identical outputs; run files are
-written atomically (temp + fsync + rename) or appended with fsync and torn-tail repair.
+uninterrupted run (no row lost or duplicated), so the same command with the same seed also gives
+identical outputs; run files are written atomically (temp + fsync + rename) or appended with fsync and
+torn-tail repair.
 
 The installed `silverbullet` script runs on the shipped reference model against an RTN W2 g32 variant
 made here (no calibration, seconds), 16 problems, batch size 8 (two appends per file), no generation cache."""
@@ -68,14 +69,9 @@ def clean_run(quantized, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_same_command_same_seed_is_byte_identical(quantized, clean_run, tmp_path):
-    out = tmp_path / "again"
-    subprocess.run(_cmd(quantized, out), check=True, capture_output=True, timeout=600, cwd=ROOT)
-    assert _outputs(out) == _outputs(clean_run)
-
-
-@pytest.mark.slow
 def test_sigkill_mid_generation_then_resume_equals_clean_run(quantized, clean_run, tmp_path):
+    """Also the same-command-same-seed check: the killed and resumed run is another process started
+    with the same command, and every output row must equal the clean run's."""
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(quantized, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     target = out / "generations" / "reference.jsonl"

