@@ -113,12 +113,25 @@ def long_prompts(tok, n: int, min_tokens: int) -> list[str]:
     return out
 
 
-def ratio(shape_name: str, tok, batch: int, new_tokens: int, prompt_tokens: int, device: str) -> tuple[dict, object]:
-    """Plain vs compiled decode of one batch through HFGenerator on a random-weight model."""
+def ratio(
+    shape_name: str,
+    tok,
+    batch: int,
+    new_tokens: int,
+    prompt_tokens: int,
+    device: str,
+    margins: bool = True,
+    equal_prompts: bool = False,
+    gen: HFGenerator | None = None,
+) -> tuple[dict, object]:
+    """Plain vs compiled decode of one batch through HFGenerator on a random-weight model.
+    `equal_prompts`: every prompt cut to the same token count (no left padding)."""
     import torch
     from scale import SHAPES, build
 
-    if device == "cpu":  # smoke: a small model of the same family
+    if gen is not None:
+        model = gen.model
+    elif device == "cpu":  # smoke: a small model of the same family
         from transformers import AutoModelForCausalLM, Qwen2Config
 
         small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -126,10 +139,13 @@ def ratio(shape_name: str, tok, batch: int, new_tokens: int, prompt_tokens: int,
         model = AutoModelForCausalLM.from_config(Qwen2Config(**small))
     else:
         model = build(SHAPES[shape_name])
-    gen = HFGenerator(model=model, tokenizer=tok, tag=shape_name)
+    gen = gen or HFGenerator(model=model, tokenizer=tok, tag=shape_name)
     prompts = long_prompts(tok, batch, prompt_tokens)
-    cfg = GenerationConfig(batch_size=batch, max_new_tokens=new_tokens, margins=True)
-    res: dict = {"shape": shape_name, "params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+    if equal_prompts:
+        prompts = [tok.decode(tok(p)["input_ids"][:prompt_tokens]) for p in prompts]
+    cfg = GenerationConfig(batch_size=batch, max_new_tokens=new_tokens, margins=margins)
+    res: dict = {"shape": shape_name, "margins": margins, "equal_prompts": equal_prompts,
+                  "params_b": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
                  "batch": batch, "new_tokens": new_tokens,
                  "prompt_tokens_mean": round(sum(len(tok(p)["input_ids"]) for p in prompts) / batch, 1)}  # fmt: skip
     outs = {}
@@ -227,7 +243,9 @@ def table(res: dict) -> str:
                          f"| {r['speedup_second_pass']}x | {r['texts_identical']}/{r['problems']} texts |")  # fmt: skip
     for r in res.get("speed", []):
         if "plain" in r:
-            lines.append(f"| {r['shape']} random weights, batch {r['batch']} (tok/s) | {r['plain']['tokens_per_s']} "
+            v = "" if r.get("margins", True) else ", no margins"
+            v += ", equal prompts" if r.get("equal_prompts") else ""
+            lines.append(f"| {r['shape']} random weights, batch {r['batch']}{v} (tok/s) | {r['plain']['tokens_per_s']} "
                          f"| {r['compiled']['tokens_per_s']} | {r['speedup']}x | (not meaningful) |")  # fmt: skip
     o = res.get("oom")
     if o and "batch_sizes_tried" in o:
@@ -247,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--oom-batch", type=int, default=256)
     ap.add_argument("--oom-keep", type=float, default=0.6, help="cap = weights + this share of batch's peak")
     ap.add_argument("--fp32", action="store_true", help="also the identity check in float32, time allowing")
+    ap.add_argument("--variants", action="store_true",
+                    help="only the first shape, speed variants: margins off, equal prompts, batch x2")  # fmt: skip
     ap.add_argument("--budget-s", type=float, default=420.0, help="start no new section after this")
     ap.add_argument("--out", default="bench/results/compile.json")
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny sizes, checks the script only")
@@ -287,6 +307,23 @@ def main(argv: list[str] | None = None) -> None:
             _free()
             return row
 
+    if args.variants:
+        tok = AutoTokenizer.from_pretrained(args.reference)
+        name, gen = args.shapes.split(",")[0], None
+        for margins, equal, batch in ((False, False, args.batch), (False, True, args.batch),
+                                      (True, False, 2 * args.batch)):  # fmt: skip
+            def variant(m=margins, e=equal, b=batch, g=gen):
+                return ratio(name, tok, b, args.new_tokens, args.prompt_tokens, device, m, e, g)
+
+            got = guarded(f"variant {margins} {equal} {batch}", variant)
+            if isinstance(got, tuple):
+                row, gen = got
+                res["speed"].append(row)
+                save("variant", row)
+        res["table"] = table(res)
+        out.write_text(json.dumps(res, indent=1))
+        print(res["table"])
+        return
     row = guarded("identity", lambda: identity(args.reference, args.problems, args.batch, 320, "auto", device))
     if row:
         res["identity"].append(row)
