@@ -97,6 +97,10 @@ def _prompt_options(prompt_format: str, system_prompt: str | None, prompt_templa
 PROMPT_FORMAT_HELP = "Prompt format: auto (chat if the tokenizer has a chat template), completion, chat, fewshot."
 SYSTEM_PROMPT_HELP = 'Chat system message (default: the step-format instruction; "" = no system message).'
 TEMPLATE_HELP = "Text file with {question}: the whole prompt (overrides --prompt-format)."
+COMPILE_HELP = (
+    "HF backend on a CUDA GPU: decode with a static KV cache and a torch.compile'd step (CUDA graphs); "
+    "the first batch compiles (tens of seconds). Ignored, with one line, on CPU."
+)
 FEWSHOT_HELP = "Exemplars from the benchmark's train split, in the step format (default 4; implies fewshot)."
 MAX_NEW_HELP = "Generation budget (default per benchmark: synthetic 320, GSM8K 512, MATH 1024, AIME/AMC 2048)."
 
@@ -115,6 +119,7 @@ def diagnose(
     backend: str = typer.Option("hf", help="Generation backend: hf or vllm."),
     out: str = typer.Option("runs/diagnose", help="Run directory (re-running resumes)."),
     batch_size: int = typer.Option(64, help="Generation batch size."),
+    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     seed: int = typer.Option(0, help="Seed for problem selection."),
     confirm: bool = typer.Option(True, help="Causal confirmation: swap in the reference step and continue."),
     margins: bool = typer.Option(True, help="Measure token margins at the failure frontier."),
@@ -167,6 +172,7 @@ def diagnose(
         backend=backend,
         out=out,
         batch_size=batch_size,
+        compile=compile,
         confirm=confirm,
         margins=margins,
         cache=cache,
@@ -363,6 +369,7 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
     load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="Load the model in bitsandbytes NF4 4-bit."),
     load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="Load the model in bitsandbytes 8-bit."),
+    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP),
     system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
     prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
@@ -387,7 +394,11 @@ def evaluate(
     settings = PromptSettings(po["prompt_format"], po["system_prompt"], po["prompt_template"], po["fewshot"])
     renderer = renderer_for_model(settings, model, benchmark)
     problems = load_benchmark(benchmark, split=split or default_split(benchmark), limit=limit)
-    gen_kwargs = {"render": renderer, "max_new_tokens": max_new_tokens or default_max_new_tokens(benchmark)}
+    gen_kwargs = {
+        "render": renderer,
+        "max_new_tokens": max_new_tokens or default_max_new_tokens(benchmark),
+        "compile": compile,
+    }
     with ui.library_output_to(_log_file(json_out.parent if json_out else "runs/_logs")):
         if fallback:
             from silverbullet.repair.fallback import evaluate_with_fallback

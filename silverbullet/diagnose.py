@@ -51,6 +51,7 @@ class DiagnoseConfig:
     vllm_options: dict = field(default_factory=dict)
     out: str = "runs/diagnose"
     batch_size: int = 64
+    compile: bool = False  # HF backend on CUDA: static KV cache + compiled decode (GenerationConfig.compile)
     max_new_tokens: int | None = None  # None: the benchmark's default (benchmarks.MAX_NEW_TOKENS)
     device: str = "auto"
     # HF backend across devices: one generation worker per device (sharding.py); empty = one process
@@ -72,7 +73,7 @@ class DiagnoseConfig:
     fewshot: int = 4
 
     # Fields that may change between a run and its resume without changing its results.
-    _RESUMABLE = ("batch_size", "progress", "cache", "device", "devices", "out", "vllm_options")
+    _RESUMABLE = ("batch_size", "compile", "progress", "cache", "device", "devices", "out", "vllm_options")
     _PROMPT = ("prompt_format", "system_prompt", "prompt_template", "fewshot")
 
     def prompt_settings(self) -> PromptSettings:
@@ -271,7 +272,8 @@ def add_margins_and_confirmation(
     if cfg.confirm and confirmable:
         texts = [prompt(r) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]
         outs = quant_gen.generate(
-            texts, GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+            texts,
+            GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, compile=cfg.compile),
         )
         for r, o in zip(confirmable, outs):
             full = r["prefix"] + r["reference_line"] + "\n" + o.text
@@ -507,7 +509,11 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     if not problems:
         raise UserError(f"benchmark {cfg.benchmark!r} split {cfg.split!r} has no problems; check --benchmark/--split")
     _atomic_write(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
-    gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, margins=cfg.margins)
+    if cfg.compile and cfg.backend != "hf":
+        ui.note(f"--compile ignored: it is for --backend hf, and --backend {cfg.backend} compiles its own decode")
+    gen_cfg = GenerationConfig(
+        batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens, margins=cfg.margins, compile=cfg.compile
+    )
     # with --devices, this process keeps the first device for margins and confirmation
     main_cfg = dataclasses.replace(cfg, device=cfg.devices[0]) if len(cfg.devices) > 1 else cfg
     generators = {

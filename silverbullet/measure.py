@@ -152,16 +152,17 @@ def evaluate_model(
     load_in: str | None = None,
     render: Callable[[str], str] = build_prompt,
     max_new_tokens: int = 320,
+    compile: bool = False,
 ) -> dict:
     """Accuracy of a checkpoint on problems, with timing: the building block of the tables.
     `generator` replaces the plain HF one (the checker fallback passes its wrapper); `render` is the
-    prompt format (prompting.formats)."""
+    prompt format (prompting.formats); `compile` the HF backend's compiled decode on CUDA."""
     if generator is None:
         from silverbullet.generation.hf import HFGenerator
 
         generator = HFGenerator(path, tag=tag, device=device, adapter=adapter, load_in=load_in)
     t0 = time.time()
-    gcfg = GenerationConfig(batch_size=batch_size, progress=progress, max_new_tokens=max_new_tokens)
+    gcfg = GenerationConfig(batch_size=batch_size, progress=progress, max_new_tokens=max_new_tokens, compile=compile)
     gens = measure(generator, problems, gcfg, chunk=chunk, render=render)
     secs = time.time() - t0
     return {

@@ -23,6 +23,9 @@ class GenerationConfig:
     seed: int = 0  # only matters when sampling
     margins: bool = False  # return per-token top-1 minus top-2 log-prob margins and token ends
     progress: bool = False  # show a progress bar over batches
+    # HF backend on CUDA: decode with a static KV cache and a torch.compile'd (CUDA-graph) forward
+    # (docs/formats.md, "Scale on one GPU"). Ignored, with one line, elsewhere.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -37,8 +40,10 @@ class GenerationConfig:
         return self.temperature == 0
 
     def cache_settings(self) -> dict:
-        """The settings that change what is generated (a cache-key part). Batch size, margins and
-        the progress bar do not; the seed and top_p only matter when sampling."""
+        """The settings that change what is generated (a cache-key part). Batch size, margins, the
+        progress bar and `compile` do not (compiled kernels, like another batch size's padding, can
+        move a float's last bits: docs/formats.md gives the identity measured on the reference model);
+        the seed and top_p only matter when sampling."""
         out: dict = {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature}
         if not self.greedy:
             out.update(top_p=self.top_p, seed=self.seed)

@@ -4,6 +4,14 @@ Prompts are sorted by length and left-padded into batches (so a batch wastes lit
 decoded greedily with the KV cache, stopped at the answer line (eos or "The answer is: ...\\n"),
 and cut right after it. Margins (top-1 minus top-2 log-prob) are recorded per step by a logits
 processor instead of `output_logits`, which would keep steps x batch x vocab floats alive.
+
+`GenerationConfig(compile=True)` (CLI `--compile`), on CUDA: transformers' static KV cache
+(`cache_implementation="static"`), whose decode step `generate()` runs through `torch.compile`
+(mode "reduce-overhead": CUDA graphs). Prefill stays eager, so prompt lengths need no buckets; the
+decode step's shapes are the batch size and the cache length, so a batch is padded to the batch size
+(copies of its last prompt, dropped after) and the cache length is rounded up to a bucket: later
+batches reuse the compiled graph instead of recompiling. The margin recorder and the answer-line stop
+run between compiled steps, outside the graph.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from silverbullet.generation.loading import (
     resolve_device,
 )
 from silverbullet.prompting import ANSWER_LINE_RES
+
+# Static-cache lengths are rounded up to this many tokens (each new length compiles the decode again).
+COMPILE_CACHE_BUCKET = 128
 
 ANSWER_LINE_RE = ANSWER_LINE_RES[0]  # "The answer is: ..." (what truncate_after_answer cuts after)
 # Special tokens that end a chat turn (or a document) in common templates: ChatML, Llama 3, Phi,
@@ -118,14 +129,16 @@ def _make_answer_stop(tokenizer: Any, prompt_len: int, newline_mask: Any) -> Any
 
         def __init__(self) -> None:
             self.done: Any = None
+            self.mask: Any = None
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             import torch
 
             if self.done is None:
                 self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+                self.mask = newline_mask.to(input_ids.device)  # once, not a host-to-device copy a step
             last = input_ids[:, -1]
-            mask = newline_mask.to(last.device)
+            mask = self.mask
             cand = mask[last.clamp(max=mask.numel() - 1)] & ~self.done
             for row in torch.nonzero(cand).flatten().tolist():
                 text = tokenizer.decode(
@@ -151,7 +164,7 @@ def _make_margin_recorder() -> Any:
 
         def __call__(self, input_ids: Any, scores: Any) -> Any:
             top = scores.float().topk(2, dim=-1).values
-            self.steps.append((top[:, 0] - top[:, 1]).cpu())
+            self.steps.append(top[:, 0] - top[:, 1])  # stays on the device: no sync a step
             return scores
 
     return MarginRecorder()
@@ -204,6 +217,7 @@ class HFGenerator:
         self._model, self._tokenizer = model, tokenizer
         self._fingerprint = fingerprint
         self._newlines: Any = None
+        self._compile_noted = False
         if self.device == "cpu":
             set_cpu_threads()
 
@@ -295,11 +309,32 @@ class HFGenerator:
 
     continue_from = generate
 
-    def _generation_config(self, config: GenerationConfig) -> Any:
+    def compiles(self, config: GenerationConfig) -> bool:
+        """Whether this batch decodes through the static cache + compiled step: `config.compile` on
+        a CUDA model. Elsewhere it is ignored, with one line (once per generator)."""
+        if not config.compile:
+            return False
+        device = str(self._model.device) if self._model is not None else self.device
+        quantizer = getattr(self._model, "hf_quantizer", None)
+        if not device.startswith("cuda"):
+            why = f"runs on a CUDA GPU, and this model is on {device}"
+        elif quantizer is not None and not getattr(quantizer, "is_compileable", False):
+            why = f"does not run {type(quantizer).__name__} models (transformers cannot compile them)"
+        else:
+            return True
+        if not self._compile_noted:
+            self._compile_noted = True
+            from silverbullet import ui
+
+            ui.note(f"--compile ignored for {self.tag}: the compiled decode (static KV cache + torch.compile) {why}.")
+        return False
+
+    def _generation_config(self, config: GenerationConfig, prompt_len: int = 0) -> Any:
         from transformers import GenerationConfig as HFGenerationConfig
 
         eos = self._eos_ids()
         return HFGenerationConfig(
+            **(compile_settings(prompt_len, config.max_new_tokens) if self.compiles(config) else {}),
             max_new_tokens=config.max_new_tokens,
             do_sample=not config.greedy,
             # Neutral values, so nothing from the model's generation_config.json (repetition
@@ -326,6 +361,11 @@ class HFGenerator:
         tok, model = self.tokenizer, self.model
         if self._newlines is None:
             self._newlines = _newline_mask(tok, model.get_input_embeddings().num_embeddings)
+        n_real = len(prompts)
+        compiled = self.compiles(config)
+        if compiled:  # one batch shape for every batch: no recompile for a short last batch
+            width = min(config.batch_size, getattr(self, "_fits", None) or config.batch_size)
+            prompts = list(prompts) + [prompts[-1]] * max(0, width - n_real)
         enc = tok(
             prompts,
             return_tensors="pt",
@@ -348,16 +388,18 @@ class HFGenerator:
                 processors.append(TopPLogitsWarper(config.top_p))
         stop = StoppingCriteriaList([_make_answer_stop(tok, prompt_len, self._newlines)])
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        # no_grad, not inference_mode, around the compiled step: transformers' own compile examples
+        # (and bench/scale.py's measured runs) use it; the uncompiled path keeps inference_mode.
+        with torch.no_grad() if compiled else torch.inference_mode():
             out = model.generate(
                 **enc,
-                generation_config=self._generation_config(config),
+                generation_config=self._generation_config(config, prompt_len),
                 logits_processor=processors,
                 stopping_criteria=stop,
             )
-        seconds = (time.perf_counter() - t0) / len(prompts)
-        seqs = out.sequences[:, prompt_len:].cpu().tolist()
-        margins = torch.stack(recorder.steps, dim=1).tolist() if recorder and recorder.steps else None
+        seqs = out.sequences[:n_real, prompt_len:].cpu().tolist()
+        margins = torch.stack(recorder.steps, dim=1)[:n_real].tolist() if recorder and recorder.steps else None
+        seconds = (time.perf_counter() - t0) / n_real
         stop_ids = set(self._eos_ids()) | {tok.pad_token_id}
         results = []
         for row, ids in enumerate(seqs):
@@ -419,6 +461,23 @@ class HFGenerator:
                     )
                 )
         return outs
+
+
+def compile_settings(prompt_len: int, max_new_tokens: int) -> dict:
+    """transformers generation-config fields for the compiled decode: a static KV cache, whose length
+    is rounded up to COMPILE_CACHE_BUCKET (transformers keeps the largest length a model has seen, so
+    a later, shorter batch reuses the graph), and the compile settings of the decode step. transformers
+    compiles the forward itself (`_valid_auto_compile_criteria`: a compileable cache on CUDA)."""
+    from transformers import CompileConfig
+
+    need = prompt_len + max_new_tokens
+    return {
+        "cache_implementation": "static",
+        "max_cache_len": -(-need // COMPILE_CACHE_BUCKET) * COMPILE_CACHE_BUCKET,
+        # fullgraph False: a graph break (an attention backend's, say) falls back instead of failing;
+        # dynamic False: each cache length / batch size gets its own specialised graph.
+        "compile_config": CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead"),
+    }
 
 
 def finish_output(
