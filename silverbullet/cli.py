@@ -592,6 +592,9 @@ def sensitivity(
     )  # fmt: skip
     with ui.library_output_to(_log_file(run_dir)):
         s = run_sensitivity(cfg)
+    from silverbullet.report import write_sensitivity_heatmap
+
+    write_sensitivity_heatmap(cfg.out_dir())
     print_sensitivity(s)
 
 

@@ -32,7 +32,6 @@ from silverbullet.measure import read_jsonl_rows
 from silverbullet.prompting import build_prompt, extract_answer
 from silverbullet.quantize import write_recipe
 
-HEATMAP = "heatmap.png"  # beside sensitivity.json; `silverbullet report` draws the same plot inline
 SKIP = ("lm_head",)  # kept out of every quantization recipe here (the embedding is tied)
 _BLOCK_RE = re.compile(r"\.layers\.(\d+)\.")
 _POSITION_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.(\w+(?:\.\w+)*)$")
@@ -50,6 +49,9 @@ class SensitivityConfig:
     top_blocks: int = 4
     batch_size: int = 32
     device: str = "auto"
+
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path(self.run) / "sensitivity"
 
 
 @dataclass
@@ -237,7 +239,7 @@ def run_sensitivity(cfg: SensitivityConfig) -> dict:
 
     t0 = time.time()
     run = Path(cfg.run)
-    out = Path(cfg.out) if cfg.out else run / "sensitivity"
+    out = cfg.out_dir()
     run_cfg, flips = read_flips(run, cfg.max_flips)
     reference, quantized = run_cfg["reference"], run_cfg["quantized"]
     low_bits = quantized_bits(quantized)
@@ -329,9 +331,6 @@ def run_sensitivity(cfg: SensitivityConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "sensitivity.json").write_text(json.dumps(summary, indent=1))
     write_recipe(out / "recipe.yaml", quantized, chosen, cfg.keep_bits)
-    from silverbullet.report.plots import sensitivity_heatmap  # matplotlib: only once there is something to draw
-
-    (out / HEATMAP).write_bytes(sensitivity_heatmap(summary))
     return summary
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -77,40 +78,34 @@ def test_demo_quantized_checkpoint_is_rebuilt_when_the_reference_changes(tmp_pat
     assert {f.name: f.read_bytes() for f in q.glob("*.safetensors")} != weights
 
 
-def test_commands_started_together_build_the_checkpoint_once(tmp_path, monkeypatch):
+def test_commands_started_together_build_the_checkpoint_once(tmp_path):
     """Two processes asking for the same demo checkpoint at once (two terminals, parallel test
     workers): the second waits on the first's lock and reuses its checkpoint instead of writing into
-    the same folder."""
-    import multiprocessing as mp
+    the same folder. Fresh interpreters, not forks of this one (a fork of a process that has run torch
+    can crash)."""
+    import subprocess
+    import sys
 
     from silverbullet.quantize import QUANT_CONFIG_FILE
 
-    monkeypatch.chdir(tmp_path)
     ref = tmp_path / "ref"
     build_tiny_llama(ref, seed=0)
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_demo_quantized, args=(str(ref),)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert [p.exitcode for p in procs] == [0, 0]
+    child = (
+        "import silverbullet.quantize as qz\n"
+        "from silverbullet.diagnose import demo_quantized_path\n"
+        "real = qz.quantize\n"
+        "def counted(cfg, log=print):\n"
+        "    open('builds.log', 'a').write('build\\n')\n"
+        "    return real(cfg, log)\n"
+        "qz.quantize = counted\n"
+        f"demo_quantized_path({str(ref)!r})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", child], cwd=tmp_path, env=env, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    errs = [p.communicate(timeout=300)[1].decode()[-2000:] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
     q = next((tmp_path / "runs" / "_models").glob("ref-*"))
-    info = json.loads((q / QUANT_CONFIG_FILE).read_text())
-    builds = (tmp_path / "builds.log").read_text().splitlines()
-    assert len(builds) == 1 and info["source_fingerprint"]
-
-
-def _demo_quantized(ref: str) -> None:
-    import silverbullet.quantize as qz
-    from silverbullet.diagnose import demo_quantized_path
-
-    real = qz.quantize
-
-    def counted(cfg, log=print):
-        with open("builds.log", "a") as f:
-            f.write("build\n")
-        return real(cfg, log)
-
-    qz.quantize = counted
-    demo_quantized_path(ref)
+    assert json.loads((q / QUANT_CONFIG_FILE).read_text())["source_fingerprint"]
+    assert (tmp_path / "builds.log").read_text().splitlines() == ["build"]

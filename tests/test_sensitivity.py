@@ -31,10 +31,13 @@ def slice_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sensitivity(slice_run):
+    from silverbullet.report import write_sensitivity_heatmap
     from silverbullet.sensitivity import SensitivityConfig, run_sensitivity
 
     cfg = SensitivityConfig(run=str(slice_run), max_flips=6, max_single=0, top_blocks=1, answer_sample=2, device="cpu")
-    return run_sensitivity(cfg)
+    s = run_sensitivity(cfg)
+    write_sensitivity_heatmap(cfg.out_dir())  # as the CLI does after the run
+    return s
 
 
 @pytest.mark.slow

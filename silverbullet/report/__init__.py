@@ -21,7 +21,10 @@ __all__ = [
     "repaired_accuracy",
     "write_check_files",
     "write_report",
+    "write_sensitivity_heatmap",
 ]
+
+HEATMAP = "heatmap.png"  # beside sensitivity.json; `silverbullet report` draws the same plot inline
 
 
 def write_report(run_dir: Path) -> tuple[Path, Path]:
@@ -54,3 +57,15 @@ def write_check_files(result, junit: Path | None = None, markdown: Path | None =
         except OSError as e:
             raise UserError(f"cannot write {path}: {e.strerror or e}") from None
         result.markdown_path = path
+
+
+def write_sensitivity_heatmap(sensitivity_dir: Path) -> Path:
+    """heatmap.png beside a `silverbullet sensitivity` output's sensitivity.json (module type x block)."""
+    import json
+
+    from silverbullet.report.plots import sensitivity_heatmap
+
+    d = Path(sensitivity_dir)
+    path = d / HEATMAP
+    path.write_bytes(sensitivity_heatmap(json.loads((d / "sensitivity.json").read_text(encoding="utf-8"))))
+    return path
