@@ -1,8 +1,8 @@
 """The chat path end to end on the shipped chat model (data/reference-chat-model), as a user runs it:
-`diagnose` (auto picks the chat template) and `locate` on the run's solutions once with the
-step-format instruction and once in the model's free style (`--system-prompt ""`), where the segmenter
-must find the steps; `repair --from` and `report` on the free-style run. The quantized model is the
-chat model's demo variant (RTN 2-bit, built on first use)."""
+`diagnose` (auto picks the chat template), `locate` on the run's solutions, `repair --from`, `report`;
+once with the step-format instruction and once in the model's free style (`--system-prompt ""`),
+where the segmenter must find the steps. The quantized model is the chat model's demo variant
+(RTN 2-bit, built on first use)."""
 
 from __future__ import annotations
 
@@ -35,20 +35,12 @@ def _rows(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module", params=sorted(MODES))
-def chat_run(request, tmp_path_factory) -> tuple[str, Path]:
+def chat_run(request, tmp_path_factory) -> tuple[str, Path, Path]:
     mode = request.param
-    run = tmp_path_factory.mktemp(f"chat-{mode}") / "run"
+    d = tmp_path_factory.mktemp(f"chat-{mode}")
+    run, rep = d / "run", d / "repair"
     res = _cli("diagnose", "--reference", MODEL, "--limit", LIMIT, "--out", run, *MODES[mode])
     assert res.returncode == 0, res.stderr[-2000:]
-    return mode, run
-
-
-@pytest.fixture(scope="module")
-def chat_repair(chat_run) -> tuple[str, Path, Path]:
-    """Repair on the free-style run only: the step-format run's repair goes through the same code
-    (prompts from the run, the chat template on the SFT rows); one repair keeps the suite short."""
-    mode, run = chat_run
-    rep = run.parent / "repair"
     res = _cli(
         "repair", "--from", run, "--out", rep, "--repair-limit", REPAIR_LIMIT, "--epochs", 1, *MODES[mode]
     )  # fmt: skip
@@ -57,7 +49,7 @@ def chat_repair(chat_run) -> tuple[str, Path, Path]:
 
 
 def test_diagnose_uses_the_chat_template_and_measures_compliance(chat_run):
-    mode, run = chat_run
+    mode, run, _ = chat_run
     s = json.loads((run / "summary.json").read_text())
     assert s["prompt"]["format"] == "chat"
     assert s["prompt"]["system_prompt"] == (STEP_FORMAT_INSTRUCTION if mode == "steps" else "")
@@ -74,7 +66,7 @@ def test_diagnose_uses_the_chat_template_and_measures_compliance(chat_run):
 
 
 def test_first_faults_are_placed_in_the_solution_s_own_steps(chat_run):
-    mode, run = chat_run
+    mode, run, _ = chat_run
     flips = [r for r in _rows(run / "attribution.jsonl") if r["model"] == "quantized" and r["flip"]]
     placed = [r for r in flips if r["first_faulty_step"] is not None]
     assert placed and len(placed) >= 0.8 * len(flips)
@@ -88,7 +80,7 @@ def test_first_faults_are_placed_in_the_solution_s_own_steps(chat_run):
 
 def test_locate_on_the_run_s_solutions_agrees_with_diagnose(chat_run, tmp_path):
     """`silverbullet locate` on the same solutions, as a user holding only the texts would run it."""
-    _, run = chat_run
+    _, run, _ = chat_run
     problems = {p["id"]: p for p in _rows(run / "problems.jsonl")}
     ref = {g["problem_id"]: g for g in _rows(run / "generations" / "reference.jsonl")}
     flips = [r for r in _rows(run / "attribution.jsonl") if r["model"] == "quantized" and r["flip"]]
@@ -120,9 +112,8 @@ def test_locate_on_the_run_s_solutions_agrees_with_diagnose(chat_run, tmp_path):
         assert located[r["problem_id"]]["error_type"] == r["error_type"]
 
 
-@pytest.mark.parametrize("chat_run", ["free"], indirect=True)
-def test_repair_and_report_on_the_chat_run(chat_repair):
-    mode, run, rep = chat_repair
+def test_repair_and_report_on_the_chat_run(chat_run):
+    mode, run, rep = chat_run
     s = json.loads((run / "summary.json").read_text())
     r = json.loads((rep / "repair_summary.json").read_text())
     assert r["prompt"]["id"] == s["prompt"]["id"]  # the repair kept the run's prompts
@@ -132,7 +123,8 @@ def test_repair_and_report_on_the_chat_run(chat_repair):
     assert [g["prompt"] for g in repaired] == [g["prompt"] for g in first]
     sft = _rows(rep / "silverbullet_sft.jsonl")
     assert sft and all(x["prompt"].startswith("<|im_start|>") for x in sft)  # trained on the chat prompts
-    assert not any(STEP_FORMAT_INSTRUCTION in x["prompt"] for x in sft)  # the run's free-style prompts
+    if mode == "steps":
+        assert all("Step 1:" in x["prompt"] + x["completion"] for x in sft)
     res = _cli("report", run)
     assert res.returncode == 0, res.stderr[-2000:]
     md = (run / "report.md").read_text()
