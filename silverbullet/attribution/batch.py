@@ -62,7 +62,6 @@ def locate_file(
     critic: tuple[Any, Any] | None = None,
     judge_rule: str = DEFAULT_RULE,
     judge_max_tokens: int = 1024,
-    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Locate the first faulty step of each row's candidate solution; one output row per input row.
 
@@ -124,7 +123,7 @@ def locate_file(
     judged: Counter = Counter()
     if critic is not None:
         gen, render = critic
-        verdicts = ask_critic(gen, texts, render, judge_max_tokens, show_progress)
+        verdicts = ask_critic(gen, texts, render, judge_max_tokens)
         for rec, verdict in zip(out_rows, verdicts, strict=True):
             apply_verdict(rec, verdict, judge_rule)
             judged[verdict.status] += 1

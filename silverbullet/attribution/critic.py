@@ -97,7 +97,6 @@ def ask_critic(
     items: Sequence[tuple[str, str]],
     render: Any = None,
     max_new_tokens: int = 1024,
-    show_progress: bool = False,
 ) -> list[CriticVerdict]:
     """One verdict per (question, solution). `render` turns the request into the model's prompt
     (a chat template for local weights; None: the text as is, for an endpoint that applies its own)."""
@@ -105,7 +104,7 @@ def ask_critic(
     prompts = [critic_prompt(q, seg.steps, seg.answer) for (q, _), seg in zip(items, segs, strict=True)]
     if render is not None:
         prompts = [render(p) for p in prompts]
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=8, progress=show_progress)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=8)
     outs = gen.generate(prompts, cfg) if prompts else []
     return [parse_verdict(o.text, len(s.steps)) for o, s in zip(outs, segs, strict=True)]
 
