@@ -23,10 +23,12 @@ $(STAMP): pyproject.toml
 
 # One resolve for everything `make test` needs when the venv is new (not the demo's, then the dev one).
 $(DEV_STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) "torch==2.13.0"
-	$(PIP) -e ".[quantize,dev,bnb]" "torch==2.13.0"
-	touch $(STAMP) $(DEV_STAMP)
+	@echo "setting up $(VENV) with the test tools (pip's output: $(VENV)/install-dev.log)"
+	@{ { test -x $(BIN)/python || $(PY) -m venv $(VENV); } && $(PIP) "torch==2.13.0" \
+	  && $(PIP) -e ".[quantize,dev,bnb]" "torch==2.13.0"; } > $(VENV).install-dev.log 2>&1 \
+	  || { cat $(VENV).install-dev.log; exit 1; }
+	@mv $(VENV).install-dev.log $(VENV)/install-dev.log
+	@touch $(STAMP) $(DEV_STAMP)
 
 setup: $(DEV_STAMP)
 
