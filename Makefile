@@ -11,9 +11,9 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 .PHONY: setup demo test lint reference reference-chat bench bench-repair throughput vllm-env test-vllm clean
 
 # What the demo needs (runtime + llm-compressor); the test tools come on top, for `make test` only.
-# --no-compile: pip would byte-compile every installed module (torch, transformers: tens of seconds
-# on 2 cores); Python compiles only what it imports, when it first does.
-PIP := $(BIN)/pip install -q --no-compile
+# pip byte-compiles what it installs (on purpose: where PYTHONDONTWRITEBYTECODE is set, as on CI,
+# an install without .pyc files compiles torch and transformers again at every import).
+PIP := $(BIN)/pip install -q
 $(STAMP): pyproject.toml
 	@echo "setting up $(VENV) (the first time takes a minute; pip's output: $(VENV)/install.log)"
 	@{ $(PY) -m venv $(VENV) && $(PIP) "torch==2.13.0" && $(PIP) -e ".[quantize]"; } > $(VENV).install.log 2>&1 \

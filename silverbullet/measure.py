@@ -133,6 +133,9 @@ def measure(
             append_rows(out_path, rows)
         if on_progress:
             on_progress(total - len(todo) + start + len(batch), total)
+    if out_path is not None and todo:  # the finished file lists problems in their order again
+        ours = {p.id for p in problems}
+        write_rows(out_path, [done[p.id] for p in problems] + [r for i, r in done.items() if i not in ours])
     return [Generation(**{k: done[p.id].get(k) for k in Generation.__dataclass_fields__}) for p in problems]
 
 

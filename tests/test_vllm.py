@@ -43,7 +43,7 @@ from silverbullet.reference.task import generate as task_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "data" / "reference-model"
-N = 100  # problems compared between backends
+N = 60  # problems compared between backends (each engine run is tens of seconds on 2 cores)
 MAIN_PY = Path(os.environ.get("SILVERBULLET_MAIN_VENV", ROOT / ".venv")) / "bin" / "silverbullet"
 
 
