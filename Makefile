@@ -52,12 +52,9 @@ demo: $(STAMP)
 	@$(BIN)/silverbullet report runs/demo
 
 # Everything CI runs: lint, the main suite, then the vLLM backend's tests in its own environment.
-# The two venvs install side by side (pip runs on one core).
+# The venvs install side by side and the two suites run side by side (scripts/test.sh says why).
 test:
-	$(MAKE) -j2 $(DEV_STAMP) $(VLLM_STAMP)
-	$(BIN)/ruff check silverbullet tests bench
-	$(BIN)/python -m pytest -q -m "not vllm" --durations=15
-	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10
+	@VENV=$(VENV) VLLM_VENV=$(VLLM_VENV) MAKE="$(MAKE)" PY=$(PY) scripts/test.sh
 
 test-vllm: $(DEV_STAMP) $(VLLM_STAMP)
 	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10
