@@ -43,6 +43,12 @@ from silverbullet.reference.task import generate as task_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "data" / "reference-model"
+# The engines these tests start run in this process (docs/vllm.md): 7 s to start instead of 20 s
+# on 2 cores. vLLM keeps one engine's parallel state per process, so the fixtures keep one engine
+# alive at a time; the CLI and the OpenAI server run as users run them, with vLLM's default.
+IN_PROCESS = "VLLM_ENABLE_V1_MULTIPROCESSING"
+os.environ.setdefault(IN_PROCESS, "0")
+DEFAULT_ENV = {k: v for k, v in os.environ.items() if k != IN_PROCESS}
 N = 60  # problems compared between backends (each engine run is tens of seconds on 2 cores)
 MAIN_PY = Path(os.environ.get("SILVERBULLET_MAIN_VENV", ROOT / ".venv")) / "bin" / "silverbullet"
 
@@ -91,10 +97,11 @@ def vllm_ref(hf_outputs) -> VLLMGenerator:
 
 
 @pytest.fixture(scope="session")
-def vllm_w4(hf_outputs, w4a16_dir) -> VLLMGenerator:
+def vllm_w4(hf_outputs, w4a16_dir, vllm_ref) -> VLLMGenerator:
     gap = cpu_kernel_gap(w4a16_dir)
     if gap:  # test_weight_only_checkpoint_needs_the_cpu_kernel checks the error users get instead
         pytest.skip(gap)
+    vllm_ref.close()  # one in-process engine at a time (IN_PROCESS); the next use restarts it
     gen = create(w4a16_dir, tag="w4a16")
     yield gen
     gen.close()
@@ -331,7 +338,7 @@ def test_diagnose_cli_with_vllm_backend(tmp_path, w4a16_dir, prompts, hf_outputs
     cmd = [str(cli), "diagnose", "--backend", "vllm", "--quantized", str(quantized), "--limit", "12"]
     r = subprocess.run(
         [*cmd, "--no-confirm", "--no-cache", "--out", str(tmp_path / "run")],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env=DEFAULT_ENV,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     import json
@@ -360,7 +367,9 @@ def test_weight_only_checkpoint_needs_the_cpu_kernel(tmp_path, w4a16_dir):
         return
     cli = Path(sys.executable).parent / "silverbullet"
     cmd = [str(cli), "diagnose", "--backend", "vllm", "--quantized", str(w4a16_dir), "--limit", "2"]
-    r = subprocess.run([*cmd, "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=600, env=DEFAULT_ENV
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "--backend hf" in r.stderr and "Traceback" not in r.stderr
 
@@ -384,7 +393,7 @@ def test_locate_judge_against_vllm_openai_server(tmp_path):
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     cmd += ["--model", str(ROOT / "data" / "reference-chat-model"), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--served-model-name", "ref-chat", "--max-model-len", "512", "--enforce-eager"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    env = {**DEFAULT_ENV, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     try:

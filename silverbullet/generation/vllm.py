@@ -208,6 +208,7 @@ class _Engine:
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None:
             core.shutdown()
+        self.llm = None  # an in-process engine's KV cache is freed with it
 
     def prompt_logprobs(self, seqs: list[list[int]]) -> list[list[tuple[float, float]]]:
         """(log p(token), top-1 minus top-2) for every token after the first of each sequence."""
