@@ -181,3 +181,36 @@ def test_appends_are_fsynced_and_torn_tails_repaired(tmp_path, monkeypatch):
     measure.repair_torn_tail(p)
     measure.append_rows(p, [{"problem_id": "c"}])
     assert [r["problem_id"] for r in measure.read_jsonl_rows(p)] == ["a", "b", "c"]
+
+
+def test_measure_batches_by_prompt_length_and_writes_problem_order(tmp_path):
+    """Batches hold similar lengths (longest first, across the whole run, so a batch's rows end close
+    together); the finished file lists problems in their order; a resumed run generates only what
+    is missing."""
+    from silverbullet.generation.base import GenerationConfig, GenOutput
+    from silverbullet.measure import measure, read_jsonl_rows
+    from silverbullet.records import Problem
+
+    class Echo:
+        tag = "echo"
+
+        def __init__(self):
+            self.calls: list[list[str]] = []
+
+        def generate(self, prompts, config):
+            self.calls.append(list(prompts))
+            return [GenOutput(text="Step 1: 1 + 1 = 2.\nThe answer is: 2\n", n_tokens=9) for _ in prompts]
+
+    lengths = [3, 40, 7, 25, 1, 33, 12, 18]
+    problems = [Problem(id=f"p{i}", question="x" * n, answer="2") for i, n in enumerate(lengths)]
+    out = tmp_path / "gens.jsonl"
+    gen = Echo()
+    got = measure(gen, problems[:6], GenerationConfig(), out, chunk=3)
+    assert [len(c) for c in gen.calls] == [3, 3]
+    sent = [len(p) for c in gen.calls for p in c]
+    assert len(sent) == 6 and sent == sorted(sent, reverse=True)  # not 3, 40, 7 | 25, 1, 33
+    assert [g.problem_id for g in got] == [r["problem_id"] for r in read_jsonl_rows(out)] == [f"p{i}" for i in range(6)]
+    gen.calls.clear()
+    measure(gen, problems, GenerationConfig(), out, chunk=3)  # two more problems: only they are generated
+    assert sorted(p.count("x") for c in gen.calls for p in c) == [12, 18]
+    assert [r["problem_id"] for r in read_jsonl_rows(out)] == [p.id for p in problems]
