@@ -86,7 +86,12 @@ OPS = ["+", "-", "*", "/", "x", "^", "=", "%", "(", ")", "$", ",", ".", "\\times
 
 LATEX_ATOMS = ["x", "y", "2", "3.5", "10", "\\pi", "\\frac{1}{2}", "\\sqrt{x}", "\\sqrt[3]{27}", "\\binom{5}{2}",
                "4!", "x^{2}", "(x+1)", "\\left(x-2\\right)", "2x", "x(x+2)", "3\\frac{1}{4}", "50{,}000",
-               "5 \\text{ cm}", "\\sin x", "\\ln 2", "e^{x}", "10^{-3}", "1.5e3", "R_{\\mathrm{WD}}"]  # fmt: skip
+               "5 \\text{ cm}", "\\sin x", "\\ln 2", "e^{x}", "10^{-3}", "1.5e3", "R_{\\mathrm{WD}}",
+               # session 11: i and e (complex points), units spelled two ways, percent, braced letters
+               "(75+117i)", "(a+bi)", "e^{i\\theta}", "e^{i(\\frac{\\pi}{2}+\\theta)}", "a^2+b^2", "i^{2}",
+               "6.2 \\mathrm{eV}", "7.69 \\times 10^{-19} {~J}", "2 \\text{ Joules }", "0.74", "74 \\%",
+               "\\text{ radians }", "{r}_{1}", "\\mathcal{F}_{1}", "\\dbinom82", "\\tfrac h4", "6784 \\AA",
+               "e^{10^{9} i}", "e^{e^{e^{x}}}"]  # fmt: skip
 LATEX_OPS = ["+", "-", "\\cdot", "\\times", "\\div", "/", "^", "", " "]
 LATEX_RELS = ["=", "=", "=", "\\Rightarrow", "\\implies", "\\approx", "<", ","]
 
@@ -105,7 +110,8 @@ def random_latex(rng: random.Random) -> str:
                 e = e[:k] + rng.choice(["{", "}", "\\", "^^", "_", "", "$"]) + e[k:]
             parts.append(e)
         chain = parts[0] + "".join(f" {rng.choice(LATEX_RELS)} {p}" for p in parts[1:])
-        wrap = rng.choice(["${}$", "\\[ {} \\]", "\\begin{{aligned}} {} \\end{{aligned}}", "so ${}$.", "{}"])
+        wrap = rng.choice(["${}$", "\\[ {} \\]", "\\begin{{aligned}} {} \\end{{aligned}}", "so ${}$.", "{}",
+                           "so:\n\\[ \\begin{{aligned}} &{} \\\\", "Let $a^2+b^2=16$ and ${}$."])  # fmt: skip
         steps.append(wrap.format(chain))
     return "\n".join(steps)
 

@@ -2,7 +2,8 @@
 `silverbullet sensitivity`, by naive rules, or none (LoRA repair instead), at equal bit budgets.
 
     python bench/mixed_precision.py --run runs/demo [--sensitivity runs/demo/sensitivity] \
-        [--budgets 2.25 2.5 3] [--lora runs/demo-repair] [--out bench/results/mixed_precision.json]
+        [--budgets 2.25 2.5 3] [--lora runs/demo-repair] [--lora-on-recipe auto|BUDGET] \
+        [--out bench/results/mixed_precision.json]
     python bench/mixed_precision.py --plot-only   # redraw the PNG from the JSON, no measuring
 
 For each average bits-per-weight budget (over the quantized linear weights; scales not counted) it
@@ -12,7 +13,11 @@ keeps modules at 8 bits in three orders until the budget is spent:
 - `weight error`: the largest squared reconstruction error of the 2-bit weights per byte.
 Each recipe is quantized with llm-compressor (`silverbullet quantize --recipe`) and measured greedily
 on the run's evaluation problems; the reference model's generations come from the run. With `--lora`
-the run's repair (base + adapter) is a row of its own. Beside the JSON it draws accuracy against bits per
+the run's repair (base + adapter) is a row of its own. With `--lora-on-recipe` the sensitivity recipe at
+that budget (`auto`: the smallest budget whose recipe reaches 80% recovery, else the largest) is
+diagnosed and repaired as any quantized checkpoint is (`run_diagnose` on the same evaluation problems,
+`run_repair` with the package defaults and `--repair-limit` problems of the repair split), and the
+repaired checkpoint is a row of its own. Beside the JSON it draws accuracy against bits per
 weight (`--png`, default the JSON's path with .png): a line per rule, the quantized and reference models
 as horizontal lines, LoRA as a point.
 """
@@ -72,6 +77,50 @@ def within(order: list[str], sizes: dict[str, int], low: int, high: int, budget:
     return kept
 
 
+def pick_recipe(rows: list[dict], choice: str) -> dict:
+    """The sensitivity row LoRA goes on top of: a named budget, or (`auto`) the smallest budget whose
+    recipe reaches 80% recovery (the issue's target), else the largest budget measured."""
+    sens = sorted((r for r in rows if r["rule"] == "sensitivity"), key=lambda r: r["budget_bits_per_weight"])
+    if choice != "auto":
+        return next(r for r in sens if abs(r["budget_bits_per_weight"] - float(choice)) < 1e-9)
+    return next((r for r in sens if (r["recovery"] or 0) >= 0.8), sens[-1])
+
+
+def lora_on_recipe(args, rows: list[dict], cfg: dict, problems: list, score) -> dict:
+    """Diagnose and repair the recipe's checkpoint as a user would any quantized model, on the same
+    evaluation problems; the row scores its repaired generations like every other row."""
+    from silverbullet.diagnose import DiagnoseConfig, run_diagnose
+    from silverbullet.repair.pipeline import RepairConfig, run_repair
+
+    base = pick_recipe(rows, args.lora_on_recipe)
+    tag = Path(base["checkpoint"]).name
+    eval_dir, rep_dir = Path(f"runs/mp-{tag}-eval"), Path(f"runs/mp-{tag}-repair")
+    common = dict(reference=cfg["reference"], quantized=base["checkpoint"], batch_size=args.batch_size,
+                  progress=False)  # fmt: skip
+    t0 = time.time()
+    run_diagnose(DiagnoseConfig(benchmark=cfg["benchmark"], split=cfg["split"], limit=len(problems),
+                                seed=cfg.get("seed", 0), out=str(eval_dir), **common))  # fmt: skip
+    s = run_repair(
+        RepairConfig(from_run=str(eval_dir), out=str(rep_dir), eval_limit=len(problems),
+                     repair_limit=args.repair_limit, **common),
+        log=lambda m: print(m, flush=True),
+    )  # fmt: skip
+    rep = {r["problem_id"]: r["correct"] for r in read_jsonl_rows(rep_dir / "generations" / "repaired.jsonl")}
+    if set(rep) != {p.id for p in problems}:
+        raise SystemExit(f"{rep_dir}: the repaired generations are not the run's evaluation problems")
+    return {
+        "rule": f"LoRA repair on the sensitivity recipe ({base['budget_bits_per_weight']} bits + adapter)",
+        "budget_bits_per_weight": None,
+        "bits_per_weight": base["bits_per_weight"],
+        "on_recipe": base["checkpoint"],
+        "recipe_accuracy": base["accuracy"],
+        **score(rep),
+        "examples": s.get("examples"),
+        "train_seconds": s.get("timings", {}).get("train_seconds"),
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
 def write_plot(json_path: Path, png_path: Path | None = None) -> Path:
     """Draw a result JSON as its curve; separate from measuring so a committed result can be redrawn
     (a plot change, a review) without re-quantizing and re-measuring every recipe."""
@@ -86,6 +135,8 @@ def main() -> None:
     ap.add_argument("--sensitivity", default=None)
     ap.add_argument("--budgets", type=float, nargs="+", default=[2.25, 2.5, 3.0])
     ap.add_argument("--lora", default=None, help="A repair run on the same evaluation problems.")
+    ap.add_argument("--lora-on-recipe", default=None, help="auto | a budget: LoRA repair on that recipe too.")
+    ap.add_argument("--repair-limit", type=int, default=2000, help="repair-split problems for --lora-on-recipe")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", default=str(ROOT / "bench/results/mixed_precision.json"))
     ap.add_argument("--png", default=None, help="Where the curve goes (default: --out with .png).")
@@ -150,6 +201,7 @@ def main() -> None:
                 "generation_seconds": round(time.time() - t1, 1),
                 "tokens_per_second": round(sum(g.n_tokens for g in outs) / max(1e-9, time.time() - t1), 1),
             }
+            row["checkpoint"] = str(path)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.lora:
@@ -159,6 +211,8 @@ def main() -> None:
         if set(rep) == {p.id for p in problems}:
             rows.append({"rule": "LoRA repair (base 2-bit + adapter)", "budget_bits_per_weight": None,
                          "bits_per_weight": low, **score(rep)})  # fmt: skip
+    if args.lora_on_recipe:
+        rows.append(lora_on_recipe(args, rows, cfg, problems, score))
     print(f"\n{'rule':<36} {'budget':>6} {'bpw':>6} {'acc':>6} {'recov':>6} {'restored':>9} {'intro':>5}")
     for r in rows:
         rec = "n/a" if r["recovery"] is None else f"{r['recovery']:.0%}"

@@ -1,13 +1,18 @@
 """Symbolic checker on real LaTeX solutions (minerva_math 272, aime24 30) with injected errors.
 
-    python bench/symbolic_injected.py [--per-solution 30] [--out bench/results/symbolic_injected.json]
+    python bench/symbolic_injected.py [--variants 6] [--per-solution 30] [--out bench/results/symbolic_injected.json]
 
 Steps: each solution is split here, simply: display blocks (\\[..\\], $$..$$, \\begin..\\end) are one
-step each; prose between them is split at line breaks and at sentence ends outside inline math. For
-AIME only the first of the concatenated solutions is used (the text up to the first author
-signature line or 'Solution 2' heading), since later solutions reuse the same letters.
+step each; prose between them is split at line breaks and at sentence ends outside inline math. An
+AIME24 row joins several authors' solutions; each (cut at author signature lines and 'Solution N'
+headings) is a solution of its own, since later ones reuse the same letters.
 
-Injections (one per variant, types in rotation) go into an equality link of one step, in the part
+The headline ('verified_sites') enumerates every verified site and every type that applies there,
+with up to `--variants` distinct mutations each, so every site weighs the same; it also reports
+the distinct sites and the mean exact rate per site. 'verified_sites_draws' and 'any_site' keep the
+earlier sampling: `--per-solution` random draws per solution, types in rotation.
+
+Injections go into an equality link of one step, in the part
 after '=' (the claimed side): wrong coefficient (a number before a variable or bracket changes),
 sign flip (a binary +/- flips), dropped term (one top-level term removed), wrong root (`name =
 number` gets another number), arithmetic slip (the number of a numeric claim changes). Later steps
@@ -51,7 +56,7 @@ DATA = ROOT.parent / "shared" / "data"
 TYPES = ("wrong_coefficient", "sign_flip", "dropped_term", "wrong_root", "arithmetic_slip")
 _DISPLAY_RE = re.compile(r"\$\$.+?\$\$|\\\[.+?\\\]|\\begin\{([a-z]+\*?)\}.+?\\end\{\1\}", re.S)
 _SENT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\])")
-_AIME_CUT_RE = re.compile(r"\n\s*(?:~|-)\s*[A-Za-z][\w .]*\n|\n\s*=*\s*Solution\s*2", re.S)
+_AIME_CUT_RE = re.compile(r"\n\s*(?:~|-)\s*[A-Za-z][\w .]*(?:\n|$)|\n\s*=*\s*Solution\s*\d", re.S)
 
 
 def split_steps(text: str) -> list[str]:
@@ -79,7 +84,7 @@ def split_steps(text: str) -> list[str]:
     return [s for s in out if s.strip()]
 
 
-def load() -> list[dict]:
+def load(all_aime: bool = True) -> list[dict]:
     rows = []
     for line in (DATA / "minerva_math" / "test.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -93,10 +98,10 @@ def load() -> list[dict]:
         )  # the \\boxed{} answer
     for line in (DATA / "aime24" / "test.jsonl").read_text().splitlines():
         r = json.loads(line)
-        sol = r["solution"]
-        m = _AIME_CUT_RE.search(sol)
-        rows.append({"id": f"aime24-{r['id']}", "question": r["problem"], "solution": sol[: m.start()] if m else sol,
-                     "answer": str(r["answer"])})  # fmt: skip
+        parts = [p for p in _AIME_CUT_RE.split(r["solution"]) if p and len(p.strip()) >= 80]
+        for k, sol in enumerate(parts if all_aime else parts[:1]):
+            rows.append({"id": f"aime24-{r['id']}" + (f".{k}" if k else ""), "question": r["problem"],
+                         "solution": sol, "answer": str(r["answer"])})  # fmt: skip
     for r in rows:
         r["steps"] = split_steps(r["solution"])
     return rows
@@ -204,6 +209,31 @@ def inject(row: dict, etype: str, rng: random.Random, verified_only: bool) -> tu
     return None
 
 
+def enumerate_injections(row: dict, variants: int, seed: int) -> list[tuple[str, int, list[str], int]]:
+    """Every (verified site, type) with up to `variants` distinct mutations each: (type, site number,
+    steps, step). Each site then weighs the same whatever its solution holds; random draws per solution
+    put all of a solution's draws into its one site when it has one."""
+    out = []
+    for k, (i, a, b) in enumerate(sites(row["steps"], True)):
+        pa, pb = latex.parse(a), latex.parse(b)
+        for etype in TYPES:
+            if not _applies(etype, pa.node, pb.node):  # type: ignore[arg-type]
+                continue
+            rng = random.Random(f"{seed}:{row['id']}:{k}:{etype}")
+            seen: set[str] = set()
+            for _ in range(8 * variants):
+                new = _mutate(b, etype, rng)
+                if new is None or new.strip() == b.strip() or new in seen or latex.parse(new).node is None:
+                    continue
+                seen.add(new)
+                steps = list(row["steps"])
+                steps[i] = steps[i].replace(b, new, 1)
+                out.append((etype, k, steps, i))
+                if len(seen) >= variants:
+                    break
+    return out
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -231,9 +261,25 @@ def first_fault(row: dict, steps: list[str]) -> tuple[int | None, int | None]:
     return att.first_faulty_step, true_k
 
 
+def _tally(per_type: dict[str, Counter]) -> dict:
+    tot: Counter = Counter()
+    for c in per_type.values():
+        tot.update(c)
+    return {
+        "injections": tot["n"],
+        "exact": tot["exact"],
+        "exact_rate": round(tot["exact"] / max(1, tot["n"]), 4),
+        "missed": tot["missed"],
+        "early": tot["early"],
+        "late": tot["late"],
+        "by_type": {t: {**dict(c), "exact_rate": round(c["exact"] / max(1, c["n"]), 4)} for t, c in per_type.items()},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per-solution", type=int, default=30)
+    ap.add_argument("--variants", type=int, default=6, help="distinct mutations per verified site and type")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "symbolic_injected.json"))
     args = ap.parse_args()
@@ -263,7 +309,36 @@ def main() -> None:
             row["gold_flag"] = ff
     # injections
     results: dict[str, dict] = {}
-    for mode, verified in (("verified_sites", True), ("any_site", False)):
+    per_type = {t: Counter() for t in TYPES}
+    distinct: set = set()
+    per_site: dict = {}  # (solution, site) -> [exact, injections]
+    for row in rows:
+        if row.get("gold_flag") is not None:
+            continue
+        for etype, k, steps, _line in enumerate_injections(row, args.variants, args.seed):
+            ff, pos = first_fault(row, steps)
+            if pos is None:
+                per_type[etype]["outside_steps"] += 1
+                continue
+            distinct.add((row["id"], k))
+            site = per_site.setdefault((row["id"], k), [0, 0])
+            site[0] += ff == pos
+            site[1] += 1
+            per_type[etype]["n"] += 1
+            per_type[etype]["exact"] += ff == pos
+            per_type[etype]["missed"] += ff is None
+            per_type[etype]["early"] += ff is not None and ff < pos
+            per_type[etype]["late"] += ff is not None and ff > pos
+    results["verified_sites"] = _tally(per_type)
+    results["verified_sites"]["distinct_sites"] = len(distinct)
+    # site-level: each site once, whatever its number of mutations (sites repeat; injections are not independent)
+    results["verified_sites"]["site_mean_exact_rate"] = round(
+        sum(e / n for e, n in per_site.values()) / max(1, len(per_site)), 4
+    )
+    results["verified_sites"]["sites_all_exact"] = sum(e == n for e, n in per_site.values())
+    results["verified_sites"]["sampling"] = f"every verified site x applicable type, up to {args.variants} " \
+        "distinct mutations each"  # fmt: skip
+    for mode, verified in (("verified_sites_draws", True), ("any_site", False)):
         per_type: dict[str, Counter] = {t: Counter() for t in TYPES}
         for row in rows:
             if row.get("gold_flag") is not None:
@@ -284,20 +359,8 @@ def main() -> None:
                 per_type[etype]["missed"] += ff is None
                 per_type[etype]["early"] += ff is not None and ff < pos
                 per_type[etype]["late"] += ff is not None and ff > pos
-        tot = Counter()
-        for c in per_type.values():
-            tot.update(c)
-        results[mode] = {
-            "injections": tot["n"],
-            "exact": tot["exact"],
-            "exact_rate": round(tot["exact"] / max(1, tot["n"]), 4),
-            "missed": tot["missed"],
-            "early": tot["early"],
-            "late": tot["late"],
-            "by_type": {
-                t: {**dict(c), "exact_rate": round(c["exact"] / max(1, c["n"]), 4)} for t, c in per_type.items()
-            },
-        }
+        results[mode] = _tally(per_type)
+        results[mode]["sampling"] = f"{args.per_solution} random draws per solution, types in rotation"
     step_times.sort()
     p = lambda q: round(step_times[min(len(step_times) - 1, int(q * len(step_times)))] * 1000, 3)  # noqa: E731
     summary = {
@@ -321,6 +384,9 @@ def main() -> None:
     }
     Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
     print(f"{'':22} {'n':>5} {'exact':>7} {'missed':>7} {'early':>6} {'late':>5}")
+    v = results["verified_sites"]
+    print(f"verified sites: {v['distinct_sites']} distinct, {v['sites_all_exact']} with every injection exact, "
+          f"mean exact rate per site {v['site_mean_exact_rate']:.1%}")  # fmt: skip
     for mode, r in results.items():
         print(f"{mode:22} {r['injections']:5d} {r['exact_rate']:7.1%} {r['missed']:7d} {r['early']:6d} {r['late']:5d}")
         for t, c in r["by_type"].items():

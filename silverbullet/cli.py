@@ -416,7 +416,7 @@ def evaluate(
 def repair(
     from_run: str | None = typer.Option(None, "--from", help="A diagnose run on the evaluation split to reuse."),
     out: str = typer.Option("runs/repair", help="Run directory for the repair."),
-    method: str = typer.Option("sft", help="sft, dpo or sft+dpo."),
+    method: str = typer.Option("sft", help="sft, dpo, sft+dpo or grpo (RL from the checker's reward)."),
     max_examples: int = typer.Option(332, help="Cap on Silver Bullet examples (the paper used 332)."),
     repair_limit: int = typer.Option(1500, help="Problems to diagnose on the repair split."),
     eval_limit: int = typer.Option(500, help="Evaluation problems (when --from is not given)."),
@@ -445,6 +445,12 @@ def repair(
     prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
     fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
     max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
+    reward: str = typer.Option(
+        "process", help="grpo: process (answer, no refuted step, later faults cost less) or outcome (the answer alone)."
+    ),  # fmt: skip
+    num_generations: int = typer.Option(8, help="grpo: solutions sampled per prompt."),
+    grpo_epochs: float = typer.Option(1.0, help="grpo: passes over the prompts."),
+    train_batch_size: int = typer.Option(16, help="Training batch (grpo: completions per step)."),
 ) -> None:
     """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
     from silverbullet.repair.pipeline import RepairConfig, run_repair
@@ -456,10 +462,11 @@ def repair(
         ("--eval-limit", eval_limit),
         ("--batch-size", batch_size),
         ("--max-new-tokens", max_new_tokens),
+        ("--train-batch-size", train_batch_size),
     ):
         _positive(name, v)
-    if epochs <= 0 or learning_rate <= 0 or (dpo_epochs is not None and dpo_epochs <= 0):
-        raise UserError("--epochs, --dpo-epochs and --learning-rate must be positive")
+    if epochs <= 0 or learning_rate <= 0 or grpo_epochs <= 0 or (dpo_epochs is not None and dpo_epochs <= 0):
+        raise UserError("--epochs, --dpo-epochs, --grpo-epochs and --learning-rate must be positive")
     cfg = RepairConfig(
         reference=reference,
         quantized=quantized,
@@ -477,7 +484,16 @@ def repair(
         batch_size=batch_size,
         backend=backend,
         vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),
-        train=RepairTrainConfig(method=method, epochs=epochs, learning_rate=learning_rate, dpo_epochs=dpo_epochs),
+        train=RepairTrainConfig(
+            method=method,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            dpo_epochs=dpo_epochs,
+            reward=reward,
+            num_generations=num_generations,
+            grpo_epochs=grpo_epochs,
+            batch_size=train_batch_size,
+        ),
         max_new_tokens=max_new_tokens,
         **_prompt_options(prompt_format, system_prompt, prompt_template, fewshot),
     )

@@ -242,3 +242,69 @@ def test_chain_link_faults_with_cancelled_names_and_absorbed_premises():
     # two premises in a and b pin a (a = 3): 'a + 2 = 3a - 4' may hold, so it is not judged
     pinned = check_steps([r"$a + b = 4$", r"$a - b = 2$", r"$w = a + 2 = 3a - 4$"])
     assert pinned[2].status == UNKNOWN
+
+
+def test_a_chain_whose_ends_agree_faults_the_side_between_them():
+    # the ends are one expression, so the middle must be too: a dropped term there is a slip, even
+    # though the middle lacks a name (E) its neighbours have
+    good = r"$(2m c^{2}+E)^{2}-E^{2} = 4m^{2}c^{4} + 4mc^{2}E = 4mc^{2}(mc^{2}+E)$"
+    assert check_steps([good])[0].status == VALID
+    bad = check_steps([good.replace(" + 4mc^{2}E", "")])[0]
+    assert bad.status == FAULTY and "ends agree" in bad.first_fault.detail
+    # constant ends claim nothing ('x(0)' reads as x times 0)
+    assert check_steps([r"$x(0) = c_{1}+c_{2} = 0$"])[0].status != FAULTY
+
+
+def test_units_spelled_two_ways_and_dimensionless_radians():
+    assert check_steps([r"$6.20 \mathrm{eV}-4.40 \mathrm{eV}=1.87 \mathrm{eV}$"])[0].status == FAULTY
+    assert check_steps([r"$6.20 \mathrm{eV}-4.40 \mathrm{eV}=1.80 \mathrm{eV}$"])[0].status == VALID
+    joules = r"$\frac{9.1 \times 10^{-31} \times (1.3 \times 10^{6})^{2}}{2} \text { Joules }"
+    joules += r"=7.69 \times 10^{-18} {~J}$"
+    assert check_steps([joules])[0].status == FAULTY
+    assert check_steps([joules.replace("-18", "-19")])[0].status == VALID
+    rad = r"$1000 \mathrm{~cm} \times \frac{1}{2 \times 10^{5}} \text { radians }=0.002 \mathrm{~cm}$"
+    assert check_steps([rad])[0].status == FAULTY
+    assert check_steps([rad.replace("0.002", "0.005")])[0].status == VALID
+    # different units on the two sides stay unjudged (a conversion is never assumed)
+    assert check_steps([r"$1.87 \mathrm{eV} = 3 \times 10^{-19} \mathrm{~J} + 1$"])[0].status != FAULTY
+
+
+def test_a_fraction_against_a_percentage():
+    assert check_steps([r"$\frac{\pi}{3 \sqrt{2}}=0.74=73 \%$"])[0].status == FAULTY
+    assert check_steps([r"$\frac{\pi}{3 \sqrt{2}}=0.74=74 \%$"])[0].status == VALID
+    assert check_steps([r"$50 = 50\%$"])[0].status != FAULTY  # a bare number is not read as a fraction
+
+
+def test_i_and_e_as_the_imaginary_unit_and_eulers_number():
+    z = r"$w = (75+117i)(a+bi) = (75a-117b)+(117a+75b)i$"
+    assert check_steps([z])[0].status == VALID  # holds only with i^2 = -1
+    assert check_steps([z.replace("117a", "116a")])[0].status == FAULTY
+    e = r"$w = 4e^{i\theta} \cdot 75 = 300e^{i\theta}$"
+    assert check_steps([e])[0].status == VALID
+    assert check_steps([e.replace("300", "298")])[0].status == FAULTY
+
+
+def test_a_link_checked_on_the_points_of_an_earlier_premise():
+    premise = r"Let $a^2+b^2=16$."
+    good = r"$w = \frac{3a+3b}{a^2+b^2} = \frac{3a+3b}{16}$"
+    res = check_steps([premise, good])
+    assert res[1].status == VALID and res[1].links[-1].kind == "substitution"
+    assert check_steps([premise, good.replace("{16}", "{15}")])[1].status == FAULTY
+
+
+def test_more_tex_spellings_parse():
+    assert val(r"\dbinom82") == 28
+    assert latex.parse(r"\tfrac h4").node == ("bin", "/", ("name", "h"), ("num", Fraction(4), 0))
+    assert latex.parse(r"{r}_{1}").node == ("name", "r_{1}")
+    assert latex.parse(r"\mathcal{F}_{1}").node == ("name", "F_{1}")
+    assert latex.parse(r"6784 \AA").units == ("AA",)
+    assert latex.parse(r"4.1 \times 10^{-7} {~m}").units == ("m",)
+    assert latex.parse(r"(125a+69b)i.").node is not None  # a full stop inside the formula
+    frac = ("bin", "/", ("name", "a"), ("name", "b"))
+    assert latex.parse(r"\frac{a}{b}^2").node == ("bin", "^", frac, ("num", Fraction(2), 0))  # its group kept
+
+
+def test_a_display_opened_in_the_step_runs_to_its_end():
+    step = "which corresponds to:\n\\[ \\begin{aligned} &E = \\frac{1}{2} = 0.6 \\\\"
+    assert latex.formula_spans(step) == [(22, len(step))]
+    assert check_steps([step])[0].status == FAULTY

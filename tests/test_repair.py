@@ -456,3 +456,63 @@ def test_open_run_reads_the_repair_command_output(repaired_slice):
 
     for p in export_run(out, "parquet", out / "pq"):
         pd.testing.assert_frame_equal(pd.read_parquet(p), run.frames()[p.stem])
+
+
+def test_process_reward_orders_solutions_by_the_checker():
+    from silverbullet.repair.reward import outcome_reward, process_reward, reward_function
+
+    q = "Tom has 3 boxes of 4 apples and eats 2. How many apples are left?"
+    right = "Step 1: 3 * 4 = 12.\nStep 2: 12 - 2 = 10.\nThe answer is: 10"
+    late = "Step 1: 3 * 4 = 12.\nStep 2: 12 - 2 = 9.\nThe answer is: 9"  # fails in its last step
+    early = "Step 1: 3 * 4 = 13.\nStep 2: 13 - 2 = 11.\nThe answer is: 11"  # fails in its first step
+    slipped = "Step 1: 3 * 4 = 13.\nStep 2: 12 - 2 = 10.\nThe answer is: 10"  # right answer, refuted step
+    p = {name: process_reward(q, t, "10") for name, t in
+         (("right", right), ("late", late), ("early", early), ("slipped", slipped))}  # fmt: skip
+    assert p["right"] == 1.0 and p["early"] == 0.0
+    assert p["right"] > p["slipped"] > p["late"] > p["early"]  # the earlier the fault, the less
+    assert [outcome_reward(q, t, "10") for t in (right, slipped, late, early)] == [1.0, 1.0, 0.0, 0.0]
+    fn = reward_function("process")  # TRL's call: completions plus the set's columns, one per completion
+    assert fn(completions=[right, early], question=[q, q], answer=["10", "10"], trainer_state=None) == [1.0, 0.0]
+
+
+@pytest.mark.slow
+def test_repair_with_grpo_end_to_end_on_a_small_slice(repaired_slice, tmp_path):
+    """`repair --method grpo` as a user runs it: the GRPO prompt set from the same flipped problems,
+    TRL's GRPOTrainer with LoRA on the quantized base and the checker's reward, the re-measure.
+    The slice's diagnoses are reused (copied), so this costs the training and the re-measure."""
+    import shutil
+
+    src, _, _ = repaired_slice
+    out = tmp_path / "rep"
+    shutil.copytree(src, out)
+    shutil.rmtree(out / "adapter")
+    # one GRPO step: 2 prompts x 2 samples in a batch of 4 (each step samples whole solutions)
+    grpo = ("--method", "grpo", "--max-examples", "2", "--num-generations", "2", "--train-batch-size", "4")
+    r = _repair_cli(out, *grpo)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "training LoRA (GRPO, process reward)" in r.stdout + r.stderr
+    s = json.loads((out / "repair_summary.json").read_text())
+    assert s["method"] == "grpo" and s["n"] == 16
+    g = s["train"]["grpo"]
+    assert g["reward"] == "process" and g["steps"] >= 1 and g["prompts"] == s["examples"]
+    rows = _rows(out / "silverbullet_grpo.jsonl")
+    assert {"prompt", "question", "answer", "problem_id"} <= set(rows[0]) and len(rows) == s["examples"]
+    with safe_open(str(out / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all("lora_" in k for k in keys)  # the base stays untouched: an adapter only
+    # the checker's reward graded the sampled solutions (one step is all warm-up: no update is asserted)
+    logged = [x for x in _rows(out / "train_log.jsonl") if "GRPO" in x["stage"]]
+    assert logged and all(0.0 <= x["rewards/process_reward/mean"] <= 1.0 for x in logged if "reward" in x)
+    assert len(_rows(out / "generations" / "repaired.jsonl")) == 16
+
+
+def test_grpo_options_are_checked_before_any_diagnosis(tmp_path):
+    from silverbullet.errors import UserError
+    from silverbullet.repair.pipeline import RepairConfig, run_repair
+    from silverbullet.repair.train import RepairTrainConfig
+
+    for train, says in ((RepairTrainConfig(method="grpo", reward="vibes"), "--reward 'vibes' is not known"),
+                        (RepairTrainConfig(method="grpo", num_generations=3), "a multiple of it")):  # fmt: skip
+        with pytest.raises(UserError, match=says):
+            run_repair(RepairConfig(out=str(tmp_path / "r"), train=train), log=lambda m: None)
+    assert not (tmp_path / "r").exists()  # nothing ran

@@ -16,6 +16,7 @@ Tolerances, and why:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -58,21 +59,47 @@ def prompts() -> list[str]:
     return [build_prompt(p.question) for p in task_problems("eval", N)]
 
 
+# Modules a mixed-precision recipe keeps unquantized in the W4A16 checkpoint the tests serve.
+KEPT = ["model.layers.0.self_attn.q_proj", "model.layers.7.mlp.down_proj"]
+
+
 @pytest.fixture(scope="session")
 def w4a16_dir(tmp_path_factory) -> Path:
-    """A W4A16 (int4 weights, group 128, GPTQ) compressed-tensors checkpoint of the reference model.
-    llm-compressor cannot live in this venv (vLLM pins compressed-tensors 0.17, llm-compressor 0.14
-    needs 0.19), so it is made by the main venv's `silverbullet quantize`."""
+    """A W4A16 (int4 weights, group 128) compressed-tensors checkpoint of the reference model, made
+    the way `silverbullet sensitivity`'s recipe is used: an RTN W4A16 base, its scheme written as a
+    recipe that keeps KEPT in 16 bits (`write_recipe`), and `silverbullet quantize --recipe`. So
+    every W4A16 test here also checks that a sensitivity recipe's checkpoint loads and serves in
+    vLLM. llm-compressor cannot live in this venv (vLLM pins compressed-tensors 0.17, llm-compressor
+    0.14 needs 0.19), so the main venv's `silverbullet quantize` makes both checkpoints."""
     given = os.environ.get("SILVERBULLET_W4A16")
     if given:
         return Path(given)
     if not MAIN_PY.exists():
         pytest.skip(f"no main venv at {MAIN_PY.parent.parent} to quantize with (run `make setup`)")
-    out = tmp_path_factory.mktemp("w4a16") / "model"
-    cmd = [str(MAIN_PY), "quantize", "--model", str(REFERENCE), "--method", "gptq", "--bits", "4"]
-    cmd += ["--group-size", "128", "--samples", "32", "--out", str(out)]
+    from silverbullet.quantize import write_recipe
+
+    tmp = tmp_path_factory.mktemp("w4a16")
+    base = [str(MAIN_PY), "quantize", "--model", str(REFERENCE), "--method", "rtn", "--bits", "4"]
+    subprocess.run(base + ["--group-size", "128", "--out", str(tmp / "base")], check=True, cwd=ROOT,
+                   capture_output=True, timeout=600)  # fmt: skip
+    recipe = write_recipe(tmp / "recipe.yaml", str(tmp / "base"), KEPT, 16)
+    cmd = [str(MAIN_PY), "quantize", "--model", str(REFERENCE), "--recipe", str(recipe), "--out", str(tmp / "model")]
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=600)
-    return out
+    return tmp / "model"
+
+
+def test_recipe_checkpoint_keeps_its_modules_unquantized(w4a16_dir):
+    if os.environ.get("SILVERBULLET_W4A16"):
+        pytest.skip("a given checkpoint, not one made from a recipe here")
+    from safetensors import safe_open
+
+    cfg = json.loads((w4a16_dir / "config.json").read_text())["quantization_config"]
+    assert set(KEPT) <= set(cfg["ignore"])
+    with safe_open(str(w4a16_dir / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    for name in KEPT:  # a plain 16-bit weight beside the packed int4 ones
+        assert name + ".weight" in keys and name + ".weight_packed" not in keys
+    assert "model.layers.0.self_attn.k_proj.weight_packed" in keys
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,13 @@ _PRE = [
     (re.compile(r"\{,\}"), ""),
     (re.compile(r"\\[,;:! ]"), " "),
     (re.compile(r"\\%"), "%"),
-    (re.compile(r"(\\[dt]?frac)\s*(\d)\s*(\d)"), r"\1{\2}{\3}"),
+    (re.compile(r"(\\(?:[dt]?frac|[dt]?binom))(?![A-Za-z])\s*([A-Za-z0-9])\s*([A-Za-z0-9])"), r"\1{\2}{\3}"),
+    (re.compile(r"\{\s*~\s*([A-Za-z]+)\s*\}"), r" ~\1"),  # '{~m}': a unit in its own group
+    (re.compile(r"\\AA(?![A-Za-z])"), " ~AA"),  # the angstrom sign: a unit
+    # '{r}_{1}', '\\mathcal{F}_{1}': a braced letter before its subscript or power is that letter (not
+    # after '}' or a command: '\\frac{a}{b}^2' keeps its group)
+    (re.compile(r"(?<![}\]A-Za-z^_\\])\{\s*([A-Za-z])\s*\}(?=\s*[_^])"), r"\1"),
+    (re.compile(r"\\(?:mathcal|mathbf|boldsymbol|bm|mathsf)\s*\{\s*([A-Za-z])\s*\}"), r"\1"),
     (re.compile(r"(\\[dt]?frac)\s*(\{[^{}]*\})\s*(\d)"), r"\1\2{\3}"),
     (re.compile(r"\\sqrt\s*(\d)"), r"\\sqrt{\1}"),
     (re.compile(r"\^\s*(\d)"), r"^{\1}"),
@@ -413,7 +419,8 @@ def parse(text: str, time_limit_s: float = TIME_LIMIT_S) -> Parsed:
         if not isinstance(text, str):
             return Parsed(UNPARSEABLE, reason="not a string")
         flags: dict = {}
-        toks = tokenize(text, flags)
+        # a sentence's full stop inside the formula ('= (81a - 108b) + (125a + 69b)i.'), not a decimal
+        toks = tokenize(re.sub(r"(?<![\d.])\.\s*$", "", text), flags)
         if len(toks) > 1 and toks[-1] == ("op", "%"):  # '= 12.5\\%' claims a percentage: a unit here
             toks.pop()
             flags.setdefault("units", []).append("%")
@@ -495,11 +502,28 @@ def math_regions(text: str) -> list[str]:
     """The formulas of a step: delimited math, or the whole line when it reads as a formula."""
     if _HOSTILE_RE.search(text):
         return [text[:MAX_CHARS]]  # parsed (and refused) so the step gets its 'rejected' row
-    regions = [next(g for g in m.groups() if g is not None) for m in _MATH_RE.finditer(text)]
+    regions = [body for _span, body in _delimited(text)]
     if regions:
         return regions
     whole = _whole_line_formula(text)
     return [] if whole is None else [whole]
+
+
+_OPENER_RE = re.compile(r"\$\$|\\\[|\\begin\{(?:equation|align|aligned|eqnarray|gather|gathered|split|multline)\*?\}")
+
+
+def _delimited(text: str) -> list[tuple[tuple[int, int], str]]:
+    """(span, body) of each delimited formula. A display opened in the step and closed only in a
+    later one (a segmenter joins 'which corresponds to:' to the first row of the block after it)
+    runs to the end of the step."""
+    out = [(m.span(), next(g for g in m.groups() if g is not None)) for m in _MATH_RE.finditer(text)]
+    start = out[-1][0][1] if out else 0
+    tail = text[start:]
+    if tail.count("$") - 2 * tail.count("$$") == 0:  # not inside an open inline $..$
+        m = _OPENER_RE.search(tail)
+        if m and tail[m.end() :].strip():
+            out.append(((start + m.start(), len(text)), tail[m.end() :]))
+    return out
 
 
 def formula_spans(text: str) -> list[tuple[int, int]]:
@@ -507,7 +531,7 @@ def formula_spans(text: str) -> list[tuple[int, int]]:
     symbolic checker owns. The rest of the step is prose (for the plain-text arithmetic lexer)."""
     if _HOSTILE_RE.search(text):
         return [(0, len(text))]
-    spans = [m.span() for m in _MATH_RE.finditer(text)]
+    spans = [span for span, _body in _delimited(text)]
     if spans:
         return spans
     return [] if _whole_line_formula(text) is None else [(0, len(text))]

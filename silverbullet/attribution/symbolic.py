@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import multiprocessing as mp
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -236,37 +237,43 @@ def _is_zero(d: Value, scale: Value) -> bool:
 # --------------------------------------------------------------------------- sympy worker
 
 
-def _to_sympy(node: tuple) -> Any:
+def _to_sympy(node: tuple, imaginary: bool = False) -> Any:
+    """Our AST as a sympy expression; with `imaginary` the letters i and e are the imaginary unit and
+    Euler's number."""
     import sympy
 
     k = node[0]
     if k == "num":
         return sympy.Rational(node[1].numerator, node[1].denominator)
     if k == "name":
+        if imaginary and node[1] in ("i", "e"):
+            return sympy.I if node[1] == "i" else sympy.E
         return sympy.Symbol(node[1])
     if k == "pi":
         return sympy.pi
     if k == "neg":
-        return -_to_sympy(node[1])
+        return -_to_sympy(node[1], imaginary)
     if k == "pct":
-        return _to_sympy(node[1]) / 100
+        return _to_sympy(node[1], imaginary) / 100
     if k == "fact":
-        a = _to_sympy(node[1])
+        a = _to_sympy(node[1], imaginary)
         if a.is_Integer and not 0 <= int(a) <= _MAX_FACT:
             raise _TooBig("factorial")
         return sympy.factorial(a)
     if k == "binom":
-        return sympy.binomial(_to_sympy(node[1]), _to_sympy(node[2]))
+        return sympy.binomial(_to_sympy(node[1], imaginary), _to_sympy(node[2], imaginary))
     if k == "root":
-        n = _to_sympy(node[1])
-        return sympy.root(_to_sympy(node[2]), n)
+        n = _to_sympy(node[1], imaginary)
+        return sympy.root(_to_sympy(node[2], imaginary), n)
     if k == "func":
         fn = {"sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "ln": sympy.log, "exp": sympy.exp,
               "sec": sympy.sec, "csc": sympy.csc, "cot": sympy.cot, "arcsin": sympy.asin, "arccos": sympy.acos,
               "arctan": sympy.atan, "log": lambda x: sympy.log(x, 10)}[node[1]]  # fmt: skip
-        return fn(_to_sympy(node[2]))
-    op, a, b = node[1], _to_sympy(node[2]), _to_sympy(node[3])
+        return fn(_to_sympy(node[2], imaginary))
+    op, a, b = node[1], _to_sympy(node[2], imaginary), _to_sympy(node[3], imaginary)
     if op == "^":
+        if imaginary and a == sympy.E:  # e^{i\theta}: evaluated at points, never expanded
+            return sympy.exp(b)
         if not (b.is_Rational and abs(b) <= _MAX_EXPONENT):
             raise _TooBig("symbolic exponent")
         return a**b
@@ -282,6 +289,10 @@ def _task(kind: str, args: tuple) -> Any:
     if kind == "sleep":  # used by the tests of the deadline
         time.sleep(args[0])
         return "slept"
+    if kind == "complex_points":
+        return _complex_points(args[0], args[1])
+    if kind == "on_premise":
+        return _on_premise(*args)
     a, b = _to_sympy(args[0]), _to_sympy(args[1])
     d = a - b
     if kind == "identity":
@@ -303,6 +314,70 @@ def _task(kind: str, args: tuple) -> Any:
                 out.append(("f", str(sympy.N(r, _DPS))))
         return out
     raise ValueError(kind)
+
+
+def _complex_points(a: tuple, b: tuple) -> str | None:
+    """With i the imaginary unit, is a - b zero at the fixed random points of the other names?
+    'zero' (at two points or more), 'nonzero', or None (undefined everywhere)."""
+    import sympy
+
+    d = _to_sympy(a, True) - _to_sympy(b, True)
+    names = sorted(str(s) for s in d.free_symbols)
+    if len(names) > len(_POINTS[0]):
+        return None
+    seen = 0
+    for pts in _POINTS:
+        env = {sympy.Symbol(n): sympy.Rational(p.numerator, p.denominator) for n, p in zip(names, pts, strict=False)}
+        v = sympy.N(d.subs(env), _DPS)
+        if not v.is_finite:
+            continue
+        seen += 1
+        scale = max(1, abs(sympy.N(_to_sympy(a, True).subs(env), _DPS)))
+        if abs(v) > sympy.Float(10) ** -20 * scale:
+            return "nonzero"
+    return "zero" if seen >= 2 else None
+
+
+def _on_premise(a: tuple, b: tuple, pa: tuple, pb: tuple) -> str | None:
+    """Is a - b zero on the premise pa = pb (a relation of several names, 'a^2 + b^2 = 16')? The
+    other names take the fixed random points and the premise is solved for its last name (real
+    roots). 'nonzero': at some point no root makes it zero; 'zero': some root does at two points or
+    more; None: could not tell. i is the imaginary unit."""
+    import sympy
+
+    d = _to_sympy(a, True) - _to_sympy(b, True)
+    prem = _to_sympy(pa, True) - _to_sympy(pb, True)
+    pnames = sorted(str(s) for s in prem.free_symbols)
+    names = sorted({str(s) for s in d.free_symbols} | set(pnames))
+    if not pnames or prem.has(sympy.I) or len(names) > len(_POINTS[0]) + 1:
+        return None
+    u = sympy.Symbol(pnames[-1])
+    others = [n for n in names if n != pnames[-1]]
+    zero = 0
+    for pts in _POINTS:
+        env = {sympy.Symbol(n): sympy.Rational(p.numerator, p.denominator) for n, p in zip(others, pts, strict=False)}
+        num = sympy.numer(sympy.together(prem.subs(env)))
+        try:
+            poly = sympy.Poly(num, u)
+        except sympy.PolynomialError:
+            return None
+        if poly.degree() < 1 or poly.degree() > _MAX_ROOTS or not all(c.is_number for c in poly.coeffs()):
+            return None
+        roots = sympy.real_roots(poly)
+        if not roots:
+            continue
+        vals = []
+        for r in roots:
+            v = sympy.N(d.subs({**env, u: r}), _DPS)
+            if not v.is_finite:
+                break
+            scale = max(1, abs(sympy.N(_to_sympy(a, True).subs({**env, u: r}), _DPS)))
+            vals.append(abs(v) <= sympy.Float(10) ** -20 * scale)
+        else:
+            if not any(vals):
+                return "nonzero"
+            zero += 1
+    return "zero" if zero >= 2 else None
 
 
 def _worker(conn: Any) -> None:  # pragma: no cover - runs in the child process
@@ -485,6 +560,7 @@ class SolutionChecker:
         self.assigned: set[str] = set()  # names whose value was written directly ('n = 1'), not derived
         self.premised: set[str] = set()  # names tied by an unsolved premise of several unknowns
         self.premises: list[frozenset[str]] = []  # the names of each such premise
+        self.premise_eqs: list[tuple[tuple, tuple]] = []  # and its two sides
         self.n = 0
 
     def _sympy(self, kind: str, args: tuple) -> tuple[str, Any]:
@@ -498,6 +574,7 @@ class SolutionChecker:
         try:
             for rel in latex.relations(text if isinstance(text, str) else ""):
                 parsed = [latex.parse(p) for p in rel.parts]
+                first = len(links)
                 for j, r in enumerate(rel.rels):
                     pa, pb = parsed[j], parsed[j + 1]
                     eq = f"{rel.parts[j].strip()} = {rel.parts[j + 1].strip()}"[:300]
@@ -517,12 +594,16 @@ class SolutionChecker:
                     if got.status == FAULTY and (na_ is not pa.node or nb_ is not pb.node):
                         # '1/8 \\times 100 = 12.5\\%' is already in percent
                         plain = self._link(pa.node, pb.node, r == latex.REL_APPROX, middle, eq)
-                        got = plain if plain.status != FAULTY else got
-                    units_differ = bool(pa.units and pb.units and pa.units != pb.units)
-                    if got.status == FAULTY and (units_differ or got.kind != "numeric" and (pa.units or pb.units)):
+                        # '0.74 = 73\\%': a fraction of at most 1 against a percentage is read only one way
+                        got = got if plain.status == UNKNOWN and _fraction_side(pa, pb) else \
+                            plain if plain.status != FAULTY else got  # fmt: skip
+                    ua, ub = _dimensioned(pa.units), _dimensioned(pb.units)
+                    units_differ = bool(ua and ub and ua != ub)
+                    if got.status == FAULTY and (units_differ or got.kind != "numeric" and (ua or ub)):
                         # a dropped unit may have been a factor ('d/10 pc'): not trusted for a fault
                         got = LinkCheck(UNKNOWN, got.kind, eq, "units dropped; " + got.detail)
                     links.append(got)
+                _bracketed(rel, parsed, links, first)
         except Exception as e:  # pragma: no cover - untrusted text never crashes a run
             links.append(LinkCheck(UNKNOWN, "parse", "", f"internal: {type(e).__name__}"))
         if any(c.status == FAULTY for c in links):
@@ -582,11 +663,33 @@ class SolutionChecker:
                     return LinkCheck(UNKNOWN, "premise", eq, f"{u} reassigned (last solved more than "
                                      f"{_RECENT_STEPS} steps earlier)")  # fmt: skip
             return got
-        if ident is False and middle and a[0] != "name" and b[0] != "name" and na and \
-                not _has_decimals(a) and not _has_decimals(b) and not (free & _CONSTANT_LETTERS) and \
-                _live(a, na) == _live(b, nb) and self._free_under_premises(free):  # fmt: skip
+        imaginary = None
+        if ident is False and free & _CONSTANT_LETTERS and not _has_decimals(a) and not _has_decimals(b):
+            # i and e read as plain letters: the link may still hold with i^2 = -1 and e = 2.718...
+            # ((75+117i)(a+bi) = ..., 4e^{i\theta} = ...); a link that fails both ways is not an identity
+            status, imaginary = self._sympy("complex_points", (a, b))
+            imaginary = imaginary if status == "ok" else None
+            if imaginary == "zero":
+                return LinkCheck(VALID, "identity", eq, "identity with i, e the imaginary unit and Euler's number "
+                                 "(random points)")  # fmt: skip
+        chain_link = ident is False and middle and a[0] != "name" and b[0] != "name" and na and \
+            not _has_decimals(a) and not _has_decimals(b) and \
+            (not (free & _CONSTANT_LETTERS) or imaginary == "nonzero") and _live(a, na) == _live(b, nb)  # fmt: skip
+        if chain_link and self._free_under_premises(free):
             return LinkCheck(FAULTY, "identity", eq, "a link of an equality chain is not an identity "
                              f"(differs at {_point_text(free)})")  # fmt: skip
+        touching = [k for k, ns in enumerate(self.premises) if ns & free]
+        if ident is False and len(touching) == 1 and "e" not in free and not _has_decimals(a) and \
+                not _has_decimals(b) and not free - self.premises[touching[0]] - {"i"}:  # fmt: skip
+            # 'a^2 + b^2 = 16' ties the names: test the link on points of that premise instead
+            pa, pb = self.premise_eqs[touching[0]]
+            status, on = self._sympy("on_premise", (a, b, pa, pb))
+            premise = ", ".join(sorted(self.premises[touching[0]]))
+            if status == "ok" and on == "zero":
+                return LinkCheck(VALID, "substitution", eq, f"holds on the earlier premise in {premise}")
+            if status == "ok" and on == "nonzero" and chain_link:
+                return LinkCheck(FAULTY, "substitution", eq, f"a link of an equality chain fails on the earlier "
+                                 f"premise in {premise} (random points on it)")  # fmt: skip
         unknown = free - self.known.keys()
         if len(unknown) == 1 and not approx:
             (u,) = unknown
@@ -600,6 +703,7 @@ class SolutionChecker:
         if len(unknown) > 1 and not (na and nb):  # 'a + b + c = 300': later links may use it
             self.premised |= free
             self.premises.append(frozenset(free))
+            self.premise_eqs.append((a, b))
         return LinkCheck(UNKNOWN, "premise", eq, "a premise in " + ", ".join(sorted(free))[:80])
 
     def _free_under_premises(self, names: frozenset[str]) -> bool:
@@ -682,6 +786,82 @@ def _substitute_ast(node: tuple, env: dict[str, Value], keep: str) -> tuple:
     if k == "func":
         return (k, node[1], _substitute_ast(node[2], env, keep))
     return node
+
+
+_DIMENSIONLESS = frozenset({"rad", "radian", "radians", "sr"})
+_UNIT_NAMES = {"joule": "J", "joules": "J", "erg": "erg", "ergs": "erg", "sec": "s", "secs": "s", "second": "s",
+               "seconds": "s", "meter": "m", "meters": "m", "metre": "m", "metres": "m", "gram": "g", "grams": "g",
+               "kelvin": "K", "watt": "W", "watts": "W", "volt": "V", "volts": "V", "hertz": "Hz", "hz": "Hz",
+               "ev": "eV", "mev": "MeV", "kev": "keV", "atm": "atm", "mole": "mol", "moles": "mol"}  # fmt: skip
+
+
+def _dimensioned(units: tuple[str, ...]) -> frozenset[str]:
+    """The units a side is written in, as a set of spellings made one ('Joules' and '~J'), without
+    dimensionless ones (radians: '1000 cm \\times 5 \\times 10^{-6} radians = 0.005 cm'). A set:
+    '6.20 eV - 4.40 eV = 1.80 eV' names eV twice on the left. Products of different powers stay
+    apart ('m' vs 'm^{2}'), so a conversion between units is never assumed."""
+    out = set()
+    for u in units:
+        w = re.sub(r"[{}~\s]", "", u)
+        if w.lower() in _DIMENSIONLESS or not w:
+            continue
+        out.add(_UNIT_NAMES.get(w.lower(), w))
+    return frozenset(out)
+
+
+def _fraction_side(pa: Any, pb: Any) -> bool:
+    """The side without a percent sign is a plain number in (0, 1]: '0.74 = 74\\%' compares as percent."""
+    other = pa if "%" in pb.units else pb
+    if other.node is None or latex.names(other.node):
+        return False
+    try:
+        v = value(other.node, {})
+    except (_Undefined, _TooBig, ZeroDivisionError, ValueError, OverflowError):
+        return False
+    return 0 < _mp(v) <= 1
+
+
+def _bracketed(rel: Any, parsed: list, links: list, first: int) -> None:
+    """A chain `e_p = ... = e_m = ... = e_q` whose ends e_p and e_q are the same expression (an
+    identity at the random points) claims an identity, so every side between them must equal e_p
+    too: the first one that does not is a slip ('(2m c^2 + E)^2 - E^2 = 4m^2c^4 = 4mc^2(mc^2 + E)'
+    drops a term in the middle), whatever names its two neighbours share. The link into it becomes
+    faulty when it was unknown. Skipped with approximate links, written decimals, units, or i / e
+    (read as plain letters, an identity in them says nothing under i^2 = -1)."""
+    nodes = [p.node for p in parsed]
+    n = len(nodes)
+    if n < 3 or any(x is None for x in nodes) or any(r != latex.REL_EQ for r in rel.rels):
+        return
+    if any(p.units for p in parsed) or any(_has_decimals(x) for x in nodes):
+        return
+    names = [latex.names(x) for x in nodes]
+    for p in range(n - 2):
+        for q in range(n - 1, p + 1, -1):
+            free = names[p] | names[q]
+            if not free or free & _CONSTANT_LETTERS or _safe_identity(nodes[p], nodes[q], free) is not True:
+                continue
+            if not _live(nodes[p], names[p]) or not _live(nodes[q], names[q]):
+                continue  # 'x(0) = c_1 + c_2 = 0' read as x*0 = ... = 0: constant ends claim nothing
+            for m in range(p + 1, q):
+                k = first + m - 1  # the link (m-1, m)
+                if links[k].status != UNKNOWN:
+                    if links[k].status == FAULTY:
+                        return
+                    continue
+                fm = names[p] | names[m]
+                if fm & _CONSTANT_LETTERS or _safe_identity(nodes[p], nodes[m], fm) is not False:
+                    return
+                why = f"the chain's ends agree (an identity) but this side differs from them (at {_point_text(fm)})"
+                links[k] = LinkCheck(FAULTY, "identity", links[k].equation, why)
+                return
+            return
+
+
+def _safe_identity(a: tuple, b: tuple, free: frozenset[str]) -> bool | None:
+    try:
+        return _random_identity(a, b, free)
+    except (_Irrational, OverflowError, ValueError, KeyError):
+        return None
 
 
 def _has_decimals(node: tuple) -> bool:

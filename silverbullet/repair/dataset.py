@@ -236,6 +236,24 @@ def set_paths(out_dir: Path) -> tuple[Path, Path]:
     return out_dir / "silverbullet_sft.jsonl", out_dir / "silverbullet_dpo.jsonl"
 
 
+def grpo_path(out_dir: Path) -> Path:
+    """Where a repair run keeps its GRPO prompt set."""
+    return out_dir / "silverbullet_grpo.jsonl"
+
+
+def grpo_rows(sft: list[dict], run_dir: Path) -> list[dict]:
+    """The SFT rows' problems as GRPO prompts with their gold answers: the same problems SFT would
+    teach, but the model samples its own solutions and the checker's reward (repair/reward.py)
+    grades them, so no solution text is given."""
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
+    return [
+        {"prompt": r["prompt"], "question": problems[r["problem_id"]]["question"],
+         "answer": str(problems[r["problem_id"]]["answer"]), "problem_id": r["problem_id"]}
+        for r in sft
+        if r.get("problem_id") in problems
+    ]  # fmt: skip
+
+
 def write_sets(sft: list[dict], pairs: list[dict], out_dir: Path) -> tuple[Path, Path]:
     """TRL's standard formats: prompt/completion (SFT) and prompt/chosen/rejected (DPO)."""
     out_dir.mkdir(parents=True, exist_ok=True)

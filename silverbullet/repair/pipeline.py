@@ -35,12 +35,21 @@ from silverbullet.repair.dataset import (
     candidates,
     check_sft_options,
     curate,
+    grpo_path,
+    grpo_rows,
     set_paths,
     sft_rows,
     write_sets,
 )
 from silverbullet.repair.fallback import checker_fallback
-from silverbullet.repair.train import METHODS, RepairTrainConfig, dist_world, leave_process_group, train_or_reuse
+from silverbullet.repair.train import (
+    METHODS,
+    RepairTrainConfig,
+    check_grpo_options,
+    dist_world,
+    leave_process_group,
+    train_or_reuse,
+)
 
 
 @dataclass
@@ -184,6 +193,8 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     if cfg.train.method not in METHODS:  # fail before any diagnosis runs
         raise UserError(f"--method {cfg.train.method!r} is not known; use one of {', '.join(METHODS)}")
     check_sft_options(cfg.sft_data, cfg.replay, cfg.anchor, cfg.guard)
+    if cfg.train.method == "grpo":
+        check_grpo_options(cfg.train)
     if cfg.merge and cfg.load_in:
         raise UserError(f"--merge writes a compressed-tensors checkpoint; it does not apply to --load-in-{cfg.load_in}")
     if cfg.merge:
@@ -264,7 +275,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     )
     if method == "dpo":
         used = pairs
-    elif method == "sft":
+    elif method in ("sft", "grpo"):
         used = sft
     else:
         used = sft + [p for p in pairs if p["problem_id"] not in {r["problem_id"] for r in sft}]
@@ -275,11 +286,16 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     assert_disjoint(pairs, eval_questions)
     sft_path, dpo_path = write_sets(sft, pairs, out)
     log(f"Silver Bullet sets: {len(sft)} SFT rows ({sft_mode}), {len(pairs)} DPO pairs -> {out}")
+    if method == "grpo":  # the same problems as prompts with gold answers; the model samples the rest
+        write_rows(grpo_path(out), grpo_rows(sft, repair_dir))
+    sft_path, dpo_path = training_sets(out, method)
 
     # 3. LoRA on the quantized model (reused when a finished run trained the same sets the same way)
     if world > 1:
         state.wait_for_everyone()  # the other ranks start training from the sets written above
     train_cfg = dataclasses.replace(cfg.train, method=method, load_in=eval_cfg.get("load_in"))
+    if method == "grpo":  # sampled solutions as long as the re-measure's
+        train_cfg = dataclasses.replace(train_cfg, max_completion_length=cfg.max_new_tokens)
     adapter = out / "adapter"
     train_info, reused = train_or_reuse(quantized, sft_path, dpo_path, adapter, train_cfg)
     if world > 1:
@@ -329,6 +345,12 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     return summary
 
 
+def training_sets(out: Path, method: str) -> tuple[Path, Path | None]:
+    """The set files `train_adapter` reads for `method`: GRPO's prompt set in place of SFT's."""
+    sft_path, dpo_path = set_paths(out)
+    return (grpo_path(out), None) if method == "grpo" else (sft_path, dpo_path)
+
+
 def _method(cfg: RepairConfig) -> str:
     return "sft" if cfg.control else cfg.train.method
 
@@ -338,7 +360,7 @@ def _train_only(cfg: RepairConfig, out: Path, rank: int, log) -> dict:
     eval_run = Path(cfg.from_run) if cfg.from_run else out / "eval-split"
     _, _, quantized = _models(cfg, eval_run)
     train_cfg = dataclasses.replace(cfg.train, method=_method(cfg))
-    sft_path, dpo_path = set_paths(out)
+    sft_path, dpo_path = training_sets(out, train_cfg.method)
     info, _ = train_or_reuse(quantized, sft_path, dpo_path, out / "adapter", train_cfg)
     leave_process_group()
     return {"rank": rank, "train": info}

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from silverbullet.errors import UserError
 
-METHODS = ("sft", "dpo", "sft+dpo")
+METHODS = ("sft", "dpo", "sft+dpo", "grpo")
 
 
 @dataclass
 class RepairTrainConfig:
-    method: str = "sft"  # sft | dpo | sft+dpo
+    method: str = "sft"  # sft | dpo | sft+dpo | grpo
     # Defaults chosen by bench/repair_sweep.py on held-out repair-split problems (bench/results/repair_sweep.json)
     lora_r: int = 16
     lora_alpha: int = 32
@@ -43,6 +43,27 @@ class RepairTrainConfig:
     device: str = "auto"
     gradient_checkpointing: bool = False  # True trades compute for memory on models that need it
     load_in: str | None = None  # bitsandbytes base ("4bit" NF4 | "8bit"): QLoRA, the base stays quantized
+    # GRPO (TRL's GRPOTrainer): the model samples `num_generations` solutions per prompt and learns
+    # from their rewards (repair/reward.py); `batch_size` completions per step
+    reward: str = "process"  # process | outcome
+    num_generations: int = 8
+    grpo_epochs: float = 1.0
+    grpo_learning_rate: float = 1e-4
+    max_completion_length: int = 320
+    temperature: float = 1.0
+
+
+def check_grpo_options(cfg: RepairTrainConfig) -> None:
+    """One line before any diagnosis runs: an unknown reward, or a batch GRPO cannot split."""
+    from silverbullet.repair.reward import REWARDS
+
+    if cfg.reward not in REWARDS:
+        raise UserError(f"--reward {cfg.reward!r} is not known; use one of {', '.join(REWARDS)}")
+    if cfg.num_generations < 2 or cfg.batch_size % cfg.num_generations:
+        raise UserError(
+            f"--num-generations {cfg.num_generations}: GRPO needs at least 2 per prompt, and the training batch "
+            f"({cfg.batch_size}) must be a multiple of it"
+        )
 
 
 def dist_world() -> tuple[int, int]:
@@ -141,7 +162,8 @@ def _train(trainer, description: str, log_path: Path, show: bool):
 def train_adapter(
     quantized: str, sft_path: Path | None, dpo_path: Path | None, out: Path, cfg: RepairTrainConfig
 ) -> dict:
-    """Train a LoRA adapter on the quantized model; returns timings and sizes."""
+    """Train a LoRA adapter on the quantized model; returns timings and sizes. With `grpo`,
+    `sft_path` is the GRPO prompt set (prompt / question / answer: `dataset.grpo_rows`)."""
     if cfg.method not in METHODS:
         raise UserError(f"--method {cfg.method!r} is not known; use one of {', '.join(METHODS)}")
     from datasets import load_dataset
@@ -198,6 +220,40 @@ def train_adapter(
             )
         res = _train(trainer, "training LoRA (DPO)", out.parent / "train_log.jsonl", rank == 0)
         info["dpo"] = {"examples": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4)}
+        model = trainer.model
+    if cfg.method == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        from silverbullet.repair.reward import reward_function
+
+        check_grpo_options(cfg)
+        ds = load_dataset("json", data_files=str(sft_path), split="train").select_columns(
+            ["prompt", "question", "answer"]
+        )
+        common = _common_args(cfg, out / "_grpo", cfg.grpo_learning_rate, cfg.grpo_epochs)
+        common.pop("max_length")
+        args = GRPOConfig(
+            **common,
+            num_generations=cfg.num_generations,
+            max_completion_length=cfg.max_completion_length,
+            temperature=cfg.temperature,
+            remove_unused_columns=False,  # the reward reads `question` and `answer`
+            beta=0.0,  # no KL term: no reference model to hold (the frozen base is the LoRA's anchor)
+        )
+        _one_process_one_gpu(args)
+        with _lora_supported(quantized):
+            trainer = GRPOTrainer(
+                model=model,
+                reward_funcs=[reward_function(cfg.reward)],
+                args=args,
+                train_dataset=ds,
+                processing_class=tok,
+                peft_config=_lora(cfg),
+            )
+        res = _train(trainer, f"training LoRA (GRPO, {cfg.reward} reward)", out.parent / "train_log.jsonl", rank == 0)
+        info["grpo"] = {"prompts": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4),
+                        "reward": cfg.reward, "num_generations": cfg.num_generations,
+                        "completions": res.global_step * cfg.batch_size}  # fmt: skip
         model = trainer.model
     info["train_seconds"] = round(time.time() - t0, 1)
     info["processes"] = world
