@@ -184,7 +184,8 @@ def main() -> None:
             keep = within(order, sizes, low, high, budget)
             bpw = (low * sum(sizes.values()) + (high - low) * sum(sizes[n] for n in keep)) / sum(sizes.values())
             tag = f"{rule.replace(' ', '').replace('+', '-')}-{budget}"
-            recipe = write_recipe(work / f"{tag}.yaml", quantized, keep, high)
+            # exactly the modules the budget pays for (a vLLM-servable recipe also keeps fused siblings)
+            recipe = write_recipe(work / f"{tag}.yaml", quantized, keep, high, servable=False)
             path = quantize(
                 QuantizeConfig(model=reference, recipe=str(recipe), out=str(work / tag)), log=lambda m: None
             )

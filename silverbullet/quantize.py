@@ -343,9 +343,36 @@ def _quiet_loguru() -> None:
 # ------------------------------------------------------------------------------------------ recipes
 
 
-def write_recipe(path: Path, quantized: str, keep: list[str], keep_bits: int) -> Path:
+# vLLM serves q/k/v as one fused layer and gate/up as another, and needs one scheme per fused layer
+# ("Found different quantization schemes for the shards of ...qkv_proj").
+FUSED = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def with_fused_siblings(keep: list[str], module_names: list[str] | None = None) -> list[str]:
+    """`keep` plus every module vLLM fuses with one of them (the same parent's q/k/v or gate/up), in
+    order; with `module_names`, only siblings the model has."""
+    out = list(keep)
+    for name in keep:
+        parent, _, leaf = name.rpartition(".")
+        for group in FUSED:
+            if leaf in group:
+                for sib in group:
+                    full = f"{parent}.{sib}" if parent else sib
+                    if full not in out and (module_names is None or full in module_names):
+                        out.append(full)
+    return out
+
+
+def write_recipe(
+    path: Path, quantized: str, keep: list[str], keep_bits: int, servable: bool = True,
+    module_names: list[str] | None = None,
+) -> Path:  # fmt: skip
     """An llm-compressor recipe: the base checkpoint's own weight scheme for every linear module but
-    `keep`, which get `keep_bits` (or stay unquantized at 16). Targets are exact module names."""
+    `keep`, which get `keep_bits` (or stay unquantized at 16). Targets are exact module names. With
+    `servable` a kept module's fused siblings are kept too (`with_fused_siblings`), so vLLM loads the
+    checkpoint; without it the recipe keeps exactly `keep` (transformers loads either)."""
+    if servable:
+        keep = with_fused_siblings(keep, module_names)
     q = json.loads((Path(quantized) / "config.json").read_text())["quantization_config"]
     group = next(g for g in q["config_groups"].values() if isinstance(g, dict) and g.get("weights"))
     w = {k: v for k, v in group["weights"].items() if v is not None and k in _WEIGHT_KEYS}

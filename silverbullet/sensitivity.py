@@ -30,7 +30,7 @@ from silverbullet.errors import UserError
 from silverbullet.grading import is_correct
 from silverbullet.measure import read_jsonl_rows
 from silverbullet.prompting import build_prompt, extract_answer
-from silverbullet.quantize import write_recipe
+from silverbullet.quantize import with_fused_siblings, write_recipe
 
 SKIP = ("lm_head",)  # kept out of every quantization recipe here (the embedding is tied)
 _BLOCK_RE = re.compile(r"\.layers\.(\d+)\.")
@@ -298,6 +298,8 @@ def run_sensitivity(cfg: SensitivityConfig) -> dict:
         kept = sum(mods[n].weight.numel() for n in chosen[: i + 1])
         t["bits_per_weight"] = round((low_bits * (total - kept) + cfg.keep_bits * kept) / total, 4)
     reached = trace[-1]["restored"] if trace else 0
+    servable = with_fused_siblings(chosen, list(mods))
+    kept_all = sum(mods[n].weight.numel() for n in servable)
     with ui.stage(f"answers on {min(cfg.answer_sample, len(flips))} flips") as st:
         sample = flips[: cfg.answer_sample]
         answers = {
@@ -324,13 +326,17 @@ def run_sensitivity(cfg: SensitivityConfig) -> dict:
             "bits_per_weight": trace[-1]["bits_per_weight"] if trace else low_bits,
             "added_bytes": round(sum(extra[n] for n in chosen)),
             "trace": trace,
+            # what recipe.yaml keeps: the chosen modules and their fused siblings, so vLLM can serve it
+            "servable_modules": servable,
+            "servable_bits_per_weight": round((low_bits * (total - kept_all) + cfg.keep_bits * kept_all) / total, 4),
+            "servable_added_bytes": round(sum(extra.get(n, 0) for n in servable)),
         },
         "answers": answers,
         "cost": {"forward_passes": scorer.forward_passes, "seconds": round(time.time() - t0, 1)},
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "sensitivity.json").write_text(json.dumps(summary, indent=1))
-    write_recipe(out / "recipe.yaml", quantized, chosen, cfg.keep_bits)
+    write_recipe(out / "recipe.yaml", quantized, servable, cfg.keep_bits, servable=False)
     return summary
 
 

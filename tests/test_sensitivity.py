@@ -51,9 +51,7 @@ def test_sensitivity_scores_blocks_types_and_modules(sensitivity, slice_run):
     configs = 2 + 8 + 7 + len(s["modules"]) + len(s["recipe"]["modules"])
     assert s["cost"]["forward_passes"] == 2 * configs
     assert s["all_restored"]["n_restored"] >= s["baseline"]["n_restored"]
-    assert s["recipe"]["restored"] >= s["recipe"]["target_restored"] or len(s["recipe"]["modules"]) == len(
-        s["modules"]
-    )
+    assert s["recipe"]["restored"] >= s["recipe"]["target_restored"] or len(s["recipe"]["modules"]) == len(s["modules"])
     bpw = s["recipe"]["bits_per_weight"]
     assert 2 < bpw < 8 and s["recipe"]["trace"][-1]["bits_per_weight"] == bpw
     ranked = [r["restored_per_mb"] for r in s["modules"]]
@@ -108,6 +106,26 @@ def test_recipe_round_trips_through_quantize(sensitivity, slice_run, tmp_path):
 
     model, _ = load_causal_lm(str(out), device="cpu")
     assert model is not None
+
+
+def test_recipe_keeps_what_vllm_fuses_together(sensitivity, slice_run):
+    """vLLM serves q/k/v and gate/up as fused layers with one scheme each: the recipe keeps a chosen
+    module's siblings too (tests/test_vllm.py serves such a checkpoint)."""
+    from silverbullet.quantize import recipe_targets, with_fused_siblings
+
+    s = sensitivity
+    kept = {t.removeprefix("re:^").removesuffix("$").replace("\\", "") for t in
+            recipe_targets(slice_run / "sensitivity" / "recipe.yaml") if t.startswith("re:")}  # fmt: skip
+    assert set(s["recipe"]["modules"]) <= kept == set(s["recipe"]["servable_modules"])
+    assert s["recipe"]["servable_bits_per_weight"] >= s["recipe"]["bits_per_weight"]
+    for name in kept:
+        parent, _, leaf = name.rpartition(".")
+        for group in (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")):
+            if leaf in group:
+                assert {f"{parent}.{x}" for x in group} <= kept
+    names = ["m.layers.0.self_attn.q_proj", "m.layers.0.self_attn.k_proj", "m.layers.0.mlp.up_proj"]
+    assert with_fused_siblings(["m.layers.0.self_attn.q_proj"], names) == names[:2]  # only what exists
+    assert with_fused_siblings(["m.layers.0.mlp.down_proj"]) == ["m.layers.0.mlp.down_proj"]  # not fused
 
 
 def test_recipe_naming_a_missing_module_is_refused(tmp_path):
