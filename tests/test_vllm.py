@@ -373,8 +373,6 @@ def test_diagnose_cli_with_vllm_backend(tmp_path, w4a16_dir, prompts, hf_outputs
         cwd=ROOT, capture_output=True, text=True, timeout=900, env=DEFAULT_ENV,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    import json
-
     run = tmp_path / "run"
     assert json.loads((run / "summary.json").read_text())["backend"] == "vllm"
     problems = [json.loads(x) for x in (run / "problems.jsonl").read_text().splitlines()]
