@@ -118,3 +118,13 @@ def test_record_is_json_serialisable() -> None:
     from silverbullet.records import to_dict
 
     json.dumps(to_dict(locate(Q, CASES[2][0], REF)))
+
+
+def test_steps_word_for_word_the_references_do_not_diverge_from_it():
+    """A prefix the candidate shares with the reference, step for step, has not left the reference's
+    dataflow: the first fault is after it (was: step 2, 'same quantities, other operation')."""
+    q = "A teapot costs $8 and Jo spent $40 on the teapot and 4 mugs. How many dollars did each mug cost?"
+    ref = "Let m be the number of mugs\n8+4*m=40\n4*m=40-8=32\n4m=<<32=32>>32\nm=<<32/4=8>>8\n#### 8"
+    cand = "Let m be the number of mugs\n8+4*m=40\n4*m=40-8=32\n4m=<<32=32>>32\nm=<<8=11>>11\n#### 11"
+    att = locate(q, cand, reference_text=ref, gold_answer="8")
+    assert att.first_faulty_step == 4 and att.evidence["check"] != "reference_divergence"

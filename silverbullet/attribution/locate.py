@@ -143,9 +143,16 @@ def _divergence(
     good = _dataflow_good(steps, flow or df.gold_flow(ref.steps, qnums, gold), qnums)
     known: set[Fraction] = set(qnums)
     mapping = None
+    # Steps word for word the reference's, from the first on, have not left its dataflow yet.
+    same = 0
+    while same < min(n, len(ref.steps)) and _norm(steps[same].text) == _norm(ref.steps[same].text):
+        same += 1
     for i, s in enumerate(steps):
         if found.index is not None and i >= found.index:
             return
+        if i < same:
+            known.update(s.values)
+            continue
         restated = s.result in known and not s.operands
         if not good[i] and not restated and (s.equations or s.result is not None):
             partial = _partial_of_reference(i, steps, cand_leaves, ref.steps, ref_leaves)
@@ -180,6 +187,10 @@ def _divergence(
                 )
                 return
         known.update(s.values)
+
+
+def _norm(text: str) -> str:
+    return _NORM_RE.sub(" ", text.lower()).strip()
 
 
 def _dataflow_good(steps: Sequence[StepInfo], flow: df.GoldFlow, qnums: frozenset[Fraction]) -> list[bool]:
