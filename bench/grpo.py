@@ -1,7 +1,7 @@
 """GRPO with the checker's process reward against outcome-only GRPO and SFT, on the demo setting.
 
     python bench/grpo.py [--run runs/demo] [--repair runs/demo-repair] [--variants sft,grpo-process,grpo-outcome]
-                         [--grpo-lr 1e-4] [--out bench/results/grpo_cpu.json]
+                         [--grpo-lr 1e-4] [--max-examples N] [--out bench/results/grpo_cpu.json]
 
 `make demo` writes the two runs this reads: the evaluation diagnose (`--run`, 200 problems) and a
 repair whose repair-split diagnose (400 problems) every variant copies, so each costs only its
@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--grpo-lr", type=float, default=1e-4)
     ap.add_argument("--grpo-epochs", type=float, default=1.0)
     ap.add_argument("--num-generations", type=int, default=8)
+    ap.add_argument("--max-examples", type=int, default=None, help="problems per variant (default: the demo's)")
     ap.add_argument("--out", default="bench/results/grpo_cpu.json")
     args = ap.parse_args()
     demo = json.loads((Path(args.repair) / "repair_summary.json").read_text())
@@ -69,8 +70,8 @@ def main() -> None:
         train = variant_config(name, demo["train"]["config"], args)
         t0 = time.time()
         s = run_repair(
-            RepairConfig(from_run=args.run, out=str(out), repair_limit=repair_limit, max_examples=demo["examples"],
-                         progress=False, train=train),
+            RepairConfig(from_run=args.run, out=str(out), repair_limit=repair_limit,
+                         max_examples=args.max_examples or demo["examples"], progress=False, train=train),
             log=lambda m: None,
         )  # fmt: skip
         info = s["train"]
