@@ -5,6 +5,7 @@
         [--budgets 2.25 2.5 3] [--lora runs/demo-repair] [--lora-on-recipe auto|BUDGET] \
         [--out bench/results/mixed_precision.json]
     python bench/mixed_precision.py --plot-only   # redraw the PNG from the JSON, no measuring
+    python bench/mixed_precision.py --run R --lora L --extend   # add LoRA rows to the JSON's measured ones
 
 For each average bits-per-weight budget (over the quantized linear weights; scales not counted) it
 keeps modules at 8 bits in three orders until the budget is spent:
@@ -141,6 +142,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench/results/mixed_precision.json"))
     ap.add_argument("--png", default=None, help="Where the curve goes (default: --out with .png).")
     ap.add_argument("--plot-only", action="store_true", help="Redraw the curve from --out; measure nothing.")
+    ap.add_argument("--extend", action="store_true", help="Keep --out's budget rows; (re)make only the LoRA rows.")
     args = ap.parse_args()
     if args.plot_only:
         print(write_plot(Path(args.out), args.png))
@@ -178,8 +180,13 @@ def main() -> None:
         }
 
     rows = []
+    earlier = None
+    if args.extend:  # the measured rows of --out; only the LoRA rows asked for are (re)made
+        earlier = json.loads(Path(args.out).read_text())
+        drop = ("LoRA repair (base",) + (("LoRA repair on the sensitivity recipe",) if args.lora_on_recipe else ())
+        rows = [r for r in earlier["rows"] if not r["rule"].startswith(drop)]
     work = Path("runs/_models/mixed")
-    for budget in args.budgets:
+    for budget in [] if args.extend else args.budgets:
         for rule, order in rules.items():
             keep = within(order, sizes, low, high, budget)
             bpw = (low * sum(sizes.values()) + (high - low) * sum(sizes[n] for n in keep)) / sum(sizes.values())
@@ -209,9 +216,11 @@ def main() -> None:
         rep = {
             r["problem_id"]: r["correct"] for r in read_jsonl_rows(Path(args.lora) / "generations" / "repaired.jsonl")
         }
-        if set(rep) == {p.id for p in problems}:
-            rows.append({"rule": "LoRA repair (base 2-bit + adapter)", "budget_bits_per_weight": None,
-                         "bits_per_weight": low, **score(rep)})  # fmt: skip
+        if set(rep) != {p.id for p in problems}:
+            raise SystemExit(f"--lora {args.lora}: its generations/repaired.jsonl does not hold the run's "
+                             f"{len(problems)} evaluation problems")  # fmt: skip
+        rows.append({"rule": "LoRA repair (base 2-bit + adapter)", "budget_bits_per_weight": None,
+                     "bits_per_weight": low, **score(rep)})  # fmt: skip
     if args.lora_on_recipe:
         rows.append(lora_on_recipe(args, rows, cfg, problems, score))
     print(f"\n{'rule':<36} {'budget':>6} {'bpw':>6} {'acc':>6} {'recov':>6} {'restored':>9} {'intro':>5}")
@@ -231,7 +240,8 @@ def main() -> None:
         },
         "sensitivity": {"flips": sens["flips"], "cost": sens["cost"], "recipe": sens["recipe"]},
         "rows": rows,
-        "seconds": round(time.time() - t0, 1),
+        "seconds": round(time.time() - t0, 1) + (earlier["seconds"] if earlier else 0),
+        "earlier_meta": ([earlier["meta"]] + earlier.get("earlier_meta", [])) if earlier else [],
         "notes": "bits per weight over the quantized linear weights only (scales and the tied embedding not counted)",
     }
     Path(args.out).write_text(json.dumps(out, indent=1))
