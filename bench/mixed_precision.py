@@ -87,6 +87,21 @@ def pick_recipe(rows: list[dict], choice: str) -> dict:
     return next((r for r in sens if (r["recovery"] or 0) >= 0.8), sens[-1])
 
 
+def repair_costs(rep_dir: Path) -> dict:
+    """Bytes (base + adapter) and re-measure speed of a repair run, as the budget rows report them.
+    The re-measure ran in its own process, maybe beside other jobs: its tokens/s is not a controlled
+    comparison with the budget rows' generation."""
+    s = json.loads((rep_dir / "repair_summary.json").read_text())
+    toks = sum(r.get("n_tokens") or 0 for r in read_jsonl_rows(rep_dir / "generations" / "repaired.jsonl"))
+    secs = s.get("timings", {}).get("remeasure_seconds") or 0
+    return {
+        "bytes_on_disk": (s.get("base_bytes") or 0) + (s.get("adapter_bytes") or 0),
+        "adapter_bytes": s.get("adapter_bytes"),
+        "generation_seconds": secs,
+        "tokens_per_second": round(toks / secs, 1) if secs else None,
+    }
+
+
 def lora_on_recipe(args, rows: list[dict], cfg: dict, problems: list, score) -> dict:
     """Diagnose and repair the recipe's checkpoint as a user would any quantized model, on the same
     evaluation problems; the row scores its repaired generations like every other row."""
@@ -116,6 +131,7 @@ def lora_on_recipe(args, rows: list[dict], cfg: dict, problems: list, score) -> 
         "on_recipe": base["checkpoint"],
         "recipe_accuracy": base["accuracy"],
         **score(rep),
+        **repair_costs(rep_dir),
         "examples": s.get("examples"),
         "train_seconds": s.get("timings", {}).get("train_seconds"),
         "seconds": round(time.time() - t0, 1),
@@ -185,6 +201,12 @@ def main() -> None:
         earlier = json.loads(Path(args.out).read_text())
         drop = ("LoRA repair (base",) + (("LoRA repair on the sensitivity recipe",) if args.lora_on_recipe else ())
         rows = [r for r in earlier["rows"] if not r["rule"].startswith(drop)]
+        for r in rows:  # an older on-recipe row: its repair's bytes (a re-run would overwrite its timings)
+            if r.get("on_recipe") and "bytes_on_disk" not in r:
+                rep_dir = Path(f"runs/mp-{Path(r['on_recipe']).name}-repair")
+                s = json.loads((rep_dir / "repair_summary.json").read_text())
+                r["bytes_on_disk"] = (s.get("base_bytes") or 0) + (s.get("adapter_bytes") or 0)
+                r["adapter_bytes"] = s.get("adapter_bytes")
     work = Path("runs/_models/mixed")
     for budget in [] if args.extend else args.budgets:
         for rule, order in rules.items():
@@ -220,7 +242,7 @@ def main() -> None:
             raise SystemExit(f"--lora {args.lora}: its generations/repaired.jsonl does not hold the run's "
                              f"{len(problems)} evaluation problems")  # fmt: skip
         rows.append({"rule": "LoRA repair (base 2-bit + adapter)", "budget_bits_per_weight": None,
-                     "bits_per_weight": low, **score(rep)})  # fmt: skip
+                     "bits_per_weight": low, **score(rep), **repair_costs(Path(args.lora))})  # fmt: skip
     if args.lora_on_recipe:
         rows.append(lora_on_recipe(args, rows, cfg, problems, score))
     print(f"\n{'rule':<36} {'budget':>6} {'bpw':>6} {'acc':>6} {'recov':>6} {'restored':>9} {'intro':>5}")
