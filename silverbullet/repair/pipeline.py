@@ -284,7 +284,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     eval_questions = {p.question for p in problems}
     assert_disjoint(sft, eval_questions)
     assert_disjoint(pairs, eval_questions)
-    sft_path, dpo_path = write_sets(sft, pairs, out)
+    write_sets(sft, pairs, out)
     log(f"Silver Bullet sets: {len(sft)} SFT rows ({sft_mode}), {len(pairs)} DPO pairs -> {out}")
     if method == "grpo":  # the same problems as prompts with gold answers; the model samples the rest
         write_rows(grpo_path(out), grpo_rows(sft, repair_dir))
@@ -293,9 +293,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     # 3. LoRA on the quantized model (reused when a finished run trained the same sets the same way)
     if world > 1:
         state.wait_for_everyone()  # the other ranks start training from the sets written above
-    train_cfg = dataclasses.replace(cfg.train, method=method, load_in=eval_cfg.get("load_in"))
-    if method == "grpo":  # sampled solutions as long as the re-measure's
-        train_cfg = dataclasses.replace(train_cfg, max_completion_length=cfg.max_new_tokens)
+    train_cfg = _train_config(cfg, eval_cfg)
     adapter = out / "adapter"
     train_info, reused = train_or_reuse(quantized, sft_path, dpo_path, adapter, train_cfg)
     if world > 1:
@@ -351,6 +349,19 @@ def training_sets(out: Path, method: str) -> tuple[Path, Path | None]:
     return (grpo_path(out), None) if method == "grpo" else (sft_path, dpo_path)
 
 
+def _train_config(cfg: RepairConfig, eval_cfg: dict) -> RepairTrainConfig:
+    """The training config every rank uses (rank 0 and `_train_only` alike): the method, the
+    evaluation run's bitsandbytes base, and GRPO's samples as long as the re-measure's."""
+    method = _method(cfg)
+    train_cfg = dataclasses.replace(cfg.train, method=method, load_in=eval_cfg.get("load_in"))
+    if method == "grpo":
+        from silverbullet.benchmarks import default_max_new_tokens
+
+        length = cfg.max_new_tokens or default_max_new_tokens(eval_cfg["benchmark"])
+        train_cfg = dataclasses.replace(train_cfg, max_completion_length=length)
+    return train_cfg
+
+
 def _method(cfg: RepairConfig) -> str:
     return "sft" if cfg.control else cfg.train.method
 
@@ -358,8 +369,8 @@ def _method(cfg: RepairConfig) -> str:
 def _train_only(cfg: RepairConfig, out: Path, rank: int, log) -> dict:
     """A non-zero rank of a multi-process run: train on the sets rank 0 wrote, nothing else."""
     eval_run = Path(cfg.from_run) if cfg.from_run else out / "eval-split"
-    _, _, quantized = _models(cfg, eval_run)
-    train_cfg = dataclasses.replace(cfg.train, method=_method(cfg))
+    eval_cfg, _, quantized = _models(cfg, eval_run)
+    train_cfg = _train_config(cfg, eval_cfg)
     sft_path, dpo_path = training_sets(out, train_cfg.method)
     info, _ = train_or_reuse(quantized, sft_path, dpo_path, out / "adapter", train_cfg)
     leave_process_group()
