@@ -164,12 +164,14 @@ def ratio(
     return res, gen
 
 
-def oom(gen: HFGenerator, tok, big: int, new_tokens: int, prompt_tokens: int, keep: float) -> dict:
-    """Cap the process's GPU memory so batch `big` does not fit; the plain path must halve and lose nothing."""
+def oom(gen: HFGenerator, tok, big: int, new_tokens: int, prompt_tokens: int, keep: float,
+        compiled: bool = False) -> dict:  # fmt: skip
+    """Cap the process's GPU memory so batch `big` does not fit; the generator (plain, or compiled)
+    must halve the batch and lose nothing."""
     import torch
 
     prompts = long_prompts(tok, big, prompt_tokens)
-    cfg = GenerationConfig(batch_size=big, max_new_tokens=new_tokens, margins=True)
+    cfg = GenerationConfig(batch_size=big, max_new_tokens=new_tokens, margins=True, compile=compiled)
     gen._fits = None
     _free()
     base = torch.cuda.memory_allocated()
@@ -204,6 +206,7 @@ def oom(gen: HFGenerator, tok, big: int, new_tokens: int, prompt_tokens: int, ke
     same_batch, _ = _timed(gen, prompts, cfg.replace(batch_size=fitted or big))
     return {
         "model": gen.tag,
+        "compiled": compiled,
         "prompts": big,
         "new_tokens": new_tokens,
         "weights_and_rest_gib": round(base / 2**30, 2),
@@ -247,10 +250,11 @@ def table(res: dict) -> str:
             v += ", equal prompts" if r.get("equal_prompts") else ""
             lines.append(f"| {r['shape']} random weights, batch {r['batch']}{v} (tok/s) | {r['plain']['tokens_per_s']} "
                          f"| {r['compiled']['tokens_per_s']} | {r['speedup']}x | (not meaningful) |")  # fmt: skip
-    o = res.get("oom")
-    if o and "batch_sizes_tried" in o:
-        lines.append(f"| OOM cap {o['cap_gib']} GiB, {o['prompts']} prompts: batches {o['batch_sizes_tried']} "
-                     f"| | | | {o['identical_to_uncapped_same_batch']}/{o['prompts']} vs uncapped |")  # fmt: skip
+    for key in ("oom", "oom_compiled"):
+        o = res.get(key)
+        if o and "batch_sizes_tried" in o:
+            lines.append(f"| {key}: cap {o['cap_gib']} GiB, {o['prompts']} prompts: batches {o['batch_sizes_tried']} "
+                         f"| | | | {o['identical_to_uncapped_same_batch']}/{o['prompts']} vs uncapped |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -340,10 +344,14 @@ def main(argv: list[str] | None = None) -> None:
         res["speed"].append(row)
         save(f"speed {name}", row)
         if i == 0 and gen is not None and device == "cuda":  # the OOM test on the first (real) shape
-            o = guarded("oom", lambda gen=gen: oom(gen, tok, args.oom_batch, 64, args.prompt_tokens, args.oom_keep))
-            if o:
-                res["oom"] = o
-                save("oom", o)
+            for c in (False, True):
+                def run_oom(gen=gen, c=c):
+                    return oom(gen, tok, args.oom_batch, 64, args.prompt_tokens, args.oom_keep, c)
+
+                o = guarded(f"oom compiled={c}", run_oom)
+                if o:
+                    res["oom" if not c else "oom_compiled"] = o
+                    save(f"oom compiled={c}", o)
         del gen, got
         _free()
     if args.fp32:

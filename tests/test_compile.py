@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from silverbullet.generation import GenerationConfig, HFGenerator
-from silverbullet.generation.hf import COMPILE_CACHE_BUCKET, compile_settings
+from silverbullet.generation.hf import COMPILE_CACHE_BUCKET, compile_settings, row_stop
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [f"Question: what is {i} + {i + 1}?\n" for i in range(5)]
+MEMORIZED = ["Question: add 2 and 3\n", "Question: double 4\n"]  # conftest.MEMORIZED's prompts
 
 
 def test_compile_settings_build_a_valid_static_cache_config():
@@ -57,10 +58,71 @@ def test_on_cpu_compile_is_ignored_with_one_line(tiny_model_dir, monkeypatch):
     assert [o.margins for o in compiled] == [o.margins for o in plain]
 
 
-def test_static_cache_path_on_cpu_matches_plain(tiny_model_dir, memorizer_dir, monkeypatch):
-    """The compiled path minus the compiler (transformers compiles only on CUDA): a static cache sized
-    to the bucket, the batch padded to the batch size and the padding dropped, margins and the
-    answer-line stop between steps. Texts, token counts and margins equal the plain path's."""
+def test_static_decoder_on_cpu_matches_plain(tiny_model_dir, memorizer_dir, monkeypatch):
+    """The compiled greedy path minus the compiler: `StaticDecoder` (one static cache sized to the
+    bucket, the batch padded to the batch size and the padding dropped, stops decided after the fact
+    every few steps) returns the plain path's texts, token counts and token ends, and its margins."""
+    from silverbullet.generation import static_decode
+
+    made: list[tuple] = []
+
+    class Spy(static_decode.StaticDecoder):
+        def __init__(self, model, batch, cache_len, *, compile=True):
+            made.append((batch, cache_len, compile))
+            super().__init__(model, batch, cache_len, compile=compile)
+
+    import silverbullet.generation.hf as hf
+
+    for path in (tiny_model_dir, memorizer_dir):
+        g = HFGenerator(path, device="cpu")
+        cfg = GenerationConfig(max_new_tokens=12, batch_size=4, margins=True)
+        plain = g.generate(PROMPTS + list(MEMORIZED), cfg)
+        with monkeypatch.context() as m:
+            m.setattr(HFGenerator, "compiles", lambda self, config: config.compile)
+            m.setattr(hf, "StaticDecoder", Spy)
+            made.clear()
+            static = g.generate(PROMPTS + list(MEMORIZED), cfg.replace(compile=True))
+        assert made == [(4, COMPILE_CACHE_BUCKET, False)]  # 7 prompts, 2 batches, one cache (reset, reused)
+        assert len(static) == len(plain) == 7
+        for a, b in zip(static, plain):
+            assert (a.text, a.n_tokens, a.token_ends) == (b.text, b.n_tokens, b.token_ends)
+            assert a.margins == pytest.approx(b.margins, abs=1e-4)
+
+
+def test_static_decoder_stops_when_every_row_has(memorizer_dir):
+    """Rows stop by the plain path's rule, checked every `check_every` steps: the decode ends at the
+    first check after the last row stopped, not at max_new_tokens."""
+    from silverbullet.generation.static_decode import StaticDecoder
+
+    g = HFGenerator(memorizer_dir, device="cpu")
+    tok, model = g.tokenizer, g.model
+    enc = tok(list(MEMORIZED), return_tensors="pt", padding=True, padding_side="left")
+    stop = row_stop(tok, set(g._eos_ids()) | {tok.pad_token_id}, g._newline_ids())
+    d = StaticDecoder(model, 2, 256, compile=False)
+    out = d.decode(enc["input_ids"], enc["attention_mask"], 200, stop, check_every=4)
+    texts = [tok.decode(t, skip_special_tokens=True) for t in out.tokens]
+    assert texts == ["Step 1: 2 + 3 = 5.\nThe answer is: 5\n", "Step 1: 4 * 2 = 8.\nThe answer is: 8\n"]
+    assert out.steps % 4 == 0 and out.steps < 200 and out.steps - 4 < max(len(t) for t in out.tokens) <= out.steps
+    with pytest.raises(ValueError, match="exceed the cache"):
+        d.decode(enc["input_ids"], enc["attention_mask"], 255, stop)
+
+
+def test_row_stop_is_the_plain_paths_rule(memorizer_dir):
+    g = HFGenerator(memorizer_dir, device="cpu")
+    tok = g.tokenizer
+    stop = row_stop(tok, {g.tokenizer.eos_token_id}, g._newline_ids())
+    ids = tok("Step 1: 2 + 3 = 5.\nThe answer is: 5\nmore", add_special_tokens=False)["input_ids"]
+    end = stop(ids, 0)
+    assert tok.decode(ids[:end]) == "Step 1: 2 + 3 = 5.\nThe answer is: 5\n"  # the newline token is kept
+    assert stop(ids[: end - 1], 0) is None  # no answer line yet
+    assert stop(ids, end) is None  # only tokens from `start` on are looked at
+    eos = tok.eos_token_id
+    assert stop([ids[0], eos, ids[1]], 0) == 1  # eos is dropped
+
+
+def test_sampling_under_compile_keeps_generates_static_cache(tiny_model_dir, monkeypatch):
+    """Sampling is not the static decoder's (it is greedy): under --compile it goes through
+    generate() with the static cache, as before."""
     import transformers
 
     seen: list[tuple] = []
@@ -72,21 +134,11 @@ def test_static_cache_path_on_cpu_matches_plain(tiny_model_dir, memorizer_dir, m
         return real(model, *a, **k)
 
     monkeypatch.setattr(transformers.GenerationMixin, "generate", spy)
-    for path in (tiny_model_dir, memorizer_dir):
-        g = HFGenerator(path, device="cpu")
-        cfg = GenerationConfig(max_new_tokens=12, batch_size=4, margins=True)
-        plain = g.generate(PROMPTS, cfg)
-        monkeypatch.setattr(HFGenerator, "compiles", lambda self, config: config.compile)
-        seen.clear()
-        static = g.generate(PROMPTS, cfg.replace(compile=True))
-        monkeypatch.undo()
-        monkeypatch.setattr(transformers.GenerationMixin, "generate", spy)
-        assert [s[0] for s in seen] == [4, 4]  # 5 prompts: batches of 4 and 1, the second padded to 4
-        assert all(s[1] == "static" and s[2] % COMPILE_CACHE_BUCKET == 0 for s in seen)
-        assert len(static) == len(PROMPTS)
-        for a, b in zip(static, plain):
-            assert (a.text, a.n_tokens, a.token_ends) == (b.text, b.n_tokens, b.token_ends)
-            assert a.margins == pytest.approx(b.margins, abs=1e-4)
+    monkeypatch.setattr(HFGenerator, "compiles", lambda self, config: config.compile)
+    g = HFGenerator(tiny_model_dir, device="cpu")
+    outs = g.generate(PROMPTS, GenerationConfig(max_new_tokens=6, batch_size=4, temperature=0.7, compile=True))
+    assert len(outs) == 5 and [s[0] for s in seen] == [4, 4]
+    assert all(s[1] == "static" and s[2] % COMPILE_CACHE_BUCKET == 0 for s in seen)
 
 
 def test_diagnose_flag_reaches_the_config(monkeypatch, tmp_path):

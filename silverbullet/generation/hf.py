@@ -28,6 +28,7 @@ from silverbullet.generation.loading import (
     load_causal_lm,
     resolve_device,
 )
+from silverbullet.generation.static_decode import RowStop, StaticDecoder, supports_static_decode
 from silverbullet.prompting import ANSWER_LINE_RES
 
 # Static-cache lengths are rounded up to this many tokens (each new length compiles the decode again).
@@ -151,6 +152,25 @@ def _make_answer_stop(tokenizer: Any, prompt_len: int, newline_mask: Any) -> Any
     return AnswerLineStop()
 
 
+def row_stop(tokenizer: Any, stop_ids: set[int], newline_ids: frozenset[int]) -> RowStop:
+    """The plain path's stopping rule for one row, applied after the fact: keep the tokens before
+    the first eos/pad, or up to and including the token that completes an answer line (checked, as
+    `AnswerLineStop` does, only at tokens that hold a newline)."""
+
+    def stop(ids: Sequence[int], start: int) -> int | None:
+        for k in range(start, len(ids)):
+            t = ids[k]
+            if t in stop_ids:
+                return k
+            if t in newline_ids:
+                text = tokenizer.decode(ids[: k + 1], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+                if answer_line_end(text) is not None:
+                    return k + 1
+        return None
+
+    return stop
+
+
 def _make_margin_recorder() -> Any:
     from transformers import LogitsProcessor
 
@@ -217,6 +237,8 @@ class HFGenerator:
         self._model, self._tokenizer = model, tokenizer
         self._fingerprint = fingerprint
         self._newlines: Any = None
+        self._newline_id_set: frozenset[int] | None = None
+        self._decoders: dict[tuple[int, bool], StaticDecoder] = {}  # (rows, compiled) -> its static cache
         self._compile_noted = False
         if self.device == "cpu":
             set_cpu_threads()
@@ -374,6 +396,9 @@ class HFGenerator:
             add_special_tokens=add_special_tokens_for(tok, prompts),
         ).to(model.device)
         prompt_len = enc["input_ids"].shape[1]
+        if compiled and config.greedy and supports_static_decode(model):
+            # the step is compiled where it pays (CUDA graphs); elsewhere, only in tests, it runs eager
+            return self._generate_static(enc, n_real, config, compile=str(model.device).startswith("cuda"))
         processors = LogitsProcessorList()
         recorder = None
         if config.margins:
@@ -406,6 +431,34 @@ class HFGenerator:
             n = next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))
             results.append(self._finish(ids[:n], margins[row][:n] if margins else None, seconds, config))
         return results
+
+    def _generate_static(self, enc: Any, n_real: int, config: GenerationConfig, *, compile: bool) -> list[GenOutput]:
+        """Greedy decode through `StaticDecoder` (one compiled step per token, stops checked every
+        few steps); the kept tokens are the plain path's (`row_stop` is its stopping rule)."""
+        rows, prompt_len = enc["input_ids"].shape
+        need = -(-(prompt_len + config.max_new_tokens) // COMPILE_CACHE_BUCKET) * COMPILE_CACHE_BUCKET
+        decoders = self._decoders
+        key = (rows, compile)
+        if key not in decoders or decoders[key].cache_len < need:  # a longer prompt: a larger cache
+            decoders.pop(key, None)
+            decoders[key] = StaticDecoder(self.model, rows, need, compile=compile)
+        t0 = time.perf_counter()
+        stop = row_stop(self.tokenizer, set(self._eos_ids()) | {self.tokenizer.pad_token_id}, self._newline_ids())
+        out = decoders[key].decode(
+            enc["input_ids"], enc["attention_mask"], config.max_new_tokens, stop, margins=config.margins
+        )
+        seconds = (time.perf_counter() - t0) / n_real
+        return [
+            self._finish(out.tokens[r], out.margins[r] if out.margins is not None else None, seconds, config)
+            for r in range(n_real)
+        ]
+
+    def _newline_ids(self) -> frozenset[int]:
+        if self._newlines is None:
+            self._newlines = _newline_mask(self.tokenizer, self.model.get_input_embeddings().num_embeddings)
+        if self._newline_id_set is None:
+            self._newline_id_set = frozenset(self._newlines.nonzero().flatten().tolist())
+        return self._newline_id_set
 
     def _finish(
         self, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig
