@@ -30,12 +30,14 @@ from silverbullet.repair.pipeline import RepairConfig, run_repair  # noqa: E402
 from silverbullet.repair.train import RepairTrainConfig  # noqa: E402
 
 
-def variant_config(name: str, demo_train: dict, args) -> RepairTrainConfig:
-    if name == "sft":  # the demo's own settings (Makefile DEMO_REPAIR)
-        return RepairTrainConfig(method="sft", epochs=demo_train["epochs"], learning_rate=demo_train["learning_rate"])
+def variant_config(name: str, demo_train: dict, args, seed: int = 0) -> RepairTrainConfig:
+    if name == "sft":  # the settings of the repair run read (--repair): the demo's, or the full recipe's
+        return RepairTrainConfig(method="sft", epochs=demo_train["epochs"], learning_rate=demo_train["learning_rate"],
+                                 seed=seed)  # fmt: skip
     reward = name.split("-", 1)[1]
-    return RepairTrainConfig(method="grpo", reward=reward, grpo_learning_rate=args.grpo_lr,
-                             grpo_epochs=args.grpo_epochs, num_generations=args.num_generations)  # fmt: skip
+    return RepairTrainConfig(method="grpo", reward=reward, grpo_learning_rate=args.grpo_lr, seed=seed,
+                             grpo_epochs=args.grpo_epochs, num_generations=args.num_generations,
+                             batch_size=args.train_batch_size or demo_train["batch_size"])  # fmt: skip
 
 
 def reward_trend(log: Path, reward: str) -> tuple[float | None, float | None]:
@@ -57,17 +59,30 @@ def main() -> None:
     ap.add_argument("--grpo-epochs", type=float, default=1.0)
     ap.add_argument("--num-generations", type=int, default=8)
     ap.add_argument("--max-examples", type=int, default=None, help="problems per variant (default: the demo's)")
+    ap.add_argument("--train-batch-size", type=int, default=None, help="GRPO's (default: the repair run's)")
+    ap.add_argument("--seeds", default="0", help="training seeds, comma-separated; each variant runs once per seed")
+    ap.add_argument("--budget-s", type=float, default=None, help="start no new variant after this many seconds")
     ap.add_argument("--out", default="bench/results/grpo_cpu.json")
     args = ap.parse_args()
+    deadline = time.time() + args.budget_s if args.budget_s else None
+    import torch
+
+    hardware = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+                "torch": torch.__version__}  # fmt: skip
     demo = json.loads((Path(args.repair) / "repair_summary.json").read_text())
     repair_limit = len((Path(args.repair) / "repair-split" / "problems.jsonl").read_text().splitlines())
     rows = []
-    for name in args.variants.split(","):
-        out = Path("runs/bench-grpo") / name
+    not_run = []
+    runs = [(name, int(seed)) for seed in args.seeds.split(",") for name in args.variants.split(",")]
+    for name, seed in runs:
+        if deadline and time.time() > deadline:
+            not_run.append(f"{name} seed {seed}: out of the time budget")
+            continue
+        out = Path("runs/bench-grpo") / f"{name}-s{seed}"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         shutil.copytree(Path(args.repair) / "repair-split", out / "repair-split")
-        train = variant_config(name, demo["train"]["config"], args)
+        train = variant_config(name, demo["train"]["config"], args, seed)
         t0 = time.time()
         s = run_repair(
             RepairConfig(from_run=args.run, out=str(out), repair_limit=repair_limit,
@@ -79,6 +94,8 @@ def main() -> None:
         first, last = reward_trend(out / "train_log.jsonl", train.reward) if train.method == "grpo" else (None, None)
         row = {
             "variant": name,
+            "seed": seed,
+            "train_batch_size": train.batch_size,
             "accuracy": s["accuracy"],
             "recovery": s["recovery"],
             "flips_fixed": s["flips_fixed"],
@@ -94,14 +111,17 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-        Path(args.out).write_text(json.dumps({"meta": run_meta(), "n": s["n"], "rows": rows}, indent=1) + "\n")
-    print(f"\n{'variant':<14} {'repaired':>8} {'recovery':>8} {'fixed':>5} {'intro':>5} {'train s':>8} {'steps':>5} "
-          f"{'solutions':>9} {'reward':>13}")  # fmt: skip
+        Path(args.out).write_text(json.dumps({"meta": run_meta(), "hardware_device": hardware, "n": s["n"],
+                                              "rows": rows, "not_run": not_run}, indent=1) + "\n")  # fmt: skip
+    if not_run:
+        Path(args.out).write_text(json.dumps({**json.loads(Path(args.out).read_text()), "not_run": not_run}, indent=1))
+    print(f"\n{'variant':<14} {'seed':>4} {'repaired':>8} {'recovery':>8} {'fixed':>5} {'intro':>5} {'train s':>8} "
+          f"{'steps':>5} {'solutions':>9} {'reward':>13}")  # fmt: skip
     for r in rows:
         a, b = r["reward_first_quarter"], r["reward_last_quarter"]
         rew = "-" if a is None else f"{a:.2f}->{b:.2f}"
         rec = "n/a" if r["recovery"] is None else f"{r['recovery']:.1%}"
-        print(f"{r['variant']:<14} {r['accuracy']['repaired']:>8.3f} {rec:>8} {r['flips_fixed']:>5} "
+        print(f"{r['variant']:<14} {r['seed']:>4} {r['accuracy']['repaired']:>8.3f} {rec:>8} {r['flips_fixed']:>5} "
               f"{r['flips_introduced']:>5} {r['train_seconds']:>8} {r['steps']:>5} {r['solutions_trained_on']:>9} "
               f"{rew:>13}")  # fmt: skip
 
