@@ -164,14 +164,14 @@ def ratio(
     return res, gen
 
 
-def oom(gen: HFGenerator, tok, big: int, new_tokens: int, prompt_tokens: int, keep: float,
-        compiled: bool = False) -> dict:  # fmt: skip
-    """Cap the process's GPU memory so batch `big` does not fit; the generator (plain, or compiled)
-    must halve the batch and lose nothing."""
+def oom(gen: HFGenerator, tok, big: int, new_tokens: int, prompt_tokens: int, keep: float) -> dict:
+    """Cap the process's GPU memory so batch `big` does not fit; the plain path, then the compiled
+    path (first compiled in this process, so no graph memory is held yet), must halve the batch and
+    lose nothing. The cap is set from the plain path's uncapped peak."""
     import torch
 
     prompts = long_prompts(tok, big, prompt_tokens)
-    cfg = GenerationConfig(batch_size=big, max_new_tokens=new_tokens, margins=True, compile=compiled)
+    cfg = GenerationConfig(batch_size=big, max_new_tokens=new_tokens, margins=True)
     gen._fits = None
     _free()
     base = torch.cuda.memory_allocated()
@@ -180,49 +180,50 @@ def oom(gen: HFGenerator, tok, big: int, new_tokens: int, prompt_tokens: int, ke
     peak = torch.cuda.max_memory_allocated()
     total = torch.cuda.get_device_properties(0).total_memory
     cap = base + keep * (peak - base)
-    sizes: list[int] = []
-    errors: list[int] = []
+    res: dict = {"model": gen.tag, "prompts": big, "new_tokens": new_tokens,
+                 "weights_and_rest_gib": round(base / 2**30, 2), "uncapped_peak_gib": round(peak / 2**30, 2),
+                 "cap_gib": round(cap / 2**30, 2), "cap_fraction_of_gpu": round(cap / total, 4),
+                 "uncapped_s": round(secs_uncapped, 2)}  # fmt: skip
     real = gen._generate_batch
+    for name, c in (("plain", cfg), ("compiled", cfg.replace(compile=True))):
+        sizes: list[int] = []
+        errors: list[int] = []
 
-    def spy(batch, config):
-        sizes.append(len(batch))
+        def spy(batch, config, sizes=sizes, errors=errors):
+            sizes.append(len(batch))
+            try:
+                return real(batch, config)
+            except torch.OutOfMemoryError:
+                errors.append(len(batch))
+                raise
+
+        gen._generate_batch = spy
+        gen._fits = None
+        _free()
+        torch.cuda.set_per_process_memory_fraction(cap / total)
         try:
-            return real(batch, config)
-        except torch.OutOfMemoryError:
-            errors.append(len(batch))
-            raise
-
-    gen._generate_batch = spy
-    _free()
-    torch.cuda.set_per_process_memory_fraction(cap / total)
-    try:
-        capped, secs_capped = _timed(gen, prompts, cfg)
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0)
-        gen._generate_batch = real
-    fitted = gen._fits
-    gen._fits = None
-    _free()
-    same_batch, _ = _timed(gen, prompts, cfg.replace(batch_size=fitted or big))
-    return {
-        "model": gen.tag,
-        "compiled": compiled,
-        "prompts": big,
-        "new_tokens": new_tokens,
-        "weights_and_rest_gib": round(base / 2**30, 2),
-        "uncapped_peak_gib": round(peak / 2**30, 2),
-        "cap_gib": round(cap / 2**30, 2),
-        "cap_fraction_of_gpu": round(cap / total, 4),
-        "batch_sizes_tried": sizes,
-        "out_of_memory_at": errors,
-        "batch_that_fitted": fitted,
-        "outputs_returned": sum(o is not None for o in capped),
-        "identical_to_uncapped_same_batch": sum(x.text == y.text and x.margins == y.margins
-                                                for x, y in zip(capped, same_batch)),  # fmt: skip
-        "identical_to_uncapped_full_batch": sum(x.text == y.text for x, y in zip(capped, uncapped)),
-        "uncapped_s": round(secs_uncapped, 2),
-        "capped_s": round(secs_capped, 2),
-    }
+            capped, secs_capped = _timed(gen, prompts, c)
+        except Exception as e:  # recorded: the other path still runs
+            res[name] = {"failed": f"{type(e).__name__}: {str(e)[:300]}", "batch_sizes_tried": sizes}
+            continue
+        finally:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+            gen._generate_batch = real
+        fitted = gen._fits
+        gen._fits = None
+        _free()
+        same_batch, _ = _timed(gen, prompts, c.replace(batch_size=fitted or big))
+        res[name] = {
+            "batch_sizes_tried": sizes,
+            "out_of_memory_at": errors,
+            "batch_that_fitted": fitted,
+            "outputs_returned": sum(o is not None for o in capped),
+            "identical_to_uncapped_same_batch": sum(x.text == y.text and x.margins == y.margins
+                                                    for x, y in zip(capped, same_batch)),  # fmt: skip
+            "identical_to_plain_uncapped_full_batch": sum(x.text == y.text for x, y in zip(capped, uncapped)),
+            "capped_s": round(secs_capped, 2),
+        }
+    return res
 
 
 def environment() -> dict:
@@ -250,11 +251,13 @@ def table(res: dict) -> str:
             v += ", equal prompts" if r.get("equal_prompts") else ""
             lines.append(f"| {r['shape']} random weights, batch {r['batch']}{v} (tok/s) | {r['plain']['tokens_per_s']} "
                          f"| {r['compiled']['tokens_per_s']} | {r['speedup']}x | (not meaningful) |")  # fmt: skip
-    for key in ("oom", "oom_compiled"):
-        o = res.get(key)
-        if o and "batch_sizes_tried" in o:
-            lines.append(f"| {key}: cap {o['cap_gib']} GiB, {o['prompts']} prompts: batches {o['batch_sizes_tried']} "
-                         f"| | | | {o['identical_to_uncapped_same_batch']}/{o['prompts']} vs uncapped |")  # fmt: skip
+    o = res.get("oom") or {}
+    for key in ("plain", "compiled"):
+        if "batch_sizes_tried" in o.get(key, {}):
+            r = o[key]
+            lines.append(f"| OOM, {key}: cap {o['cap_gib']} GiB, {o['prompts']} prompts: batches "
+                         f"{r['batch_sizes_tried']} | | | | {r.get('identical_to_uncapped_same_batch')}/{o['prompts']} "
+                         "vs uncapped |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -274,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-s", type=float, default=420.0, help="start no new section after this")
     ap.add_argument("--out", default="bench/results/compile.json")
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny sizes, checks the script only")
+    ap.add_argument("--oom-only", action="store_true", help="only the OOM test, on a fresh first shape")
     args = ap.parse_args(argv)
     import torch
     from transformers import AutoTokenizer
@@ -311,6 +315,16 @@ def main(argv: list[str] | None = None) -> None:
             _free()
             return row
 
+    if args.oom_only:
+        from scale import SHAPES, build
+
+        tok = AutoTokenizer.from_pretrained(args.reference)
+        name = args.shapes.split(",")[0]
+        fresh = HFGenerator(model=build(SHAPES[name]), tokenizer=tok, tag=name)
+        o = guarded("oom", lambda: oom(fresh, tok, args.oom_batch, 64, args.prompt_tokens, args.oom_keep))
+        res["oom"] = o
+        save("oom", o)
+        return
     if args.variants:
         tok = AutoTokenizer.from_pretrained(args.reference)
         name, gen = args.shapes.split(",")[0], None
@@ -344,14 +358,10 @@ def main(argv: list[str] | None = None) -> None:
         res["speed"].append(row)
         save(f"speed {name}", row)
         if i == 0 and gen is not None and device == "cuda":  # the OOM test on the first (real) shape
-            for c in (False, True):
-                def run_oom(gen=gen, c=c):
-                    return oom(gen, tok, args.oom_batch, 64, args.prompt_tokens, args.oom_keep, c)
-
-                o = guarded(f"oom compiled={c}", run_oom)
-                if o:
-                    res["oom" if not c else "oom_compiled"] = o
-                    save(f"oom compiled={c}", o)
+            o = guarded("oom", lambda gen=gen: oom(gen, tok, args.oom_batch, 64, args.prompt_tokens, args.oom_keep))
+            if o:
+                res["oom"] = o
+                save("oom", o)
         del gen, got
         _free()
     if args.fp32:

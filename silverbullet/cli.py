@@ -433,7 +433,9 @@ def repair(
     dpo_epochs: float | None = typer.Option(None, help="DPO epochs (default: --epochs)."),
     merge: bool = typer.Option(False, help="Also merge the adapter into one low-bit checkpoint and measure it."),
     merge_method: str = typer.Option(
-        "grid", help="--merge: grid (the base's scales, nearest), gptq (same grid, error feedback), requantize."
+        "grid",
+        help="--merge: grid (the base's scales, nearest), gptq (same grid, error feedback), gptq-scales (gptq, "
+        "then the scales trained toward base + adapter), requantize.",
     ),
     backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
     tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),

@@ -9,6 +9,9 @@ again, and how they are rounded decides whether the repair survives:
   the adapter's delta crosses a rounding boundary, and a zero adapter gives the base back exactly.
 - `gptq`: the same fixed grid, but each layer rounded GPTQ-style (error feedback through the
   inverse Hessian of calibration inputs: repair-split text through base + adapter).
+- `gptq-scales`: `gptq`, then the scales (one float per row or group, already in the format) trained,
+  codes frozen, so the merged model's distributions match base + adapter's on the calibration text
+  (`scales.py`); only `weight_scale` tensors change.
 - `requantize`: the old path: the dense merge quantized again with the base's recipe, which fits
   new min-max scales (at 2 bits this lost the whole repair, docs/repair.md).
 The merged checkpoint's accuracy is measured, never assumed.
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from silverbullet.errors import UserError
 
-MERGE_METHODS = ("grid", "gptq", "requantize")
+MERGE_METHODS = ("grid", "gptq", "gptq-scales", "requantize")
 CALIBRATION_TEXTS = 128  # texts whose layer inputs make the Hessians (GPTQ's usual calibration size)
 
 
@@ -52,9 +55,10 @@ def merge_adapter(
     if method == "requantize":
         path = merge_and_requantize(quantized, adapter, out)
         return path, json.loads((path / _info_name()).read_text())["merge"]
-    if method == "gptq" and not calibration:
-        raise UserError("--merge-method gptq needs calibration text (the repair split's SFT set); none was found")
-    return merge_on_grid(quantized, adapter, out, calibration=calibration, refine=method == "gptq")
+    if method.startswith("gptq") and not calibration:
+        raise UserError(f"--merge-method {method} needs calibration text (the repair split's SFT set); none was found")
+    return merge_on_grid(quantized, adapter, out, calibration=calibration, refine=method.startswith("gptq"),
+                         scales=method == "gptq-scales")  # fmt: skip
 
 
 def _info_name() -> str:
@@ -79,7 +83,12 @@ def _compressed_tensors_config(quantized: str) -> dict:
 
 
 def merge_on_grid(
-    quantized: str, adapter: Path, out: Path, calibration: list[str] | None = None, refine: bool = False
+    quantized: str,
+    adapter: Path,
+    out: Path,
+    calibration: list[str] | None = None,
+    refine: bool = False,
+    scales: bool = False,
 ) -> tuple[Path, dict]:
     """W' = dequant(W_q) + BA per quantized Linear, rounded onto the base's grid (to nearest, or
     GPTQ-style with `refine`, which needs `calibration` text; given without it, the text only adds
@@ -105,6 +114,7 @@ def merge_on_grid(
         hessians = _hessians(model, tok, quantized_modules, calibration) if calibration else {}
     replaced: dict[str, torch.Tensor] = {}
     stats = GridStats()
+    on_grid: dict[str, tuple] = {}  # name -> (dequantized merged weight, scale, group size): for `scales`
     for name, module in quantized_modules.items():
         scheme = module.quantization_scheme
         fmt = str(getattr(scheme.format, "value", scheme.format) or qcfg.get("format"))
@@ -118,27 +128,59 @@ def merge_on_grid(
         codes, module_stats = merge_module(module.weight, base, scheme, fmt, hessians.get(name), refine)
         stats.add(module_stats)
         replaced.update({f"{name}.{k}": v for k, v in codes.items()})
+        if scales:
+            from silverbullet.repair.grid import decompress
+
+            strategy = str(getattr(scheme.weights.strategy, "value", scheme.weights.strategy))
+            group = scheme.weights.group_size if strategy == "group" else None
+            weight = decompress({**base, **codes}, scheme, fmt)["weight"]
+            on_grid[name] = (weight, base["weight_scale"], group)
     dense = []
     prefixes = tuple(n + "." for n in quantized_modules)
     for key, t in model.state_dict().items():
         if key in flat and not key.startswith(prefixes) and not torch.equal(flat[key], t.to(flat[key].dtype)):
             replaced[key] = t.to(flat[key].dtype).contiguous()
             dense.append(key)
+    scale_record = None
+    if scales:
+        scale_record = _refine_scales(model, tok, on_grid, replaced, flat, calibration or [])
     _write(Path(quantized), out, shards, metadata, replaced)
     info = {
-        "method": "gptq" if refine else "grid",
+        "method": ("gptq-scales" if scales else "gptq") if refine else "grid",
         "base": str(quantized),
         "adapter": str(adapter),
         "modules_on_grid": len(quantized_modules),
         "dense_merged": dense,  # non-quantized tensors the adapter changed (plain W + BA)
         "calibration_texts": min(len(calibration or []), CALIBRATION_TEXTS),
         "grid": stats.as_dict(),
+        **({"scales": scale_record} if scale_record else {}),
     }
     rec_info["source_model"] = f"{quantized} + LoRA {adapter}, merged ({info['method']})"
     rec_info.setdefault("config", {})["model"] = rec_info["source_model"]
     rec_info["merge"] = info
     (out / _info_name()).write_text(json.dumps(rec_info, indent=1))
     return out, info
+
+
+def _refine_scales(teacher, tok, on_grid: dict, replaced: dict, flat: dict, texts: list[str]) -> dict:
+    """The merged model (base + adapter with the on-grid weights put in, dense) has its scales trained
+    toward `teacher` (base + adapter); the new scales join `replaced` in the base's dtype."""
+    import copy
+
+    import torch
+
+    from silverbullet.repair.scales import refine_scales
+
+    student = copy.deepcopy(teacher)  # dense-merged non-quantized modules, as the checkpoint has them
+    with torch.no_grad():
+        for name, (weight, _scale, _group) in on_grid.items():
+            student.get_submodule(name).weight.copy_(weight.to(torch.float32))
+    new, record = refine_scales(
+        teacher, student, tok, {n: (s, g) for n, (_w, s, g) in on_grid.items()}, texts[:CALIBRATION_TEXTS]
+    )
+    for key, t in new.items():
+        replaced[key] = t.to(flat[key].dtype).reshape(flat[key].shape).contiguous()
+    return record
 
 
 def _read_shards(path: Path) -> tuple[dict, dict]:

@@ -407,6 +407,7 @@ def _merged(
         **flip_stats(ref, q, [by_id[p.id] for p in problems]),
         "bytes": sum(f.stat().st_size for f in path.glob("*.safetensors")),
         "grid": info.get("grid"),
+        **({"scales": info["scales"]} if info.get("scales") else {}),
         "seconds": round(time.time() - t0, 1),
     }
 
