@@ -10,8 +10,9 @@ hand labels, beside the baseline "step 0 if the final answer is wrong".
 Dev-set scores are reported in two settings: `dev_set*` with the gold solution text as reference
 (locate's reference-dataflow matching), `dev_set_no_gold*` without it (the ProcessBench setting:
 no reference solution). Without gold text the gold *final answer* is still given, so locate knows
-the answer is wrong and blames the first unsupported operand, or the last step; with neither it
-could only run the local checks. `--no-gold` also runs the 4,076-solution flag rates that way.
+the answer is wrong and blames the first unsupported operand, or the earliest step the solution
+goes on to use (a prior: docs/taxonomy.md); with neither it could only run the local checks.
+`--no-gold` also runs the 4,076-solution flag rates that way.
 """
 
 from __future__ import annotations

@@ -97,3 +97,27 @@ def test_right_answer_other_route_stays_clean() -> None:
 def test_hostile_gold_text_does_not_raise() -> None:
     flow = _flow("x", "a = <<" + "(" * 300 + "1=1>>\n" + "9" * 5000 + " * 2 = 1\nA: 1")
     assert isinstance(flow, df.GoldFlow)
+
+
+def test_no_reference_blames_earliest_step_the_answer_uses() -> None:
+    # no gold text: every step checks out, the answer is wrong, no check fires. The earliest computing
+    # step whose value the solution goes on to use (step 1; step 0's 16 is never used) is blamed, not
+    # the last step: a prior (docs/taxonomy.md), the ProcessBench setting
+    cand = (
+        "She reads 6 + 10 = <<6+10=16>>16 pages on two days.\nShe reads 6 * 4 = <<6*4=24>>24 pages.\n"
+        "In all 24 + 4 = <<24+4=28>>28 pages.\nA: 28"
+    )
+    a = locate(MIA_Q, cand, None, "34")
+    assert (a.first_faulty_step, a.error_type, a.evidence["rule"]) == (1, "conceptual", "earliest_used_step")
+    # a value carried on only inside a later calculation counts as used
+    b = locate(MIA_Q, "She reads 6 * 4 = <<6*4=24>>24 pages.\nIn all she reads <<2+24=26>>26.\nA: 26", None, "34")
+    assert b.first_faulty_step == 0
+    # one computing step: it is the last step, as before
+    c = locate(MIA_Q, "She reads 6 * 4 = <<6*4=24>>24 pages.\nA: 24", None, "34")
+    assert (c.first_faulty_step, c.evidence["rule"]) == (0, "answers_other_question")
+    # without_evidence="last": the last step, as before (the GRPO process reward asks for this: it
+    # scores refuted steps, not the prior)
+    assert locate(MIA_Q, cand, None, "34", without_evidence="last").first_faulty_step == 2
+    from silverbullet.repair.reward import ANSWER_WEIGHT, process_reward
+
+    assert process_reward(MIA_Q, cand, "34") == (1 - ANSWER_WEIGHT) * 2 / 3

@@ -25,7 +25,9 @@ def process_reward(question: str, completion: str, gold: str) -> float:
     steps (0-based; k = n when none is refuted). A right answer with every step standing gets 1; a
     wrong one that goes wrong in its first step gets 0; a wrong answer with no step refuted gets
     the process part in full, below any right answer."""
-    att = locate(question, completion, gold_answer=gold)
+    # a wrong answer with no refuted step is blamed on its last step, not on the locator's prior
+    # (its earliest used step): the process part scores evidence
+    att = locate(question, completion, gold_answer=gold, without_evidence="last")
     n = max(1, att.n_steps)
     k = n if att.first_faulty_step is None else min(att.first_faulty_step, n)
     return ANSWER_WEIGHT * bool(att.final_answer_correct) + (1 - ANSWER_WEIGHT) * k / n
