@@ -189,3 +189,53 @@ def test_gptq_onto_a_fixed_grid_beats_nearest_on_the_calibration_outputs(act_ord
     assert torch.allclose(codes, codes.round(), atol=1e-4) and -4 <= codes.round().min() <= codes.round().max() <= 3
     nearest = fake_quantize(w, scale, zp, args)
     assert ((w - q) @ x.T).norm() < ((w - nearest) @ x.T).norm()
+
+
+def _kl(teacher, student, tok) -> float:
+    total = 0.0
+    for t in TEXTS:
+        ids = tok(t, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            p = torch.log_softmax(teacher(input_ids=ids).logits.float(), -1)
+            q = torch.log_softmax(student(input_ids=ids).logits.float(), -1)
+        total += float(torch.nn.functional.kl_div(q, p, log_target=True, reduction="sum")) / ids.shape[1]
+    return total
+
+
+def test_gptq_scales_moves_only_scales_and_comes_closer_to_the_adapter(merged, tmp_path):
+    """`gptq-scales`: GPTQ's codes, byte for byte; only weight_scale tensors change (of every quantized
+    module, not only those the adapter touched); and the written
+    checkpoint, loaded, is closer to base + adapter (KL on the calibration text, computed here) than
+    the GPTQ merge it starts from."""
+    from silverbullet.generation.loading import load_causal_lm
+    from silverbullet.repair.merge import merge_adapter
+
+    base, adapter, _, (gptq, _) = merged
+    path, info = merge_adapter(str(base), adapter, tmp_path / "gs", "gptq-scales", TEXTS)
+    after, start = _tensors(path), _tensors(gptq)
+    changed = [k for k in after if not torch.equal(after[k], start[k])]
+    # every quantized module's scales train (those the adapter left alone can still move toward it)
+    assert changed and all(k.endswith("weight_scale") for k in changed)
+    assert any(k.endswith("gate_proj.weight_scale") for k in changed)
+    assert info["method"] == "gptq-scales" and info["scales"]["texts"] == len(TEXTS)
+    assert info["scales"]["kl_to_adapter_after"] < info["scales"]["kl_to_adapter_before"]
+    teacher, tok = load_causal_lm(str(base), device="cpu", dtype="float32", adapter=adapter)
+    kl_gptq = _kl(teacher, load_causal_lm(str(gptq), device="cpu", dtype="float32")[0], tok)
+    kl_scales = _kl(teacher, load_causal_lm(str(path), device="cpu", dtype="float32")[0], tok)
+    assert kl_scales < 0.9 * kl_gptq
+
+
+def test_scaled_linear_starts_as_the_layer_it_replaces():
+    from silverbullet.repair.scales import ScaledLinear, unit_codes
+
+    torch.manual_seed(0)
+    for group in (None, 4):
+        scale = torch.rand(6, 1 if group is None else 3) + 0.1
+        codes = torch.randint(-2, 2, (6, 12)).float()
+        s = scale if group is None else scale.repeat_interleave(group, dim=1)
+        w = codes * s
+        assert torch.equal(unit_codes(w, scale, group), codes)
+        lin = ScaledLinear(unit_codes(w, scale, group), scale, group, None)
+        x = torch.randn(2, 12)
+        assert torch.allclose(lin(x), x @ w.T, atol=1e-6)
+        assert [n for n, _ in lin.named_parameters()] == ["r"]  # the codes are buffers: frozen

@@ -28,6 +28,7 @@ from silverbullet.errors import UserError
 
 MERGE_METHODS = ("grid", "gptq", "gptq-scales", "requantize")
 CALIBRATION_TEXTS = 128  # texts whose layer inputs make the Hessians (GPTQ's usual calibration size)
+SCALE_TEXTS = 512  # texts the scales are trained on (gptq-scales): more than GPTQ needs, against overfitting
 
 
 def recorded_quantization(quantized: str) -> dict:
@@ -47,9 +48,16 @@ def recorded_quantization(quantized: str) -> dict:
 
 
 def merge_adapter(
-    quantized: str, adapter: Path, out: Path, method: str = "grid", calibration: list[str] | None = None
+    quantized: str,
+    adapter: Path,
+    out: Path,
+    method: str = "grid",
+    calibration: list[str] | None = None,
+    distill: list[str] | None = None,
 ) -> tuple[Path, dict]:
-    """Merge by `method` (MERGE_METHODS); returns the checkpoint and what the merge recorded."""
+    """Merge by `method` (MERGE_METHODS); returns the checkpoint and what the merge recorded.
+    `calibration` makes GPTQ's Hessians; `gptq-scales` trains the scales on `distill` (default:
+    `calibration`), at most SCALE_TEXTS of them."""
     if method not in MERGE_METHODS:
         raise UserError(f"--merge-method {method!r} is not known; use one of {', '.join(MERGE_METHODS)}")
     if method == "requantize":
@@ -58,7 +66,7 @@ def merge_adapter(
     if method.startswith("gptq") and not calibration:
         raise UserError(f"--merge-method {method} needs calibration text (the repair split's SFT set); none was found")
     return merge_on_grid(quantized, adapter, out, calibration=calibration, refine=method.startswith("gptq"),
-                         scales=method == "gptq-scales")  # fmt: skip
+                         scales=method == "gptq-scales", distill=distill)  # fmt: skip
 
 
 def _info_name() -> str:
@@ -89,6 +97,7 @@ def merge_on_grid(
     calibration: list[str] | None = None,
     refine: bool = False,
     scales: bool = False,
+    distill: list[str] | None = None,
 ) -> tuple[Path, dict]:
     """W' = dequant(W_q) + BA per quantized Linear, rounded onto the base's grid (to nearest, or
     GPTQ-style with `refine`, which needs `calibration` text; given without it, the text only adds
@@ -143,7 +152,7 @@ def merge_on_grid(
             dense.append(key)
     scale_record = None
     if scales:
-        scale_record = _refine_scales(model, tok, on_grid, replaced, flat, calibration or [])
+        scale_record = _refine_scales(model, tok, on_grid, replaced, flat, (distill or calibration or [])[:SCALE_TEXTS])
     _write(Path(quantized), out, shards, metadata, replaced)
     info = {
         "method": ("gptq-scales" if scales else "gptq") if refine else "grid",
@@ -175,9 +184,7 @@ def _refine_scales(teacher, tok, on_grid: dict, replaced: dict, flat: dict, text
     with torch.no_grad():
         for name, (weight, _scale, _group) in on_grid.items():
             student.get_submodule(name).weight.copy_(weight.to(torch.float32))
-    new, record = refine_scales(
-        teacher, student, tok, {n: (s, g) for n, (_w, s, g) in on_grid.items()}, texts[:CALIBRATION_TEXTS]
-    )
+    new, record = refine_scales(teacher, student, tok, {n: (s, g) for n, (_w, s, g) in on_grid.items()}, texts)
     for key, t in new.items():
         replaced[key] = t.to(flat[key].dtype).reshape(flat[key].shape).contiguous()
     return record

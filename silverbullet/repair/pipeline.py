@@ -388,7 +388,8 @@ def _merged(
     t0 = time.time()
     sft_path, _ = set_paths(out)
     texts = [r["prompt"] + r["completion"] for r in read_jsonl_rows(sft_path)] if sft_path.exists() else []
-    path, info = merge_adapter(quantized, adapter, out / "merged", cfg.merge_method, texts)
+    path, info = merge_adapter(quantized, adapter, out / "merged", cfg.merge_method, texts,
+                               distill=texts + _repair_split_solutions(out, renderer))  # fmt: skip
     gen = make_generator(str(path), "merged", gcfg)
     gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     rows_path = out / "generations" / "merged.jsonl"
@@ -410,6 +411,18 @@ def _merged(
         **({"scales": info["scales"]} if info.get("scales") else {}),
         "seconds": round(time.time() - t0, 1),
     }
+
+
+def _repair_split_solutions(out: Path, renderer) -> list[str]:
+    """Prompt + the reference model's right solution for each repair-split problem: more text for
+    `gptq-scales` to match base + adapter on (never evaluation problems)."""
+    split = out / "repair-split"
+    probs, refs = split / "problems.jsonl", split / "generations" / "reference.jsonl"
+    if not (probs.exists() and refs.exists()):
+        return []
+    questions = {r["id"]: r["question"] for r in read_jsonl_rows(probs)}
+    return [renderer(questions[g["problem_id"]]) + g["text"]
+            for g in read_jsonl_rows(refs) if g.get("correct") and g["problem_id"] in questions]  # fmt: skip
 
 
 def summarise_repair(

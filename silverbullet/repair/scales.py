@@ -90,10 +90,13 @@ def refine_scales(
         if cfg.norms and "norm" in type(mod).__name__.lower()
         for pn, p in mod.named_parameters(recurse=False)
     }
-    params += list(norms.values())
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=cfg.learning_rate)
+    groups = [{"params": params}]
+    if norms:  # gains sit near 1 (scales near 0.01-0.1): a tenth of the step, or they overshoot
+        groups.append({"params": list(norms.values()), "lr": cfg.learning_rate / 10})
+    for group in groups:
+        for p in group["params"]:
+            p.requires_grad_(True)
+    opt = torch.optim.Adam(groups, lr=cfg.learning_rate)
     total = max(1, cfg.epochs * len(texts))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total) / total)))
     encoded = [
