@@ -138,7 +138,10 @@ def main() -> None:
     if not args.table:
         if not (args.setting and args.from_run and args.out):
             ap.error("--setting, --from and --out are required (or --table)")
-        data["settings"][args.setting] = run_setting(args)
+        row = run_setting(args)
+        kept = data["settings"].get(args.setting, {}).get("merged", {})  # methods not re-run this time stay
+        row["merged"] = {**kept, **row["merged"]}
+        data["settings"][args.setting] = row
         data["meta"][args.setting] = run_meta()
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(data, indent=1))

@@ -174,3 +174,32 @@ def test_evaluate_on_cpu_says_one_line_and_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stderr.count("--compile ignored") == 1 and "Traceback" not in r.stderr
     assert (tmp_path / "res.json").exists()
+
+
+def test_out_of_memory_in_the_static_decoder_halves_and_drops_its_cache(tiny_model_dir, monkeypatch):
+    """An OOM inside the compiled path (simulated: no GPU here) halves the batch like the plain
+    path's, and the static cache made for the width that failed is released, not kept beside the
+    smaller one; outputs equal the plain path's, in order."""
+    import torch
+
+    from silverbullet.generation import static_decode
+
+    prompts = PROMPTS + list(MEMORIZED)
+    cfg = GenerationConfig(max_new_tokens=8, batch_size=8)
+    plain = HFGenerator(tiny_model_dir, device="cpu").generate(prompts, cfg)
+    real = static_decode.StaticDecoder.decode
+    widths: list[int] = []
+
+    def small_gpu(self, input_ids, *a, **k):
+        widths.append(input_ids.shape[0])
+        if input_ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, input_ids, *a, **k)
+
+    monkeypatch.setattr(static_decode.StaticDecoder, "decode", small_gpu)
+    monkeypatch.setattr(HFGenerator, "compiles", lambda self, config: config.compile)
+    g = HFGenerator(tiny_model_dir, device="cpu")
+    halved = g.generate(prompts, cfg.replace(compile=True))
+    assert [o.text for o in halved] == [o.text for o in plain]
+    assert widths[:3] == [8, 4, 2] and set(widths[3:]) == {2}
+    assert list(g._decoders) == [(2, False)]  # the 8- and 4-row caches were dropped

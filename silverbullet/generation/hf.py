@@ -323,6 +323,7 @@ class HFGenerator:
                     f"out of GPU memory generating one prompt with {self.tag}; lower max_new_tokens or use a "
                     "GPU with more memory (or --backend vllm)"
                 ) from None
+            self._decoders.clear()  # a static cache sized for the failed width would hold its memory
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             half = (len(prompts) + 1) // 2

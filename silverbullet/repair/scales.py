@@ -22,7 +22,7 @@ import torch
 
 @dataclass
 class ScaleRefineConfig:
-    epochs: int = 4
+    epochs: int = 8
     learning_rate: float = 1e-2
     max_len: int = 384
     seed: int = 0
