@@ -65,17 +65,18 @@ demo: $(STAMP)
 test:
 	@$(MAKE) -s -j2 $(DEV_STAMP) $(VLLM_STAMP)
 	$(BIN)/ruff check silverbullet tests bench
-	$(BIN)/python -m pytest -q -m "not vllm and not gptq" --durations=15
+	$(BIN)/python -m pytest -q -m "not vllm and not gptq and not autoround" --durations=15
 	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10
 
 test-vllm: $(DEV_STAMP) $(VLLM_STAMP)
 	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10
 
-# The GPTQModel tests (GPTQ and AWQ on CPU) with .gptq-site on PYTHONPATH; CI runs it after `make test`.
+# The GPTQModel tests (GPTQ and AWQ on CPU) with .gptq-site on PYTHONPATH, and AutoRound's CPU test;
+# CI runs it after `make test` (which stays within 15 minutes without them).
 # SILVERBULLET_REQUIRE_GPTQ=1 makes a test that would skip (gptqmodel not importable) fail instead.
 # (pytest's "1 skipped" here is test_vllm.py's module skip at collection: no vLLM in the main venv.)
 test-gptq: $(DEV_STAMP) $(GPTQ_STAMP)
-	PYTHONPATH=$(GPTQ_SITE) SILVERBULLET_REQUIRE_GPTQ=1 $(BIN)/python -m pytest -q -m gptq --durations=10
+	PYTHONPATH=$(GPTQ_SITE) SILVERBULLET_REQUIRE_GPTQ=1 $(BIN)/python -m pytest -q -m "gptq or autoround" --durations=10
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check silverbullet tests bench

@@ -318,3 +318,31 @@ def test_a_layer_peft_cannot_wrap_is_one_line():
     with pytest.raises(ValueError, match="something else"):
         with _lora_supported("ckpt"):
             raise ValueError("something else")
+
+
+@pytest.mark.autoround
+def test_autoround_checkpoint_quantizes_loads_and_generates_on_cpu(tmp_path):
+    """`quantize --method autoround` on a tiny Llama (AutoRound's own CPU path, about 15 s), loaded as
+    transformers loads it: auto-round's QuantLinear layers, fp16 on CPU, text out, and logits that
+    follow the dense model's. (Repair on it stops with one line: test_a_layer_peft_cannot_wrap_is_one_line.)"""
+    import torch
+    from conftest import build_tiny_llama
+
+    from silverbullet.generation import GenerationConfig, HFGenerator
+    from silverbullet.quantize import QuantizeConfig, quantize
+
+    build_tiny_llama(tmp_path / "dense", init=0.05)
+    out = quantize(QuantizeConfig(model=str(tmp_path / "dense"), method="autoround", out=str(tmp_path / "q"),
+                                  bits=4, group_size=32), log=lambda m: None)  # fmt: skip
+    qcfg = json.loads((Path(out) / "config.json").read_text())["quantization_config"]
+    assert qcfg["quant_method"] in ("auto-round", "intel/auto-round") and qcfg["bits"] == 4
+    g = HFGenerator(str(out), device="cpu")
+    layer = g.model.model.layers[0].self_attn.q_proj
+    assert type(layer).__name__ == "QuantLinear" and not hasattr(layer, "weight")
+    text = g.generate(["Question: add 2 and 3\n"], GenerationConfig(max_new_tokens=8))[0]
+    assert text.n_tokens > 0
+    dense = HFGenerator(str(tmp_path / "dense"), device="cpu")
+    ids = dense.tokenizer("Question: add 2 and 3\n", return_tensors="pt").input_ids
+    with torch.no_grad():
+        a, b = dense.model(ids).logits.float(), g.model(ids).logits.float()
+    assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.9
