@@ -106,25 +106,26 @@ def refine_scales(
     encoded = [e for e in encoded if e.shape[1] > 1]
     teacher.eval()
     student.eval()
-    with torch.no_grad():  # the teacher's distributions, once (log-probs of every position of every text)
-        targets = [torch.log_softmax(teacher(input_ids=e).logits.float(), dim=-1) for e in encoded]
-
-    def kl(e: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def kl(e: torch.Tensor) -> torch.Tensor:
+        # the teacher's distributions are recomputed each time, not stored: texts x tokens x vocab
+        # floats would not fit for a real vocabulary
+        with torch.no_grad():
+            target = torch.log_softmax(teacher(input_ids=e).logits.float(), dim=-1)
         logp = torch.log_softmax(student(input_ids=e).logits.float(), dim=-1)
-        return torch.nn.functional.kl_div(logp, t, log_target=True, reduction="batchmean") / e.shape[1]
+        return torch.nn.functional.kl_div(logp, target, log_target=True, reduction="batchmean") / e.shape[1]
 
     with torch.no_grad():
-        before = sum(float(kl(e, t)) for e, t in zip(encoded, targets)) / max(len(encoded), 1)
+        before = sum(float(kl(e)) for e in encoded) / max(len(encoded), 1)
     order = list(range(len(encoded)))
     g = torch.Generator().manual_seed(cfg.seed)
     for _ in range(cfg.epochs):
         for i in torch.randperm(len(order), generator=g).tolist():
             opt.zero_grad(set_to_none=True)
-            kl(encoded[i], targets[i]).backward()
+            kl(encoded[i]).backward()
             opt.step()
             sched.step()
     with torch.no_grad():
-        after = sum(float(kl(e, t)) for e, t in zip(encoded, targets)) / max(len(encoded), 1)
+        after = sum(float(kl(e)) for e in encoded) / max(len(encoded), 1)
         ratios = torch.cat([torch.exp(w.r).flatten() for w in wrapped.values()])
         new = {f"{name}.weight_scale": w.scale().detach().clone() for name, w in wrapped.items()}
         new.update({name: p.detach().clone() for name, p in norms.items()})
