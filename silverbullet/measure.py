@@ -133,9 +133,13 @@ def measure(
             append_rows(out_path, rows)
         if on_progress:
             on_progress(total - len(todo) + start + len(batch), total)
-    if out_path is not None and todo:  # the finished file lists problems in their order again
+    if out_path is not None:  # the finished file lists problems in their order again
         ours = {p.id for p in problems}
-        write_rows(out_path, [done[p.id] for p in problems] + [r for i, r in done.items() if i not in ours])
+        want = [p.id for p in problems] + [i for i in done if i not in ours]
+        # `done` is in file order; also a run killed after its last append, before this rewrite,
+        # finds every row written but in generation order, and puts them in order now
+        if list(done) != want:
+            write_rows(out_path, [done[i] for i in want])
     return [Generation(**{k: done[p.id].get(k) for k in Generation.__dataclass_fields__}) for p in problems]
 
 

@@ -214,3 +214,10 @@ def test_measure_batches_by_prompt_length_and_writes_problem_order(tmp_path):
     measure(gen, problems, GenerationConfig(), out, chunk=3)  # two more problems: only they are generated
     assert sorted(p.count("x") for c in gen.calls for p in c) == [12, 18]
     assert [r["problem_id"] for r in read_jsonl_rows(out)] == [p.id for p in problems]
+    # killed after the last append, before the rewrite into problem order: every row is there, in
+    # generation order; the resumed run generates nothing and puts the rows in order
+    rows = read_jsonl_rows(out)
+    out.write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))
+    gen.calls.clear()
+    measure(gen, problems, GenerationConfig(), out, chunk=3)
+    assert gen.calls == [] and read_jsonl_rows(out) == rows
