@@ -388,8 +388,8 @@ def _merged(
     t0 = time.time()
     sft_path, _ = set_paths(out)
     texts = [r["prompt"] + r["completion"] for r in read_jsonl_rows(sft_path)] if sft_path.exists() else []
-    path, info = merge_adapter(quantized, adapter, out / "merged", cfg.merge_method, texts,
-                               distill=texts + _repair_split_solutions(out, renderer))  # fmt: skip
+    distill = texts + _repair_split_solutions(out, renderer) if cfg.merge_method == "gptq-scales" else None
+    path, info = merge_adapter(quantized, adapter, out / "merged", cfg.merge_method, texts, distill=distill)
     gen = make_generator(str(path), "merged", gcfg)
     gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     rows_path = out / "generations" / "merged.jsonl"
