@@ -382,8 +382,6 @@ class HFGenerator:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         tok, model = self.tokenizer, self.model
-        if self._newlines is None:
-            self._newlines = _newline_mask(tok, model.get_input_embeddings().num_embeddings)
         n_real = len(prompts)
         compiled = self.compiles(config)
         if compiled:  # one batch shape for every batch: no recompile for a short last batch
@@ -412,7 +410,7 @@ class HFGenerator:
             processors.append(TemperatureLogitsWarper(config.temperature))
             if config.top_p < 1.0:
                 processors.append(TopPLogitsWarper(config.top_p))
-        stop = StoppingCriteriaList([_make_answer_stop(tok, prompt_len, self._newlines)])
+        stop = StoppingCriteriaList([_make_answer_stop(tok, prompt_len, self._newline_tensor())])
         t0 = time.perf_counter()
         # no_grad, not inference_mode, around the compiled step: transformers' own compile examples
         # (and bench/scale.py's measured runs) use it; the uncompiled path keeps inference_mode.
@@ -454,11 +452,15 @@ class HFGenerator:
             for r in range(n_real)
         ]
 
-    def _newline_ids(self) -> frozenset[int]:
+    def _newline_tensor(self) -> Any:
+        """Which tokens hold a newline (once per generator): the answer-line stop looks only at them."""
         if self._newlines is None:
             self._newlines = _newline_mask(self.tokenizer, self.model.get_input_embeddings().num_embeddings)
+        return self._newlines
+
+    def _newline_ids(self) -> frozenset[int]:
         if self._newline_id_set is None:
-            self._newline_id_set = frozenset(self._newlines.nonzero().flatten().tolist())
+            self._newline_id_set = frozenset(self._newline_tensor().nonzero().flatten().tolist())
         return self._newline_id_set
 
     def _finish(
