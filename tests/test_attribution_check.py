@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from silverbullet.attribution.check import check_step, is_rounding
+from silverbullet.attribution.check import check_step, claim_mismatch, is_rounding
 from silverbullet.attribution.steps import analyse_step, parse_steps, question_numbers
 
 STEP_CASES = [
@@ -83,3 +83,44 @@ def test_parse_steps_excludes_answer_line() -> None:
 def test_question_numbers_words() -> None:
     q = question_numbers("She eats three eggs and half a dozen muffins, 1,200 in total, 15% off.")
     assert {Fraction(3), Fraction(1, 2), Fraction(12), Fraction(1200), Fraction(15)} <= q
+
+
+def test_question_numbers_compounds() -> None:
+    q = question_numbers("Twenty dozen cups and half a dozen plates; 3 dozen eggs; she rests half an hour.")
+    assert {Fraction(240), Fraction(6), Fraction(36), Fraction(30)} <= q
+    assert Fraction(30) not in question_numbers("she rests half an hour", units=False)  # 30 is a conversion
+    assert Fraction(24) not in question_numbers("twice a dozen")  # "twice" is no count of dozens here
+
+
+@pytest.mark.parametrize(
+    ("line", "known", "claimed"),
+    [
+        ("Sadie slept 7 hours on Tuesday because 8 - 2 = <<8-2=6>>6", {8, 2}, "7"),
+        ("The oven is off by 22 degrees because 450 - 468 = <<450-468=-18>>-18", {450, 468}, "22"),
+        ("His total is 320 since 5 x 65 = 325", {5, 65}, "320"),
+    ],
+)
+def test_claim_mismatch_fires(line: str, known: set, claimed: str) -> None:
+    ev = claim_mismatch(analyse_step(line), {Fraction(k) for k in known})
+    assert ev is not None and ev["check"] == "claim_mismatch" and ev["claimed"] == claimed
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "She has 6 hours left because 8 - 2 = <<8-2=6>>6",  # claims the result
+        "For 2 weeks he earns 140 because 70 * 2 = 140",  # 2 is an operand, 140 the result
+        "In May she has 12 apples because 4 * 3 = 12",  # no number but the result
+        "The total percentage is 100% because 3 + 5 = <<3+5=8>>8",  # framing, not a value
+        "Each box holds 5 eggs because the question says so",  # no computation after 'because'
+        "He has 9 apples, 4 + 5 = 9, because he bought 4",  # the computation comes first
+    ],
+)
+def test_claim_mismatch_stays_quiet(line: str) -> None:
+    assert claim_mismatch(analyse_step(line), {Fraction(8), Fraction(2), Fraction(70), Fraction(4)}) is None
+
+
+def test_claim_mismatch_excuses_a_number_stated_earlier() -> None:
+    step = analyse_step("On day 9 she has 20 because 4 * 5 = 20")
+    assert claim_mismatch(step, {Fraction(4), Fraction(5)}) is not None
+    assert claim_mismatch(step, {Fraction(4), Fraction(5), Fraction(9)}) is None

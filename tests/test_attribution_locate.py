@@ -128,3 +128,29 @@ def test_steps_word_for_word_the_references_do_not_diverge_from_it():
     cand = "Let m be the number of mugs\n8+4*m=40\n4*m=40-8=32\n4m=<<32=32>>32\nm=<<8=11>>11\n#### 11"
     att = locate(q, cand, reference_text=ref, gold_answer="8")
     assert att.first_faulty_step == 4 and att.evidence["check"] != "reference_divergence"
+
+
+def test_claim_mismatch_is_an_execution_error_even_with_the_right_answer() -> None:
+    q = "Maggie's oven reads 468 when set to 450. What is the error?"
+    cand = "The oven is off by 22 degrees because 468 - 450 = <<468-450=18>>18\nA: 18"
+    a = locate(q, cand, None, "18")
+    assert a.first_faulty_step == 0 and a.error_type == "execution"
+    assert a.evidence["check"] == "claim_mismatch" and a.evidence["claimed"] == "22"
+
+
+def test_claim_mismatch_does_not_excuse_a_unit_conversion() -> None:
+    """7 comes with "week" as a conversion, but the question does not write it: still a false claim."""
+    q = "Sadie slept 8 hours on Monday and 2 hours less on the next two days. How much in a week?"
+    cand = (
+        "Sadie slept 7 hours on Tuesday and Wednesday because 8 - 2 = <<8-2=6>>6\n"
+        "She slept 20 hours in total because 7 x 2 = <<7*2=14>>14\nA: 14"
+    )
+    a = locate(q, cand, None, "48")
+    assert a.first_faulty_step == 0 and a.evidence["check"] == "claim_mismatch"
+
+
+def test_half_a_dozen_is_a_given_number() -> None:
+    q = "Half a dozen plates cost $6000 each. What do they cost?"
+    cand = "Half a dozen plates cost 6*6000=$<<6*6000=36000>>36000\nA: 36000"
+    a = locate(q, cand, None, "3000")  # wrong answer: the full checks run, and 6 is given
+    assert a.evidence.get("check") != "unsupported_operand"

@@ -7,10 +7,12 @@ an error; `3 * 24 = 74` is. Equations whose sides are both bare numbers with no 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from fractions import Fraction
 
-from silverbullet.attribution.steps import Equation, StepInfo
+from silverbullet.attribution.steps import Equation, StepInfo, prose_numbers
 
 OK, ROUNDING, FAULTY, UNCHECKED = "ok", "rounding", "faulty", "unchecked"
 MAX_DECIMALS = 8
@@ -108,3 +110,36 @@ def check_step(step: StepInfo) -> StepCheck:
     else:
         status = UNCHECKED
     return StepCheck(status, checks)
+
+
+_BECAUSE_RE = re.compile(r"\b(?:because|since)\b", re.IGNORECASE)
+_WHOLE_RE = re.compile(r"\b100\s*%")  # "the total is 100% because ...": framing, not a claimed value
+
+
+def claim_mismatch(
+    step: StepInfo, known: Collection[Fraction], reference: Collection[Fraction] = ()
+) -> dict | None:
+    """A step that states one number and justifies it with a computation of another: "She slept 7
+    hours because 8 - 2 = 6". The claim before `because`/`since` is false whatever the equation's
+    own arithmetic; an execution error the equation check cannot see. A claimed number that is
+    written in the question or stated earlier (`known`: no unit conversions, so "7 hours" is not
+    excused by "week"), an operand, the result itself (also negated: "lost $9 because 11 - 20 = -9",
+    or as a percent: "14 percent because x = .14"), or "100%" is not a claim of the result.
+    When a reference solution's values (`reference`) hold the claim but not the computation, the
+    computation is what went wrong (wrong quantities or operation): left to the checks that type
+    such faults, so None.
+    """
+    if step.result is None or not step.operands:
+        return None
+    m = _BECAUSE_RE.search(step.text)
+    if m is None or "=" not in step.text[m.end() :] or "=" in step.text[: m.start()]:
+        return None
+    ops = set(step.operands)
+    before = _WHOLE_RE.sub(" ", step.text[: m.start()])
+    for x in prose_numbers(before):
+        r = step.result
+        if x not in (r, -r, r * 100, r / 100) and x not in ops and x not in known:
+            if x in reference and step.result not in reference:
+                return None
+            return {"check": "claim_mismatch", "claimed": _fmt(x), "computed": _fmt(step.result)}
+    return None

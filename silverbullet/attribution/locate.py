@@ -1,7 +1,9 @@
 """Find the first faulty step of a solution and classify it.
 
 Checks, each giving a candidate position (the earliest wins; on a tie the first listed wins):
-1. arithmetic: the step's own equation is false (execution);
+1. arithmetic: the step's own equation is false, or its prose claims another number than the
+   computation it gives as the reason ("7 hours because 8 - 2 = 6", check.claim_mismatch)
+   (execution);
 2. unsupported operand: the step computes with a number that is neither given, nor computed
    earlier, nor a common constant (conceptual misread, or reasoning when it is a slip for an
    earlier result);
@@ -28,7 +30,7 @@ from silverbullet.attribution import dataflow as df
 from silverbullet.attribution import latex
 from silverbullet.attribution import taxonomy as tx
 from silverbullet.attribution.align import align
-from silverbullet.attribution.check import FAULTY, StepCheck, check_step
+from silverbullet.attribution.check import FAULTY, StepCheck, check_step, claim_mismatch
 from silverbullet.attribution.steps import ParsedSteps, StepInfo, analyse_step, parse_steps, question_numbers
 from silverbullet.attribution.symbolic import FAULTY as SYM_FAULTY
 from silverbullet.attribution.symbolic import UNKNOWN as SYM_UNKNOWN
@@ -79,12 +81,16 @@ def _local_checks(
     ref: ParsedSteps | None = None,
     symbolic: Sequence[SymbolicStep] | None = None,
     prose: Sequence[StepInfo] | None = None,
+    written: frozenset[Fraction] | None = None,
 ) -> None:
-    """`prose[i]`: step i as the plain-text lexer should read it for the arithmetic and operand
-    checks (on LaTeX text, the step outside its formulas); by default the step itself."""
+    """`written`: the numbers the question writes (no unit conversions). `prose[i]`: step i as the
+    plain-text lexer should read it for the arithmetic and operand checks (on LaTeX text, the step
+    outside its formulas); by default the step itself."""
     known: set[Fraction] = set(qnums)
+    stated: set[Fraction] = set(written if written is not None else qnums)  # without unit conversions
     results: list[Fraction] = []
     seen_text: dict[str, int] = {}
+    ref_values = {v for r in ref.steps for v in r.values} if ref is not None else set()
     for i, (s, c) in enumerate(zip(steps, checks, strict=False)):
         if found.index is not None and i >= found.index:
             break
@@ -100,6 +106,10 @@ def _local_checks(
             bad = c.first_fault
             assert bad is not None
             found.offer(i, tx.EXECUTION, {"check": "arithmetic", **bad.evidence()})
+            break
+        claim = claim_mismatch(s, stated, ref_values) if prose is None else None
+        if claim is not None:  # "7 hours because 8 - 2 = 6": false whatever the answer
+            found.offer(i, tx.EXECUTION, claim)
             break
         if full:
             for o in (prose[i] if prose is not None else s).operands:
@@ -124,6 +134,7 @@ def _local_checks(
                 found.offer(i, tx.REASONING, {"check": "repetition", "repeats_step": seen_text[norm]})
             seen_text.setdefault(norm, i)
         known.update(s.values)
+        stated.update(s.values)
         if s.result is not None:
             results.append(s.result)
 
@@ -294,7 +305,10 @@ def locate(
     checks = [check_step(s) for s in (prose if prose is not None else steps)]
     found = _Found()
     # right answer: only a false equation is an error; unknown: local checks; wrong: everything
-    _local_checks(steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic, prose=prose)
+    _local_checks(
+        steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic, prose=prose,
+        written=question_numbers(question or "", units=False),
+    )  # fmt: skip
     if final_ok is False and ref is not None:
         flow = df.flow_for(question or "", reference_text or "", gold)
         _divergence(steps, ref, qnums, gold, found, flow)

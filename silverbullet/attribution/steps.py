@@ -313,6 +313,12 @@ def parse_steps(text: str) -> ParsedSteps:
     )
 
 
+def prose_numbers(text: str) -> tuple[Fraction, ...]:
+    """Numbers written in plain text, calculator annotations removed (for checks on the prose)."""
+    visible = _ANN_RE.sub(" ", text[:MAX_LINE_CHARS])
+    return tuple(Fraction(t.replace(",", "")) for kind, t, _ in _lex(visible) if kind == "num")
+
+
 # --------------------------------------------------------------------------- question numbers
 
 _NUMBER_WORDS = {
@@ -359,4 +365,33 @@ def question_numbers(question: str, units: bool = True) -> frozenset[Fraction]:
     for m in re.finditer(r"(\d+)\s*/\s*(\d+)", q):
         if int(m.group(2)):
             out.add(Fraction(int(m.group(1)), int(m.group(2))))
+    out.update(_compound_numbers(q, units))
     return frozenset(out)
+
+
+_COMPOUND_RE = re.compile(
+    r"\b(?P<a>\d+(?:\.\d+)?|[a-z]+)(?:\s+(?:a|an))?\s+(?P<b>dozens?|hours?|score)\b", re.IGNORECASE
+)
+
+
+def _compound_numbers(q: str, units: bool) -> set[Fraction]:
+    """A count times a unit the question spells out: "half a dozen" is 6, "twenty dozen" 240, "half an
+    hour" 30 (minutes, with `units`). Only dozen, score and hour: units whose multiple is itself a
+    number the problem gives."""
+    out: set[Fraction] = set()
+    for m in _COMPOUND_RE.finditer(q):
+        a, b = m.group("a").lower(), m.group("b").lower().rstrip("s")
+        if b == "hour" and not units:
+            continue
+        if a[0].isdigit():
+            k = Fraction(a)
+        elif a.rstrip("s") in _FRACTION_WORDS:
+            k = _FRACTION_WORDS[a.rstrip("s")]
+        elif a in _NUMBER_WORDS and a not in _UNIT_WORDS and a not in ("twice", "double", "both", "pair", "pairs"):
+            k = Fraction(_NUMBER_WORDS[a])
+        else:
+            continue
+        if b == "hour" and k.denominator == 1:
+            continue  # "3 hours" already gives 3 and 60; only a fraction of an hour is new
+        out.add(k * _NUMBER_WORDS[b])
+    return out
