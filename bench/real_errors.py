@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _meta import run_meta  # noqa: E402
 
 from silverbullet.attribution.locate import locate  # noqa: E402
+from silverbullet.attribution.peers import locate_with_peers, right_peers  # noqa: E402
 
 TYPES = ("execution", "method", "conceptual", "reasoning")
 MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
@@ -122,6 +123,28 @@ def dev_no_gold(dev_path: Path, rows: list[dict], no_gold: bool) -> tuple[dict, 
     return preds, types, {}
 
 
+def dev_peers(dev_path: Path, rows: list[dict]) -> tuple[dict, dict, int]:
+    """Predictions without gold text, each wrong solution checked against the right-answer solutions
+    of the same question by the other three models (attribution/peers.py; they are graded against
+    the gold answer, never by the dev labels). Also returns how many dev rows had a peer."""
+    preds: dict = {}
+    types: dict = {}
+    with_peer = 0
+    for line in dev_path.read_text().splitlines():
+        if not line.strip():
+            continue
+        lab = json.loads(line)
+        row = rows[lab["row"]]
+        gold = gold_answer(row)
+        others = [row[m]["solution"] for m in MODELS if m != lab["model"]]
+        peers = right_peers(others, gold)
+        with_peer += bool(peers)
+        a = locate_with_peers(row["question"], row[lab["model"]]["solution"], peers, gold)
+        preds[(lab["row"], lab["model"])] = a.first_faulty_step
+        types[(lab["row"], lab["model"])] = a.error_type
+    return preds, types, with_peer
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/gsm8k/example_model_solutions.jsonl"))
@@ -202,6 +225,13 @@ def main() -> None:
                                           "setting": setting, "target": target}  # fmt: skip
             result[f"dev_set{suffix}_tune"] = {"split": "tune", **dev_scores(dev, p, rows, "tune", t)}
             result[f"dev_set{suffix}_all"] = {"split": "all", **dev_scores(dev, p, rows, None, t)}
+        p, t, with_peer = dev_peers(dev, rows)
+        setting = ("no gold text; gold final answer given; right-answer solutions of the same question by the "
+                   "other three models as peer references (plain no-gold locate where none is right)")  # fmt: skip
+        result["dev_set_peers"] = {**dev_scores(dev, p, rows, "test", t), "split": "test", "setting": setting,
+                                   "rows_with_a_peer": with_peer}  # fmt: skip
+        result["dev_set_peers_tune"] = {"split": "tune", **dev_scores(dev, p, rows, "tune", t)}
+        result["dev_set_peers_all"] = {"split": "all", **dev_scores(dev, p, rows, None, t)}
         result["main_run_setting"] = "no gold text" if args.no_gold else "gold solution text"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -213,12 +243,12 @@ def main() -> None:
     print("types (wrong):", result["error_types_wrong"])
     print("checks (wrong):", result["checks_fired_wrong"])
     for key in ("dev_set", "dev_set_tune", "dev_set_all", "dev_set_no_gold", "dev_set_no_gold_tune",
-                "dev_set_no_gold_all"):  # fmt: skip
+                "dev_set_no_gold_all", "dev_set_peers", "dev_set_peers_tune", "dev_set_peers_all"):  # fmt: skip
         if key not in result:
             continue
         d = result[key]
         b = d["baseline_step0_if_wrong"]
-        tag = "no-gold " if "no_gold" in key else ""
+        tag = "no-gold " if "no_gold" in key else "peers " if "peers" in key else ""
         print(f"{tag}dev {d['split']:<5} n={d['n']}: acc_err={d['acc_erroneous']:.3f} acc_clean={d['acc_clean']:.3f} "
               f"F1={d['f1']:.3f} (baseline F1={b['f1']:.3f}; acc_err={b['acc_erroneous']:.3f}) "
               f"type acc={d['type_accuracy_where_position_right']:.3f}")  # fmt: skip

@@ -281,6 +281,11 @@ def locate(
     ),
     judge_max_tokens: int = typer.Option(1024, help="Longest judge reply, in tokens."),
     device: str = typer.Option("auto", help="Device for local --judge weights: auto, cpu, cuda, cuda:N."),
+    peers: bool = typer.Option(
+        True,
+        help="A row with a gold answer and no reference is checked against the right-answer solutions of "
+        "the same question in the file (docs/taxonomy.md).",
+    ),
 ) -> None:
     """Attribute solutions you already have (no generation): first faulty step and error type."""
     from silverbullet.attribution.batch import locate_file
@@ -309,6 +314,7 @@ def locate(
             critic=critic,
             judge_rule=judge_rule,
             judge_max_tokens=judge_max_tokens,
+            peers=peers,
         )
     out_console.print_json(json.dumps(summary))
 

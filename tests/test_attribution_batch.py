@@ -65,3 +65,39 @@ def test_bad_input(tmp_path: Path, lines: list[str], needle: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no such file"):
         locate_file(tmp_path / "nope.jsonl", tmp_path / "o.jsonl", "q", "c")
+
+
+PEER_Q = "Sam has 4 boxes of 6 pens and buys 5 more pens. How many pens does he have?"
+PEER_WRONG = "He has 4 + 6 = <<4+6=10>>10 pens in boxes.\nWith the new ones he has 10 + 5 = <<10+5=15>>15 pens.\nA: 15"
+PEER_RIGHT = "The boxes hold 4 * 6 = <<4*6=24>>24 pens.\nHe then has 24 + 5 = <<24+5=29>>29 pens.\nA: 29"
+
+
+def _peer_rows(tmp_path: Path) -> Path:
+    rows = [
+        {"q": PEER_Q, "s": PEER_WRONG, "gold": "29"},
+        {"q": PEER_Q.upper(), "s": PEER_RIGHT, "gold": "29"},  # the same question, other case
+        {"q": "Another question with 3 and 4?", "s": "3 + 4 = <<3+4=7>>7\nA: 7", "gold": "12"},
+    ]
+    return write(tmp_path, [json.dumps(r) for r in rows])
+
+
+def test_peers_stand_in_for_a_missing_reference(tmp_path: Path) -> None:
+    """A wrong solution with only its gold answer: alone, no check fires and a prior blames it; with a
+    right-answer peer of the same question, its first step leaves the peer's dataflow."""
+    src, out, bare = _peer_rows(tmp_path), tmp_path / "o.jsonl", tmp_path / "bare.jsonl"
+    s = locate_file(src, out, "q", "s", answer_field="gold")
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert s["located_against_peers"] == 1
+    assert rows[0]["first_faulty_step"] == 0 and rows[0]["evidence"]["check"] == "reference_divergence"
+    assert rows[0]["evidence"]["peer_references"] == 1
+    assert "peer_references" not in rows[1]["evidence"] and "peer_references" not in rows[2]["evidence"]
+    locate_file(src, bare, "q", "s", answer_field="gold", peers=False)
+    alone = json.loads(bare.read_text().splitlines()[0])
+    assert alone["evidence"]["check"] == "wrong_final_value" and "peer_references" not in alone["evidence"]
+
+
+def test_a_reference_field_wins_over_peers(tmp_path: Path) -> None:
+    rows = [{**json.loads(x), "ref": PEER_RIGHT} for x in _peer_rows(tmp_path).read_text().splitlines()]
+    src = write(tmp_path, [json.dumps(r) for r in rows])
+    s = locate_file(src, tmp_path / "o.jsonl", "q", "s", reference_field="ref", answer_field="gold")
+    assert s["located_against_peers"] == 0

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from silverbullet.attribution.critic import DEFAULT_RULE, apply_verdict, ask_critic
 from silverbullet.attribution.locate import locate
+from silverbullet.attribution.peers import locate_with_peers, right_peers
 from silverbullet.errors import UserError
 from silverbullet.measure import write_rows
 from silverbullet.records import to_dict
@@ -62,8 +63,12 @@ def locate_file(
     critic: tuple[Any, Any] | None = None,
     judge_rule: str = DEFAULT_RULE,
     judge_max_tokens: int = 1024,
+    peers: bool = True,
 ) -> dict[str, Any]:
     """Locate the first faulty step of each row's candidate solution; one output row per input row.
+
+    `peers`: a row with a gold answer but no reference is located against the right-answer
+    candidates of other rows with the same question (attribution/peers.py), when there are any.
 
     `critic`: (judge generator, prompt renderer) from `critic.make_critic`; its verdict on every row
     is combined with the checker's by `judge_rule` (attribution/critic.py).
@@ -78,8 +83,7 @@ def locate_file(
         raise UserError(f"{src}: not UTF-8 text ({e.reason}); pass a UTF-8 JSONL file") from None
     if not any(line.strip() for line in lines):
         raise UserError(f"{src}: empty file; it needs one JSON object per line")
-    out_rows: list[dict[str, Any]] = []
-    texts: list[tuple[str, str]] = []  # (question, candidate) per output row, for the judge
+    parsed: list[tuple[int, dict[str, str | None]]] = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -108,18 +112,36 @@ def locate_file(
                 raise UserError(
                     f"{where}: missing field '{path}' (no '{e.args[0]}'); keys here: {keys}; check --{name}-field"
                 ) from None
-        gold = values["answer"] if answer_field else _gold_from_reference(values["reference"])
-        att = locate(
-            values["question"] or "",
-            values["candidate"] or "",
-            values["reference"],
-            gold,
-            problem_id=values["id"] or str(lineno),
-        )
+        values["gold"] = values["answer"] if answer_field else _gold_from_reference(values["reference"])
+        parsed.append((lineno, values))
+    by_question: dict[str, list[int]] = defaultdict(list)  # rows of one question, for peers
+    if peers:
+        for k, (_, values) in enumerate(parsed):
+            by_question[_question_key(values["question"] or "")].append(k)
+    out_rows: list[dict[str, Any]] = []
+    texts: list[tuple[str, str]] = []  # (question, candidate) per output row, for the judge
+    n_peered = 0
+    right: dict[int, bool] = {}
+    for k, (lineno, values) in enumerate(parsed):
+        question, candidate, gold = values["question"] or "", values["candidate"] or "", values["gold"]
+        pid = values["id"] or str(lineno)
+        found: list[str] = []
+        if values["reference"] is None and gold is not None:
+            for j in by_question.get(_question_key(question), ()):
+                if j != k and parsed[j][1]["gold"] == gold:
+                    if j not in right:  # graded once per row, however many rows ask
+                        right[j] = bool(right_peers([parsed[j][1]["candidate"] or ""], gold))
+                    if right[j]:
+                        found.append(parsed[j][1]["candidate"] or "")
+        if found:
+            att = locate_with_peers(question, candidate, found, gold, problem_id=pid)
+            n_peered += "peer_references" in att.evidence
+        else:
+            att = locate(question, candidate, values["reference"], gold, problem_id=pid)
         rec = to_dict(att)
         rec["line"] = lineno
         out_rows.append(rec)
-        texts.append((values["question"] or "", values["candidate"] or ""))
+        texts.append((question, candidate))
     judged: Counter = Counter()
     if critic is not None:
         gen, render = critic
@@ -135,8 +157,15 @@ def locate_file(
             "rule": judge_rule,
             **{k: judged[k] for k in ("error", "correct", "unparsed", "out_of_range", "moved")},
         }
+    if peers:
+        summary["located_against_peers"] = n_peered
     summary["out"] = str(out_path)
     return summary
+
+
+def _question_key(question: str) -> str:
+    """Questions compare equal up to case and whitespace."""
+    return " ".join(question.lower().split())
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
