@@ -7,7 +7,10 @@ Each variant runs in a fresh process, so peak memory is its own. A repair run su
 and the quantized base (`make demo` writes runs/demo-repair); the merged checkpoint is made here from
 the same adapter when the run has none.
 
-    python bench/efficiency.py [--repair runs/demo-repair] [--n 64] [--merge-method gptq]
+    python bench/efficiency.py [--repair runs/demo-repair] [--n 64] [--merge-method gptq] [--device cuda]
+
+`--device cuda` runs the HF backend on the GPU (vLLM's CPU build stays on CPU, so it is left out)
+and adds each process's peak GPU memory (torch.cuda.max_memory_allocated).
 
 What it cannot show: this is an 8.5M-parameter model on CPU. The HF backend dequantizes
 compressed-tensors weights to dense float32 at load, so on this path a 2-bit checkpoint is small on
@@ -59,7 +62,7 @@ def _child(args: argparse.Namespace) -> None:
     else:
         from silverbullet.generation.hf import HFGenerator
 
-        gen = HFGenerator(args.model, tag="bench", device="cpu", adapter=args.adapter)
+        gen = HFGenerator(args.model, tag="bench", device=args.device, adapter=args.adapter)
     gen.generate(prompts[:4], cfg.replace(batch_size=4))  # load + warm-up
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -67,9 +70,15 @@ def _child(args: argparse.Namespace) -> None:
     secs = time.perf_counter() - t0
     tokens = sum(o.n_tokens for o in outs)
     close_generator(gen)  # a vLLM engine process ends and is reaped: its peak counts in RUSAGE_CHILDREN
+    gpu: dict = {}
+    if args.device.startswith("cuda"):
+        import torch
+
+        gpu = {"peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
     print(
         json.dumps(
             {
+                **gpu,
                 "tokens": tokens,
                 "seconds": round(secs, 2),
                 "tokens_per_s": round(tokens / secs, 1),
@@ -81,8 +90,9 @@ def _child(args: argparse.Namespace) -> None:
     )
 
 
-def _measure(python: Path | str, backend: str, model: Path, adapter: Path | None, n: int) -> dict:
+def _measure(python: Path | str, backend: str, model: Path, adapter: Path | None, n: int, device: str = "cpu") -> dict:
     cmd = [str(python), __file__, "--child", "--backend", backend, "--model", str(model), "--n", str(n)]
+    cmd += ["--device", device]
     if adapter:
         cmd += ["--adapter", str(adapter)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_LOGGING_LEVEL": "ERROR"}
@@ -115,6 +125,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64, help="problems generated per variant (one batch)")
     ap.add_argument("--merge-method", default="gptq")
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--device", default="cpu", help="the HF backend's device: cpu or cuda[:N]")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "efficiency.json"))
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--backend", default="hf", help=argparse.SUPPRESS)
@@ -136,19 +147,22 @@ def main() -> None:
         ("quantized + adapter", quantized, adapter),
         (f"merged ({args.merge_method})", merged, None),
     ]
-    backends = [("hf", sys.executable)] + ([] if args.no_vllm or not VLLM_PY.exists() else [("vllm", VLLM_PY)])
+    on_gpu = args.device.startswith("cuda")
+    no_vllm = args.no_vllm or on_gpu or not VLLM_PY.exists()
+    backends = [("hf", sys.executable)] + ([] if no_vllm else [("vllm", VLLM_PY)])
     meta = run_meta()
     rows = []
     for name, model, adp in variants:
         row = {"variant": name, "model": str(model), "adapter": str(adp) if adp else None, "bytes": _bytes(model, adp)}
         for backend, py in backends:
-            row[backend] = _measure(py, backend, model, adp, args.n)
+            row[backend] = _measure(py, backend, model, adp, args.n, args.device if backend == "hf" else "cpu")
         rows.append(row)
-    table = _table(rows, [b for b, _ in backends], args.n)
+    table = _table(rows, [b for b, _ in backends], args.n, args.device)
     print(table)
     result = {
         "meta": meta,
         "n": args.n,
+        "device": args.device,
         "repair_run": str(repair),
         "rows": rows,
         "table": table,
@@ -158,7 +172,7 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def _table(rows: list[dict], backends: list[str], n: int) -> str:
+def _table(rows: list[dict], backends: list[str], n: int, device: str = "cpu") -> str:
     def cell(m: dict, key: str, fmt: str) -> str:
         if "skipped" in m:
             return "not served (CPU)"
@@ -166,17 +180,22 @@ def _table(rows: list[dict], backends: list[str], n: int) -> str:
             return "failed"
         return fmt.format(m[key])
 
-    head = "| variant | on disk (MB) | " + " | ".join(f"{b}: peak RSS (MiB) | {b}: tok/s" for b in backends) + " |"
-    out = [
-        f"Greedy generation of {n} evaluation problems in one batch, 2 CPU threads, one process per variant.",
-        "",
-        head,
+    gpu = device.startswith("cuda")
+    cols = [
+        f"{b}: peak RSS (MiB) | " + ("hf: peak GPU memory (MiB) | " if gpu and b == "hf" else "") + f"{b}: tok/s"
+        for b in backends
     ]
-    out.append("|" + "---|" * (2 + 2 * len(backends)))
+    head = "| variant | on disk (MB) | " + " | ".join(cols) + " |"
+    where = "on the GPU (HF backend)" if gpu else "2 CPU threads"
+    out = [f"Greedy generation of {n} evaluation problems in one batch, {where}, one process per variant.", "", head]
+    out.append("|" + "---|" * (2 + 2 * len(backends) + gpu))
     for r in rows:
         cells = [r["variant"], f"{r['bytes'] / 1e6:.2f}"]
         for b in backends:
-            cells += [cell(r[b], "peak_rss_mib", "{:.0f}"), cell(r[b], "tokens_per_s", "{:.0f}")]
+            cells += [cell(r[b], "peak_rss_mib", "{:.0f}")]
+            if gpu and b == "hf":
+                cells += [cell(r[b], "peak_gpu_mib", "{:.0f}")]
+            cells += [cell(r[b], "tokens_per_s", "{:.0f}")]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
