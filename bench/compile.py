@@ -72,7 +72,20 @@ def identity(reference: str, n: int, batch: int, max_new: int, dtype: str, devic
     res: dict = {"model": reference, "dtype": str(gen.model.dtype), "problems": n, "batch": batch,
                  "max_new_tokens": max_new}  # fmt: skip
     outs = {}
-    for name, c in (("plain", cfg), ("compiled", cfg.replace(compile=True))):
+    passes = [("plain", cfg), ("compiled", cfg.replace(compile=True))]
+    text_cfg = gen.model.config.get_text_config(decoder=True)
+    if text_cfg.num_key_value_heads != text_cfg.num_attention_heads and not gen._gqa_checked:
+        # grouped KV heads: also the compiled decode with transformers' sdpa, which copies K/V per
+        # query head, before gqa_attention's (generation/gqa_attention.py); run first, so the model
+        # still has sdpa, and with its own decoder (compiled graph)
+        passes.insert(1, ("compiled_kv_copy", cfg.replace(compile=True)))
+    for name, c in passes:
+        if name == "compiled_kv_copy":
+            gen._gqa_checked = True  # keep transformers' sdpa for this pass
+        elif name == "compiled" and "compiled_kv_copy" in res:
+            gen._gqa_checked = False
+            gen._decoders.clear()
+            _free()
         _, first = _timed(gen, prompts, c)
         outs[name], second = _timed(gen, prompts, c)
         toks = sum(o.n_tokens for o in outs[name])
@@ -149,7 +162,20 @@ def ratio(
                  "batch": batch, "new_tokens": new_tokens,
                  "prompt_tokens_mean": round(sum(len(tok(p)["input_ids"]) for p in prompts) / batch, 1)}  # fmt: skip
     outs = {}
-    for name, c in (("plain", cfg), ("compiled", cfg.replace(compile=True))):
+    passes = [("plain", cfg), ("compiled", cfg.replace(compile=True))]
+    text_cfg = gen.model.config.get_text_config(decoder=True)
+    if text_cfg.num_key_value_heads != text_cfg.num_attention_heads and not gen._gqa_checked:
+        # grouped KV heads: also the compiled decode with transformers' sdpa, which copies K/V per
+        # query head, before gqa_attention's (generation/gqa_attention.py); run first, so the model
+        # still has sdpa, and with its own decoder (compiled graph)
+        passes.insert(1, ("compiled_kv_copy", cfg.replace(compile=True)))
+    for name, c in passes:
+        if name == "compiled_kv_copy":
+            gen._gqa_checked = True  # keep transformers' sdpa for this pass
+        elif name == "compiled" and "compiled_kv_copy" in res:
+            gen._gqa_checked = False
+            gen._decoders.clear()
+            _free()
         _, first = _timed(gen, prompts, c)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -160,6 +186,9 @@ def ratio(
                      "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                      if torch.cuda.is_available() else None}  # fmt: skip
     res["speedup"] = round(res["compiled"]["tokens_per_s"] / res["plain"]["tokens_per_s"], 2)
+    if "compiled_kv_copy" in res:
+        res["speedup_kv_copy"] = round(res["compiled_kv_copy"]["tokens_per_s"] / res["plain"]["tokens_per_s"], 2)
+        res["attention"] = gen.model.config._attn_implementation
     res["rows_identical_random_weights"] = sum(x.text == y.text for x, y in zip(outs["plain"], outs["compiled"]))
     return res, gen
 
@@ -251,6 +280,10 @@ def table(res: dict) -> str:
             v += ", equal prompts" if r.get("equal_prompts") else ""
             lines.append(f"| {r['shape']} random weights, batch {r['batch']}{v} (tok/s) | {r['plain']['tokens_per_s']} "
                          f"| {r['compiled']['tokens_per_s']} | {r['speedup']}x | (not meaningful) |")  # fmt: skip
+            if "compiled_kv_copy" in r:
+                lines.append(f"| same, compiled with transformers' sdpa (K/V copied per head) | "
+                             f"{r['plain']['tokens_per_s']} | {r['compiled_kv_copy']['tokens_per_s']} "
+                             f"| {r['speedup_kv_copy']}x | |")  # fmt: skip
     o = res.get("oom") or {}
     for key in ("plain", "compiled"):
         if "batch_sizes_tried" in o.get(key, {}):

@@ -83,6 +83,8 @@ def test_static_decoder_on_cpu_matches_plain(tiny_model_dir, memorizer_dir, monk
             made.clear()
             static = g.generate(PROMPTS + list(MEMORIZED), cfg.replace(compile=True))
         assert made == [(4, COMPILE_CACHE_BUCKET, False)]  # 7 prompts, 2 batches, one cache (reset, reused)
+        # both test models have grouped KV heads (4 on 2): the compiled path decodes with gqa_attention
+        assert g.model.config._attn_implementation == "silverbullet_gqa_sdpa"
         assert len(static) == len(plain) == 7
         for a, b in zip(static, plain):
             assert (a.text, a.n_tokens, a.token_ends) == (b.text, b.n_tokens, b.token_ends)

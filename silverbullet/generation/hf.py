@@ -11,7 +11,8 @@ processor instead of `output_logits`, which would keep steps x batch x vocab flo
 decode step's shapes are the batch size and the cache length, so a batch is padded to the batch size
 (copies of its last prompt, dropped after) and the cache length is rounded up to a bucket: later
 batches reuse the compiled graph instead of recompiling. The margin recorder and the answer-line stop
-run between compiled steps, outside the graph.
+run between compiled steps, outside the graph. A model with grouped KV heads decodes with
+gqa_attention's SDPA, which reads the static cache without copying it per query head.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from silverbullet.generation import gqa_attention
 from silverbullet.generation.base import GenerationConfig, GenOutput, ScoreOutput, progress
 from silverbullet.generation.loading import (
     fingerprint_model_source,
@@ -240,6 +242,7 @@ class HFGenerator:
         self._newline_id_set: frozenset[int] | None = None
         self._decoders: dict[tuple[int, bool], StaticDecoder] = {}  # (rows, compiled) -> its static cache
         self._compile_noted = False
+        self._gqa_checked = False
         if self.device == "cpu":
             set_cpu_threads()
 
@@ -384,6 +387,9 @@ class HFGenerator:
         tok, model = self.tokenizer, self.model
         n_real = len(prompts)
         compiled = self.compiles(config)
+        if compiled and not self._gqa_checked:  # grouped KV heads: decode attention without K/V copies
+            self._gqa_checked = True
+            gqa_attention.use_for(model)
         if compiled:  # one batch shape for every batch: no recompile for a short last batch
             width = min(config.batch_size, getattr(self, "_fits", None) or config.batch_size)
             prompts = list(prompts) + [prompts[-1]] * max(0, width - n_real)
