@@ -25,6 +25,8 @@ from pathlib import Path
 
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
+from silverbullet.generation.hf import cpu_cores
+from silverbullet.generation.loading import resolve_device
 from silverbullet.measure import append_rows, read_jsonl_rows, repair_torn_tail
 from silverbullet.records import Generation, Problem, to_dict
 
@@ -71,6 +73,12 @@ def generate_sharded(
     if todo:
         pdir.mkdir(exist_ok=True)
         cfg = json.dumps(asdict(config))
+        env = {**os.environ}
+        on_cpu = [k for k, d in enumerate(devices) if todo[k :: len(devices)] and _is_cpu(d)]
+        if len(on_cpu) > 1 and not env.get("OMP_NUM_THREADS"):
+            # Workers on the CPU share its cores: each takes its part (all of them each, the workers'
+            # threads outnumber the cores and every step waits on the others' time slices).
+            env["OMP_NUM_THREADS"] = str(max(1, cpu_cores() // len(on_cpu)))
         for k, device in enumerate(devices):
             share = todo[k :: len(devices)]
             if not share:
@@ -82,7 +90,7 @@ def generate_sharded(
             if load_in:
                 cmd += ["--load-in", load_in]
             with log.open("w") as f:
-                proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ})
+                proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
             procs.append((k, device, proc, part, log))
     while any(p.poll() is None for _, _, p, _, _ in procs):
         if on_progress:
@@ -104,6 +112,10 @@ def generate_sharded(
     if on_progress:
         on_progress(total, total)
     return [Generation(**{k: done[p.id].get(k) for k in Generation.__dataclass_fields__}) for p in problems]
+
+
+def _is_cpu(device: str) -> bool:
+    return device == "cpu" or (device == "auto" and resolve_device(device) == "cpu")
 
 
 def _lines(path: Path) -> int:

@@ -53,3 +53,53 @@ def test_sharded_run_equals_one_process_and_resumes_after_a_worker_dies(tmp_path
 def test_devices_need_the_hf_backend(tmp_path):
     with pytest.raises(UserError, match="--devices shards the HF backend"):
         run_diagnose(_cfg(tmp_path / "v", devices=["cpu", "cpu"], backend="vllm"))
+
+
+def test_workers_on_the_cpu_share_its_cores(tmp_path, monkeypatch):
+    """CPU workers split the cores (OMP_NUM_THREADS, which set_cpu_threads honours): with all of them
+    each, their threads outnumber the cores and the sharded run was about twice as slow on 2 cores.
+    A user's own OMP_NUM_THREADS is left as it is."""
+    import subprocess
+
+    from silverbullet import sharding
+    from silverbullet.generation.base import GenerationConfig
+    from silverbullet.generation.hf import cpu_cores, set_cpu_threads
+    from silverbullet.records import Problem
+
+    envs: list[dict] = []
+
+    class Worker:  # writes its share as finished rows, as a worker that ran would
+        def __init__(self, cmd, env, **kw):
+            envs.append(env)
+            tasks, part = cmd[cmd.index("--tasks") + 1], cmd[cmd.index("--out") + 1]
+            rows = [json.loads(x) for x in Path(tasks).read_text().splitlines()]
+            Path(part).write_text("".join(json.dumps({"problem_id": r["id"], "text": "t"}) + "\n" for r in rows))
+            self.returncode = 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Worker)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    problems = [Problem(id=f"p{i}", question=f"q{i}", answer="1") for i in range(4)]
+
+    def run(name, devices):
+        envs.clear()
+        gens = sharding.generate_sharded(MODEL, "reference", problems, str, GenerationConfig(), tmp_path / name,
+                                         devices)  # fmt: skip
+        assert [g.problem_id for g in gens] == ["p0", "p1", "p2", "p3"]
+        return [e.get("OMP_NUM_THREADS") for e in envs]
+
+    assert run("two.jsonl", ["cpu", "cpu"]) == [str(max(1, cpu_cores() // 2))] * 2
+    assert run("one.jsonl", ["cpu"]) == [None]  # alone, a worker takes every core
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert run("own.jsonl", ["cpu", "cpu"]) == ["3", "3"]
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert set_cpu_threads() == 3 and torch.get_num_threads() == 3
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert set_cpu_threads() == cpu_cores()
+    finally:
+        torch.set_num_threads(before)

@@ -97,14 +97,21 @@ def cut_after_answer(text: str) -> str:
     return text if end is None else text[:end]
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (containers often allow fewer than the host has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
 def set_cpu_threads() -> int:
-    """Use the cores this process may run on (containers often allow fewer than the host has)."""
+    """Use the cores this process may run on, or OMP_NUM_THREADS where it is set (a number): processes
+    that share the cores (`diagnose --devices cpu,cpu`) each get their part, not all of them."""
     import torch
 
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        n = os.cpu_count() or 1
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = int(env) if env.isdigit() and int(env) > 0 else cpu_cores()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
