@@ -19,13 +19,15 @@ from silverbullet.prompting.formats import STEP_FORMAT_INSTRUCTION
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "data/reference-chat-model"
 MODES = {"steps": (), "free": ("--system-prompt", "")}
-LIMIT, REPAIR_LIMIT = 20, 32
+LIMIT, REPAIR_LIMIT = 20, 16
 
 pytestmark = pytest.mark.slow
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
+def _cli(*args, threads: int | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-m", "silverbullet.cli", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
 
@@ -34,17 +36,38 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-@pytest.fixture(scope="module", params=sorted(MODES))
-def chat_run(request, tmp_path_factory) -> tuple[str, Path, Path]:
-    mode = request.param
-    d = tmp_path_factory.mktemp(f"chat-{mode}")
+def _diagnose_then_repair(d: Path, mode: str, threads: int) -> tuple[Path, Path, list]:
     run, rep = d / "run", d / "repair"
-    res = _cli("diagnose", "--reference", MODEL, "--limit", LIMIT, "--out", run, *MODES[mode])
-    assert res.returncode == 0, res.stderr[-2000:]
-    res = _cli(
-        "repair", "--from", run, "--out", rep, "--repair-limit", REPAIR_LIMIT, "--epochs", 1, *MODES[mode]
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-2000:]
+    done = [_cli("diagnose", "--reference", MODEL, "--limit", LIMIT, "--out", run, *MODES[mode], threads=threads)]
+    if done[0].returncode == 0:
+        done.append(
+            _cli("repair", "--from", run, "--out", rep, "--repair-limit", REPAIR_LIMIT, "--epochs", 1, *MODES[mode],
+                 threads=threads)
+        )  # fmt: skip
+    return run, rep, done
+
+
+@pytest.fixture(scope="module")
+def chat_runs(tmp_path_factory) -> dict[str, tuple[Path, Path, list]]:
+    """Both modes' `diagnose` then `repair --from`, the two chains side by side, each on its share of
+    the cores (the commands are mostly single-threaded: imports, the locator, small-batch decoding).
+    The first `diagnose` to need the quantized chat model builds it; the other waits for it (its lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, len(os.sched_getaffinity(0)) // len(MODES))
+    with ThreadPoolExecutor(len(MODES)) as pool:
+        futures = {m: pool.submit(_diagnose_then_repair, tmp_path_factory.mktemp(f"chat-{m}"), m, threads)
+                   for m in sorted(MODES)}  # fmt: skip
+        return {m: f.result() for m, f in futures.items()}
+
+
+@pytest.fixture(scope="module", params=sorted(MODES))
+def chat_run(request, chat_runs) -> tuple[str, Path, Path]:
+    mode = request.param
+    run, rep, done = chat_runs[mode]
+    for res in done:
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert len(done) == 2  # diagnose, then repair
     return mode, run, rep
 
 
