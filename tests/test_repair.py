@@ -6,9 +6,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from silverbullet.diagnose import DiagnoseConfig, run_diagnose
 from silverbullet.errors import UserError
-from silverbullet.quantize import QuantizeConfig, quantize
 from silverbullet.repair.dataset import (
     DatasetConfig,
     assert_disjoint,
@@ -66,28 +64,21 @@ def test_recovery_arithmetic():
 
 
 @pytest.fixture(scope="module")
-def repair_run(tmp_path_factory):
+def repair_run(repaired_slice, tmp_path_factory):
+    """A real diagnose run on the repair split of the demo setting (32 problems, RTN W2 per channel):
+    the one `silverbullet repair` wrote for its repair data in `repaired_slice` (generating the same
+    run again here took about 12 s), copied so the tests below write beside it; and its quantized model."""
+    import shutil
+
+    out = repaired_slice[0]
     root = tmp_path_factory.mktemp("repair")
-    q = str(
-        quantize(
-            QuantizeConfig(model=MODEL, method="rtn", bits=2, group_size=0, out=str(root / "q")), log=lambda m: None
-        )
-    )
-    run_diagnose(
-        DiagnoseConfig(
-            reference=MODEL,
-            quantized=q,
-            split="repair",
-            limit=32,
-            out=str(root / "run"),
-            cache=False,
-            progress=False,
-            confirm=False,
-            margins=False,
-            batch_size=32,
-        )
-    )
-    return root, q
+    shutil.copytree(out / "repair-split", root / "run")
+    cfg = json.loads((root / "run" / "config.json").read_text())
+    assert cfg["split"] == "repair" and cfg["limit"] == 32
+    q = Path(MODEL).parents[1] / cfg["quantized"]  # the command ran in the repository root
+    recipe = json.loads((q / "silverbullet_quantization.json").read_text())["config"]
+    assert (recipe["method"], recipe["bits"], recipe["group_size"]) == ("rtn", 2, 0)
+    return root, str(q)
 
 
 def test_sets_from_a_real_diagnose_run_load_with_datasets(repair_run):
@@ -171,7 +162,7 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-SLICE = ["--eval-limit", "16", "--repair-limit", "48", "--max-examples", "8", "--epochs", "1"]
+SLICE = ["--eval-limit", "16", "--repair-limit", "32", "--max-examples", "8", "--epochs", "1"]
 
 
 def _repair_cli(out: Path, *extra: str, launcher: tuple[str, ...] = ()):
