@@ -123,6 +123,35 @@ MEMORIZED = {
 }
 
 
+def cli_in_process(*args, cwd: Path | None = None) -> tuple[int | None, str]:
+    """`silverbullet ARGS` through the real entry point, `silverbullet.cli.main()`, in this process (no
+    interpreter start and no torch import: seconds less than a subprocess); returns (exit code,
+    stderr). As in tests/test_hardening_cli.py, where most bad-input cases run this way."""
+    import contextlib
+    import io
+    import sys
+
+    from silverbullet.cli import main
+
+    err, out = io.StringIO(), io.StringIO()
+    old_argv, old_cwd = sys.argv, os.getcwd()
+    sys.argv = ["silverbullet", *map(str, args)]
+    code = None
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            try:
+                main()
+                code = 0
+            except SystemExit as e:
+                code = e.code
+    finally:
+        sys.argv = old_argv
+        os.chdir(old_cwd)
+    return code, err.getvalue()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny_llama")

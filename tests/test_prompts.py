@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import build_char_tokenizer
+from conftest import build_char_tokenizer, cli_in_process
 
 from silverbullet.benchmarks import default_max_new_tokens
 from silverbullet.errors import UserError
@@ -121,24 +121,30 @@ def test_bad_prompt_settings_are_user_errors(tmp_path, chat_tok):
 
 
 @pytest.mark.parametrize(
-    "args, needle",
+    "args, needle, as_command",
     [
-        (("--prompt-format", "chat"), "has no chat template"),
-        (("--prompt-template", "{tmp}/t.txt"), "{question}"),
-        (("--fewshot", "2", "--benchmark", "svamp"), "no train split"),
-        (("--prompt-format", "banana"), "--prompt-format 'banana' is not known"),
+        (("--prompt-format", "chat"), "has no chat template", False),
+        (("--prompt-template", "{tmp}/t.txt"), "{question}", False),
+        (("--fewshot", "2", "--benchmark", "svamp"), "no train split", False),
+        (("--prompt-format", "banana"), "--prompt-format 'banana' is not known", True),
     ],
 )
-def test_bad_prompt_flags_exit_2_with_one_line(tmp_path, args, needle):
+def test_bad_prompt_flags_exit_2_with_one_line(tmp_path, args, needle, as_command):
+    """Through `silverbullet.cli.main()` in-process (the real entry point; about 5 s less a command
+    than a new interpreter that imports torch), one case as `python -m silverbullet.cli` in a subprocess."""
     (tmp_path / "t.txt").write_text("no placeholder\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     cmds = [["diagnose", "--quantized", MODEL, "--out", str(tmp_path / "r"), "--limit", "2"]]
     if "chat" in args:
         cmds.append(["evaluate", "--limit", "2"])
     for cmd in cmds:
-        res = _cli(*cmd, *args)
-        assert res.returncode == 2, res.stderr
-        assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        if as_command:
+            res = _cli(*cmd, *args)
+            code, stderr = res.returncode, res.stderr
+        else:
+            code, stderr = cli_in_process(*cmd, *args, cwd=ROOT)
+        assert code == 2, stderr
+        assert needle in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
 
 # ------------------------------------------------------------------------------- stops and lengths
