@@ -365,12 +365,12 @@ def test_diagnose_chat_path_end_to_end(tmp_path, tiny_chat_dir):
     assert "format: steps/ans/any/cut" in res.stdout and "prompt chat" in res.stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["prompt_format"] == "auto" and cfg["fewshot"] is None
-    # the same directory with the free style is another run: refused, one line
-    res2 = _cli(
+    # the same directory with the free style is another run: refused, one line (in-process: main())
+    code, stderr = cli_in_process(
         "diagnose", "--reference", m, "--quantized", m, "--limit", "3", "--max-new-tokens", "12",
-        "--system-prompt", "", "--out", out,
+        "--system-prompt", "", "--out", out, cwd=ROOT,
     )  # fmt: skip
-    assert res2.returncode == 2 and "system_prompt" in res2.stderr
+    assert code == 2 and "system_prompt" in stderr
     rep = _cli("report", out)
     assert rep.returncode == 0, rep.stderr
     md = (out / "report.md").read_text()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli_in_process
 
 from silverbullet.prompting import STEP_PREFIX_RE, parse_solution
 from silverbullet.reference import task
@@ -177,8 +178,9 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
             [sys.executable, "-m", "silverbullet.cli", "reference", *args], capture_output=True, text=True, cwd=ROOT
         )
 
-    r = run("eval-chat", "--model", "data/reference-model")
-    assert r.returncode == 2 and "no chat template" in r.stderr
+    # in-process through main() (the model's tokenizer is read: a subprocess spends ~4 s importing torch)
+    code, stderr = cli_in_process("reference", "eval-chat", "--model", "data/reference-model", cwd=ROOT)
+    assert code == 2 and "no chat template" in stderr
     r = run("train-chat", "--mix", "1,2", "--out", str(tmp_path / "m"))
     assert r.returncode == 2 and "--mix" in r.stderr
 
