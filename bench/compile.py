@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="bench/results/compile.json")
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny sizes, checks the script only")
     ap.add_argument("--oom-only", action="store_true", help="only the OOM test, on a fresh first shape")
+    ap.add_argument("--no-oom", action="store_true", help="skip the OOM test (run it alone with --oom-only)")
     args = ap.parse_args(argv)
     import torch
     from transformers import AutoTokenizer
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
         row, gen = got if isinstance(got, tuple) else (got, None)
         res["speed"].append(row)
         save(f"speed {name}", row)
-        if i == 0 and gen is not None and device == "cuda":  # the OOM test on the first (real) shape
+        if i == 0 and gen is not None and device == "cuda" and not args.no_oom:  # the OOM test on the first (real) shape
             o = guarded("oom", lambda gen=gen: oom(gen, tok, args.oom_batch, 64, args.prompt_tokens, args.oom_keep))
             if o:
                 res["oom"] = o
