@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
         row, gen = got if isinstance(got, tuple) else (got, None)
         res["speed"].append(row)
         save(f"speed {name}", row)
-        if i == 0 and gen is not None and device == "cuda" and not args.no_oom:  # the OOM test on the first (real) shape
+        if i == 0 and gen is not None and device == "cuda" and not args.no_oom:  # OOM test on the first shape
             o = guarded("oom", lambda gen=gen: oom(gen, tok, args.oom_batch, 64, args.prompt_tokens, args.oom_keep))
             if o:
                 res["oom"] = o

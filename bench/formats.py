@@ -229,17 +229,17 @@ def main(argv: list[str] | None = None) -> None:
     threads = set_cpu_threads()
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.exists() else {}
-    res = {
-        "cpu": cpu_flags(),
-        "threads": threads,
-        "versions": versions(),
-        "benchmark": "synthetic/eval",
-        "rows": [r for r in old.get("rows", []) if args.only],
-    }
+    here = {"cpu": cpu_flags(), "threads": threads, "versions": versions()}
+    # --only re-measures some rows: the file's machine and versions stay those of the full run, and
+    # each re-measured row carries its own
+    res = {**here, **{k: old[k] for k in here if args.only and k in old}, "benchmark": "synthetic/eval",
+           "rows": [r for r in old.get("rows", []) if args.only]}  # fmt: skip
     names = [k for k in FORMATS if not args.only or any(k.startswith(p) for p in args.only.split(","))]
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             row = bench_row(name, FORMATS[name], args.n, Path(tmp), args.diagnose_n)
+            if args.only:
+                row["measured_on"] = here
             res["rows"] = [r for r in res["rows"] if r["format"] != name] + [row]
             res["table"] = table(res)
             out.write_text(json.dumps(res, indent=1))

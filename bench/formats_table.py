@@ -21,6 +21,7 @@ lines = [
     + str(d["versions"]["auto-round"])
     + ", compressed-tensors "
     + str(d["versions"]["compressed-tensors"])
+    + "".join(f", {k} {d['versions'][k]}" for k in ("gptqmodel", "optimum") if d["versions"].get(k))
     + "):",
     "",
     "| format | loads | diagnose | repair (LoRA) | accuracy (n) | note |",
@@ -44,9 +45,17 @@ for r in rows:
     why = r.get("reason") or r.get("repair_error") or r.get("diagnose_error") or r.get("accuracy_error") or ""
     why = why.replace("|", "/")
     note = why[:110] if why else f"{r['device'].upper()}, {r.get('linear_class', '')}"
+    note += "; adapter served unmerged" if r.get("adapter_served") == "unmerged" and not why else ""
     lines.append(
         f"| {r['format']} | {yn(r.get('loads'))} | {yn(r.get('diagnose'))} | {yn(r.get('repair'))} | {acc} | {note} |"
     )
+for r in rows:
+    if "measured_on" in r:  # re-measured alone (bench/formats.py --only)
+        m = r["measured_on"]
+        v = m["versions"]
+        lines += ["", f"The {r['format']} row was measured again alone, on {m['cpu'].split(';')[0]} "
+                  f"({m['threads']} threads; transformers {v['transformers']}, peft {v.get('peft')}, "
+                  f"auto-round {v.get('auto-round')})."]  # fmt: skip
 missing = [o for o in order if not any(r["format"].startswith(o) for r in d["rows"])]
 if missing:
     lines += ["", "Not measured (the bench run did not reach them in the time available): " + ", ".join(missing) + "."]

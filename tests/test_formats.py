@@ -308,7 +308,7 @@ def test_qlora_repair_on_the_4bit_reference_leaves_the_base_untouched(tmp_path):
 
 
 def test_a_layer_peft_cannot_wrap_is_one_line():
-    """AutoRound's CPU QuantLinear is refused by PEFT (bench/results/formats.json): repair says so in one line."""
+    """A layer type PEFT cannot wrap (AutoRound's QuantLinear was one before lora_custom_modules): one line."""
     from silverbullet.repair.train import _lora_supported
 
     peft_msg = "Target module QuantLinear() is not supported. Currently, only the following modules are supported: ..."
@@ -320,11 +320,39 @@ def test_a_layer_peft_cannot_wrap_is_one_line():
             raise ValueError("something else")
 
 
+def _fake_autoround_model(kernel_module: str):
+    import torch
+
+    layer = type("QuantLinear", (torch.nn.Module,), {"__module__": kernel_module})
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), layer())
+    model.hf_quantizer = type("AutoRoundQuantizer", (), {"is_trainable": property(lambda self: False)})()
+    return model, layer
+
+
+def test_autoround_training_allowed_on_its_torch_kernels_only():
+    """transformers marks AutoRound untrainable; on AutoRound's pure-torch kernels (its CPU backend) we
+    let LoRA train through PEFT's GPTQ wrapper, and any other AutoRound kernel stops with one line."""
+    from peft.tuners.lora.gptq import GPTQLoraLinear
+
+    from silverbullet.generation.loading import _trainable_autoround, lora_custom_modules
+
+    model, layer = _fake_autoround_model("auto_round_extension.torch.qlinear_torch_zp")
+    assert lora_custom_modules(model) == {layer: GPTQLoraLinear}
+    _trainable_autoround(model, "ckpt")
+    assert model.hf_quantizer.is_trainable
+    model, _ = _fake_autoround_model("auto_round_extension.triton.qlinear_tritonv2")
+    assert lora_custom_modules(model) == {}
+    with pytest.raises(UserError, match=r"LoRA cannot train on ckpt: its AutoRound layers .*triton.* no backward"):
+        _trainable_autoround(model, "ckpt")
+    assert not model.hf_quantizer.is_trainable
+
+
 @pytest.mark.autoround
-def test_autoround_checkpoint_quantizes_loads_and_generates_on_cpu(tmp_path):
+def test_autoround_checkpoint_quantizes_loads_generates_and_repairs_on_cpu(tmp_path):
     """`quantize --method autoround` on a tiny Llama (AutoRound's own CPU path, about 15 s), loaded as
     transformers loads it: auto-round's QuantLinear layers, fp16 on CPU, text out, and logits that
-    follow the dense model's. (Repair on it stops with one line: test_a_layer_peft_cannot_wrap_is_one_line.)"""
+    follow the dense model's. Then a slice of repair training on it: LoRA through PEFT's GPTQ wrapper,
+    the packed checkpoint untouched, the adapter served on top and changing the logits."""
     import torch
     from conftest import build_tiny_llama
 
@@ -346,3 +374,26 @@ def test_autoround_checkpoint_quantizes_loads_and_generates_on_cpu(tmp_path):
     with torch.no_grad():
         a, b = dense.model(ids).logits.float(), g.model(ids).logits.float()
     assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.9
+
+    from peft import PeftModel
+    from peft.tuners.lora.gptq import GPTQLoraLinear
+    from safetensors.torch import load_file
+
+    from silverbullet.generation.loading import load_causal_lm
+    from silverbullet.repair.train import RepairTrainConfig, train_adapter
+
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text("".join(json.dumps(r) + "\n" for r in SFT_ROWS))
+    packed = load_file(Path(out) / "model.safetensors")
+    cfg = RepairTrainConfig(method="sft", epochs=2, batch_size=4, device="cpu", max_length=64)
+    info = train_adapter(str(out), sft, None, tmp_path / "adapter", cfg)
+    assert info["sft"]["steps"] == 2 and info["adapter_bytes"] > 0
+    lora = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.items())  # it learned (B starts at 0)
+    after = load_file(Path(out) / "model.safetensors")
+    assert all(torch.equal(v, after[k]) for k, v in packed.items())
+    served, tok = load_causal_lm(out, device="cpu", adapter=tmp_path / "adapter")
+    assert isinstance(served, PeftModel)
+    assert isinstance(served.base_model.model.model.layers[0].self_attn.q_proj, GPTQLoraLinear)
+    with torch.no_grad():
+        assert (served(ids).logits - g.model(ids).logits).abs().max() > 1e-4

@@ -350,6 +350,8 @@ def load_causal_lm(
             "rows; "
             "tokenizer and weights do not belong together"
         )
+    if for_training and method == "auto-round":
+        _trainable_autoround(model, src)
     if adapter is not None:
         model = _apply_adapter(model, Path(str(adapter)).expanduser(), trainable=for_training)
         if not for_training and not bnb and method not in UNMERGED_FORMATS:
@@ -370,15 +372,55 @@ def _dequantizing_config() -> Any:
         return CompressedTensorsConfig(run_compressed=False)
 
 
+_AUTOROUND_TORCH_LAYERS = "auto_round_extension.torch."  # AutoRound's pure-torch kernels (its CPU backend)
+
+
+def lora_custom_modules(model: Any) -> dict[type, type]:
+    """PEFT LoRA layer classes for quantized linears PEFT does not dispatch itself: AutoRound's
+    QuantLinear (auto_round / auto_round_extension). Their forward dequantizes in torch ops, so the
+    gradient reaches the input, and they name their sizes `infeatures`/`outfeatures` as GPTQ layers do:
+    PEFT's GPTQ LoRA wrapper (quantized base, adapter added to its output, no merge) serves them.
+    Registered on each LoraConfig that trains or loads an adapter on such a model."""
+    classes = {type(m) for m in model.modules() if type(m).__module__.startswith(_AUTOROUND_TORCH_LAYERS)}
+    if not classes:
+        return {}
+    from peft.tuners.lora.gptq import GPTQLoraLinear
+
+    return dict.fromkeys(classes, GPTQLoraLinear)
+
+
+def _trainable_autoround(model: Any, src: str) -> None:
+    """transformers marks AutoRound models untrainable (its GPU kernels have no backward pass). Where
+    every AutoRound layer is one of its pure-torch kernels (the CPU backend), the backward pass is
+    torch's own and LoRA trains on top (lora_custom_modules); say so to the Trainer's check. Otherwise
+    one line, before minutes of loading data."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    layers = {type(m) for m in model.modules() if type(m).__module__.startswith(("auto_round", "auto_round_extension"))}
+    torch_only = bool(layers) and all(c.__module__.startswith(_AUTOROUND_TORCH_LAYERS) for c in layers)
+    if not torch_only:
+        names = ", ".join(sorted(f"{c.__module__}.{c.__name__}" for c in layers)) or "none found"
+        raise UserError(
+            f"LoRA cannot train on {src}: its AutoRound layers ({names}) have no backward pass; "
+            "repair it on CPU (--device cpu, AutoRound's torch kernels) or ship it unrepaired"
+        )
+    if quantizer is not None and not quantizer.is_trainable:
+        base = type(quantizer)
+        quantizer.__class__ = type(base.__name__, (base,), {"is_trainable": property(lambda self: True)})
+
+
 def _apply_adapter(model: Any, adapter: Path, *, trainable: bool) -> Any:
     if not (adapter / "adapter_config.json").is_file():
         raise UserError(f"adapter {adapter} has no adapter_config.json (expected a PEFT adapter folder)")
     if not any(adapter.glob("*.safetensors")):
         raise UserError(f"adapter {adapter} has no *.safetensors weights")
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
     try:
-        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+        config = PeftConfig.from_pretrained(str(adapter))
+        custom = lora_custom_modules(model)
+        if custom:
+            config._register_custom_module(custom)
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable, config=config)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise UserError(f"could not apply adapter {adapter}: {str(e).splitlines()[0]}") from None
 

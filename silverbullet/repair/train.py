@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from silverbullet.errors import UserError
 
@@ -80,16 +81,22 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _lora(cfg: RepairTrainConfig):
+def _lora(cfg: RepairTrainConfig, model: Any):
     from peft import LoraConfig
 
-    return LoraConfig(
+    from silverbullet.generation.loading import lora_custom_modules
+
+    config = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
     )
+    custom = lora_custom_modules(model)
+    if custom:  # AutoRound's QuantLinear: PEFT's GPTQ LoRA wrapper (generation/loading.py)
+        config._register_custom_module(custom)
+    return config
 
 
 def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) -> dict:
@@ -191,7 +198,7 @@ def train_adapter(
                 args=args,
                 train_dataset=ds,
                 processing_class=tok,
-                peft_config=_lora(cfg),
+                peft_config=_lora(cfg, model),
             )
         res = _train(trainer, "training LoRA (SFT)", out.parent / "train_log.jsonl", rank == 0)
         info["sft"] = {"examples": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4)}
@@ -202,7 +209,7 @@ def train_adapter(
         ds = load_dataset("json", data_files=str(dpo_path), split="train").select_columns(
             ["prompt", "chosen", "rejected"]
         )
-        peft_cfg = None if cfg.method == "sft+dpo" else _lora(cfg)
+        peft_cfg = None if cfg.method == "sft+dpo" else _lora(cfg, model)
         if cfg.method == "sft+dpo":  # keep training the SFT adapter; the frozen base is DPO's reference
             for n, p in model.named_parameters():
                 p.requires_grad = "lora_" in n
@@ -248,7 +255,7 @@ def train_adapter(
                 args=args,
                 train_dataset=ds,
                 processing_class=tok,
-                peft_config=_lora(cfg),
+                peft_config=_lora(cfg, model),
             )
         res = _train(trainer, f"training LoRA (GRPO, {cfg.reward} reward)", out.parent / "train_log.jsonl", rank == 0)
         info["grpo"] = {"prompts": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4),
@@ -266,7 +273,7 @@ def train_adapter(
 
 @contextmanager
 def _lora_supported(quantized: str):
-    """PEFT refuses layers it cannot wrap (AutoRound's CPU QuantLinear, bench/results/formats.json):
+    """PEFT refuses layers it cannot wrap (a quantized linear of a library it does not know):
     one line naming the checkpoint and the layer, not PEFT's traceback."""
     try:
         yield
