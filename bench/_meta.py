@@ -34,6 +34,8 @@ def run_meta() -> dict:
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **git).stdout.strip())
     except OSError:
         commit, dirty = "unknown", None
+    if os.environ.get("BENCH_COMMIT"):  # a device machine's copy of the tree has no .git
+        commit, dirty = os.environ["BENCH_COMMIT"], None
     try:
         import torch
 
