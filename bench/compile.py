@@ -63,6 +63,26 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
+def _passes(gen: HFGenerator, cfg: GenerationConfig) -> list[tuple[str, GenerationConfig]]:
+    """plain, then compiled; for grouped KV heads also the compiled decode with transformers' sdpa
+    (K/V copied per query head) before gqa_attention's (generation/gqa_attention.py): run first, so
+    the model still has sdpa, and with its own decoder (compiled graph)."""
+    passes = [("plain", cfg), ("compiled", cfg.replace(compile=True))]
+    text_cfg = gen.model.config.get_text_config(decoder=True)
+    if text_cfg.num_key_value_heads != text_cfg.num_attention_heads and not gen._gqa_checked:
+        passes.insert(1, ("compiled_kv_copy", cfg.replace(compile=True)))
+    return passes
+
+
+def _before_pass(gen: HFGenerator, name: str, res: dict) -> None:
+    if name == "compiled_kv_copy":
+        gen._gqa_checked = True  # keep transformers' sdpa for this pass
+    elif name == "compiled" and "compiled_kv_copy" in res:
+        gen._gqa_checked = False  # the next compiled decode switches to gqa_attention, with a new graph
+        gen._decoders.clear()
+        _free()
+
+
 def identity(reference: str, n: int, batch: int, max_new: int, dtype: str, device: str) -> dict:
     """Plain vs compiled HFGenerator on the reference model, each run twice (the second timed)."""
     problems = list(task_problems("eval", n))
@@ -72,20 +92,8 @@ def identity(reference: str, n: int, batch: int, max_new: int, dtype: str, devic
     res: dict = {"model": reference, "dtype": str(gen.model.dtype), "problems": n, "batch": batch,
                  "max_new_tokens": max_new}  # fmt: skip
     outs = {}
-    passes = [("plain", cfg), ("compiled", cfg.replace(compile=True))]
-    text_cfg = gen.model.config.get_text_config(decoder=True)
-    if text_cfg.num_key_value_heads != text_cfg.num_attention_heads and not gen._gqa_checked:
-        # grouped KV heads: also the compiled decode with transformers' sdpa, which copies K/V per
-        # query head, before gqa_attention's (generation/gqa_attention.py); run first, so the model
-        # still has sdpa, and with its own decoder (compiled graph)
-        passes.insert(1, ("compiled_kv_copy", cfg.replace(compile=True)))
-    for name, c in passes:
-        if name == "compiled_kv_copy":
-            gen._gqa_checked = True  # keep transformers' sdpa for this pass
-        elif name == "compiled" and "compiled_kv_copy" in res:
-            gen._gqa_checked = False
-            gen._decoders.clear()
-            _free()
+    for name, c in _passes(gen, cfg):
+        _before_pass(gen, name, res)
         _, first = _timed(gen, prompts, c)
         outs[name], second = _timed(gen, prompts, c)
         toks = sum(o.n_tokens for o in outs[name])
@@ -162,20 +170,8 @@ def ratio(
                  "batch": batch, "new_tokens": new_tokens,
                  "prompt_tokens_mean": round(sum(len(tok(p)["input_ids"]) for p in prompts) / batch, 1)}  # fmt: skip
     outs = {}
-    passes = [("plain", cfg), ("compiled", cfg.replace(compile=True))]
-    text_cfg = gen.model.config.get_text_config(decoder=True)
-    if text_cfg.num_key_value_heads != text_cfg.num_attention_heads and not gen._gqa_checked:
-        # grouped KV heads: also the compiled decode with transformers' sdpa, which copies K/V per
-        # query head, before gqa_attention's (generation/gqa_attention.py); run first, so the model
-        # still has sdpa, and with its own decoder (compiled graph)
-        passes.insert(1, ("compiled_kv_copy", cfg.replace(compile=True)))
-    for name, c in passes:
-        if name == "compiled_kv_copy":
-            gen._gqa_checked = True  # keep transformers' sdpa for this pass
-        elif name == "compiled" and "compiled_kv_copy" in res:
-            gen._gqa_checked = False
-            gen._decoders.clear()
-            _free()
+    for name, c in _passes(gen, cfg):
+        _before_pass(gen, name, res)
         _, first = _timed(gen, prompts, c)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
