@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from silverbullet.attribution.check import check_step, claim_mismatch, is_rounding
+from silverbullet.attribution.check import average_without_division, check_step, claim_mismatch, is_rounding
 from silverbullet.attribution.steps import analyse_step, parse_steps, question_numbers
 
 STEP_CASES = [
@@ -124,3 +124,21 @@ def test_claim_mismatch_excuses_a_number_stated_earlier() -> None:
     step = analyse_step("On day 9 she has 20 because 4 * 5 = 20")
     assert claim_mismatch(step, {Fraction(4), Fraction(5)}) is not None
     assert claim_mismatch(step, {Fraction(4), Fraction(5), Fraction(9)}) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "fires"),
+    [
+        ("So the pants cost the average of the hat and jacket, or $25 + $75 = $<<25+75=100>>100.", True),
+        ("The two zebras have 34 stripes + 18 stripes = <<34+18=52>>52 stripes on average.", True),
+        ("The average is (89 + 71)/2 = <<(89+71)/2=80>>80.", False),  # divides
+        ("To find the average, first add the scores: 89 + 71 = <<89+71=160>>160.", False),  # a sum on the way
+        ("The total of the scores is 89 + 71 = <<89+71=160>>160.", False),  # no average claimed
+        ("He won 6*2+1=<<6*2+1=13>>13 times $1 on average.", False),  # not only additions
+    ],
+)
+def test_average_without_division(line: str, fires: bool) -> None:
+    ev = average_without_division(analyse_step(line))
+    assert (ev is not None) == fires
+    if fires:
+        assert ev["check"] == "average_without_division"

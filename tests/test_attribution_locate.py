@@ -154,3 +154,22 @@ def test_half_a_dozen_is_a_given_number() -> None:
     cand = "Half a dozen plates cost 6*6000=$<<6*6000=36000>>36000\nA: 36000"
     a = locate(q, cand, None, "3000")  # wrong answer: the full checks run, and 6 is given
     assert a.evidence.get("check") != "unsupported_operand"
+
+
+def test_an_average_summed_without_dividing_is_a_method_error() -> None:
+    """The sum is a gold intermediate (25 + 75 = 100), so the dataflow check finds nothing there; the
+    step calls it the average, which it is not."""
+    q = (
+        "Each uniform has a hat that costs $25, a jacket that costs three times as much as the hat, and "
+        "pants that cost the average of the costs of the hat and jacket. How much does each uniform cost?"
+    )
+    ref = "\n".join(["25 * 3 = <<25*3=75>>75", "25 + 75 = <<25+75=100>>100", "100 / 2 = <<100/2=50>>50",
+                     "25 + 75 + 50 = <<25+75+50=150>>150", "A: 150"])  # fmt: skip
+    cand = (
+        "The jacket costs $25 * 3 = $<<25*3=75>>75.\n"
+        "So the pants cost the average of the hat and jacket, or $25 + $75 = $<<25+75=100>>100.\n"
+        "Thus the uniform costs $25 + $75 + $100 = $<<25+75+100=200>>200.\nA: 200"
+    )
+    a = locate(q, cand, ref, "150")
+    assert a.first_faulty_step == 1 and a.error_type == "method"
+    assert a.evidence["check"] == "average_without_division"

@@ -113,6 +113,8 @@ def check_step(step: StepInfo) -> StepCheck:
 
 
 _BECAUSE_RE = re.compile(r"\b(?:because|since)\b", re.IGNORECASE)
+_AVERAGE_RE = re.compile(r"\baverage\b", re.IGNORECASE)
+_SUM_WORDS_RE = re.compile(r"\b(?:total|sum|add|adding|added|first|combined|together|altogether)\b", re.IGNORECASE)
 _WHOLE_RE = re.compile(r"\b100\s*%")  # "the total is 100% because ...": framing, not a claimed value
 
 
@@ -143,3 +145,23 @@ def claim_mismatch(
                 return None
             return {"check": "claim_mismatch", "claimed": _fmt(x), "computed": _fmt(step.result)}
     return None
+
+
+def average_without_division(step: StepInfo) -> dict | None:
+    """A step that calls its result an average and computes it as a sum with no division ("the
+    average of the hat and jacket is 25 + 75 = 100"): the right quantities, the wrong operation, a
+    method error whatever the arithmetic. Only where every computation of the step is additions and
+    the step does not call the sum what it is (a total, "first add"), as a solution on its way to
+    dividing does."""
+    if step.result is None or len(step.operands) < 2 or not _AVERAGE_RE.search(step.text):
+        return None
+    if _SUM_WORDS_RE.search(step.text):  # "to find the average, first add ...": a sum on the way
+        return None
+    exprs = [e.lhs for e in step.equations if e.source != "written"]
+    if not exprs or any(not _SUM_RE.fullmatch(x.strip()) for x in exprs):
+        return None
+    return {"check": "average_without_division", "computed": _fmt(step.result)}
+
+
+_SUM_RE = re.compile(r"[\d.,$€£\s]+(?:\+[\d.,$€£\s]+)+")
+

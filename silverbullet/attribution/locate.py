@@ -30,7 +30,7 @@ from silverbullet.attribution import dataflow as df
 from silverbullet.attribution import latex
 from silverbullet.attribution import taxonomy as tx
 from silverbullet.attribution.align import align
-from silverbullet.attribution.check import FAULTY, StepCheck, check_step, claim_mismatch
+from silverbullet.attribution.check import FAULTY, StepCheck, average_without_division, check_step, claim_mismatch
 from silverbullet.attribution.steps import ParsedSteps, StepInfo, analyse_step, parse_steps, question_numbers
 from silverbullet.attribution.symbolic import FAULTY as SYM_FAULTY
 from silverbullet.attribution.symbolic import UNKNOWN as SYM_UNKNOWN
@@ -110,6 +110,10 @@ def _local_checks(
         claim = claim_mismatch(s, stated, ref_values) if prose is None else None
         if claim is not None:  # "7 hours because 8 - 2 = 6": false whatever the answer
             found.offer(i, tx.EXECUTION, claim)
+            break
+        summed = average_without_division(s) if prose is None else None
+        if summed is not None:  # "the average of 25 and 75 is 25 + 75 = 100"
+            found.offer(i, tx.METHOD, summed)
             break
         if full:
             for o in (prose[i] if prose is not None else s).operands:
