@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--max-examples", type=int, default=None, help="problems per variant (default: the demo's)")
     ap.add_argument("--train-batch-size", type=int, default=None, help="GRPO's (default: the repair run's)")
     ap.add_argument("--seeds", default="0", help="training seeds, comma-separated; each variant runs once per seed")
+    ap.add_argument("--eval-batch-size", type=int, default=64, help="re-measure batch (a GPU takes 256)")
     ap.add_argument("--budget-s", type=float, default=None, help="start no new variant after this many seconds")
     ap.add_argument("--out", default="bench/results/grpo_cpu.json")
     args = ap.parse_args()
@@ -85,7 +86,7 @@ def main() -> None:
         train = variant_config(name, demo["train"]["config"], args, seed)
         t0 = time.time()
         s = run_repair(
-            RepairConfig(from_run=args.run, out=str(out), repair_limit=repair_limit,
+            RepairConfig(from_run=args.run, out=str(out), repair_limit=repair_limit, batch_size=args.eval_batch_size,
                          max_examples=args.max_examples or demo["examples"], progress=False, train=train),
             log=lambda m: None,
         )  # fmt: skip
