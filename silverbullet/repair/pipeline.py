@@ -70,6 +70,8 @@ class RepairConfig:
     replay: float = 0.0  # share of the SFT budget given to whole solutions of random other problems
     anchor: float = 0.0  # share of the SFT budget given to the quantized model's own correct solutions
     guard: float = 0.0  # share given to problems the reference fails (own correct or gold solutions)
+    own_samples: int = 8  # sft_data "own": solutions sampled from the quantized model per problem, at most
+    own_temperature: float = 0.7  # sft_data "own": their sampling temperature
     balance: bool = False  # round-robin the first-fault pairs over error types (off: tuned, see bench)
     merge: bool = False  # also merge the adapter into the base (one low-bit checkpoint) and measure that
     merge_method: str = "grid"  # grid (base's scales, nearest) | gptq (same grid, error feedback) | requantize

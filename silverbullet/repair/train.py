@@ -29,6 +29,10 @@ class RepairTrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
+    # PEFT's variants, off by default (measured on the demo setting, docs/repair.md): rsLoRA scales
+    # the update by alpha/sqrt(r) instead of alpha/r; DoRA splits each weight into magnitude and direction
+    use_rslora: bool = False
+    use_dora: bool = False
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
@@ -92,6 +96,8 @@ def _lora(cfg: RepairTrainConfig, model: Any):
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
     )
     custom = lora_custom_modules(model)
     if custom:  # AutoRound's QuantLinear: PEFT's GPTQ LoRA wrapper (generation/loading.py)
@@ -290,7 +296,11 @@ def _lora_supported(quantized: str):
 
 def training_key(quantized: str, sft_path: Path | None, dpo_path: Path | None, cfg: RepairTrainConfig) -> str:
     """What an adapter was trained from: the base, the set files' bytes and the config."""
-    h = hashlib.sha256(json.dumps({"base": str(quantized), "config": asdict(cfg)}, sort_keys=True).encode())
+    config = asdict(cfg)
+    for name in ("use_rslora", "use_dora"):  # added later: off, they leave older adapters' keys as they were
+        if not config[name]:
+            del config[name]
+    h = hashlib.sha256(json.dumps({"base": str(quantized), "config": config}, sort_keys=True).encode())
     for path in (sft_path, dpo_path):
         h.update(path.read_bytes() if path is not None and path.exists() else b"-")
     return h.hexdigest()[:16]
