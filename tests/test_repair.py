@@ -425,6 +425,32 @@ def test_anchor_and_guard_rows(tmp_path):
         sft_rows("flipped-full", pairs, run, 4, anchor=0.5, guard=0.6)
 
 
+def test_rslora_and_dora_reach_peft_and_the_training_key(tmp_path, tiny_model_dir):
+    """The LoRA flavour flags reach PEFT's config, and change the adapter's training key only when on
+    (an adapter trained before the flags existed is still reused)."""
+    import hashlib
+    from dataclasses import asdict
+
+    from transformers import AutoModelForCausalLM
+
+    from silverbullet.repair.train import _lora, training_key
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = _lora(RepairTrainConfig(use_rslora=True, use_dora=True), model)
+    assert (lora.use_rslora, lora.use_dora) == (True, True)
+    plain = _lora(RepairTrainConfig(), model)
+    assert (plain.use_rslora, plain.use_dora) == (False, False)
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text('{"prompt": "a", "completion": "b"}\n')
+    old = {k: v for k, v in asdict(RepairTrainConfig()).items() if k not in ("use_rslora", "use_dora")}
+    h = hashlib.sha256(json.dumps({"base": "q", "config": old}, sort_keys=True).encode())
+    h.update(sft.read_bytes() + b"-")
+    assert training_key("q", sft, None, RepairTrainConfig()) == h.hexdigest()[:16]
+    flavours = ({}, {"use_rslora": True}, {"use_dora": True})
+    keys = {training_key("q", sft, None, RepairTrainConfig(**f)) for f in flavours}
+    assert len(keys) == 3
+
+
 def test_own_rows_take_the_first_right_unrefuted_sample(tmp_path):
     """`--sft-data own`: per flipped problem the first sampled solution that is right and has no refuted
     step replaces the reference's; a right answer through a wrong step is refused; a problem with no
