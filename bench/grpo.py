@@ -32,12 +32,13 @@ from silverbullet.repair.train import RepairTrainConfig  # noqa: E402
 
 # SFT variants (issue #19): the LoRA flavour, or the SFT data (`own`: the quantized model's own
 # sampled right solutions of the flipped problems, the reference's where it found none)
-SFT_VARIANTS = {"sft": {}, "sft-rslora": {"use_rslora": True}, "sft-dora": {"use_dora": True}, "sft-own": {}}
+SFT_VARIANTS = {"sft": {}, "sft-rslora": {"use_rslora": True}, "sft-dora": {"use_dora": True}, "sft-own": {},
+                "sft-dora-own": {"use_dora": True}}  # fmt: skip
 
 
 def sft_data(name: str) -> str:
-    """The repair's `sft_data` for a variant: `own` for sft-own, else the default."""
-    return "own" if name == "sft-own" else "flipped-full"
+    """The repair's `sft_data` for a variant: `own` for sft-own and sft-dora-own, else the default."""
+    return "own" if name.endswith("-own") else "flipped-full"
 
 
 def variant_config(name: str, demo_train: dict, args, seed: int = 0) -> RepairTrainConfig:
