@@ -33,7 +33,7 @@ from silverbullet.repair.train import RepairTrainConfig  # noqa: E402
 # SFT variants (issue #19): the LoRA flavour, or the SFT data (`own`: the quantized model's own
 # sampled right solutions of the flipped problems, the reference's where it found none)
 SFT_VARIANTS = {"sft": {}, "sft-rslora": {"use_rslora": True}, "sft-dora": {"use_dora": True}, "sft-own": {},
-                "sft-dora-own": {"use_dora": True}}  # fmt: skip
+                "sft-dora-own": {"use_dora": True}, "sft-dft": {"sft_loss": "dft"}}  # fmt: skip
 
 
 def sft_data(name: str) -> str:
@@ -124,6 +124,7 @@ def main() -> None:
             "reward_last_quarter": last,
             "learning_rate": train.grpo_learning_rate if train.method == "grpo" else train.learning_rate,
             "lora": {"use_rslora": train.use_rslora, "use_dora": train.use_dora},
+            "sft_loss": train.sft_loss,
             "sets": s.get("sets"),
             "examples_by_error_type": s.get("examples_by_error_type"),
             "remeasure_seconds": s.get("timings", {}).get("remeasure_seconds"),

@@ -442,13 +442,32 @@ def test_rslora_and_dora_reach_peft_and_the_training_key(tmp_path, tiny_model_di
     assert (plain.use_rslora, plain.use_dora) == (False, False)
     sft = tmp_path / "sft.jsonl"
     sft.write_text('{"prompt": "a", "completion": "b"}\n')
-    old = {k: v for k, v in asdict(RepairTrainConfig()).items() if k not in ("use_rslora", "use_dora")}
+    old = {k: v for k, v in asdict(RepairTrainConfig()).items() if k not in ("use_rslora", "use_dora", "sft_loss")}
     h = hashlib.sha256(json.dumps({"base": "q", "config": old}, sort_keys=True).encode())
     h.update(sft.read_bytes() + b"-")
     assert training_key("q", sft, None, RepairTrainConfig()) == h.hexdigest()[:16]
-    flavours = ({}, {"use_rslora": True}, {"use_dora": True})
+    flavours = ({}, {"use_rslora": True}, {"use_dora": True}, {"sft_loss": "dft"})
     keys = {training_key("q", sft, None, RepairTrainConfig(**f)) for f in flavours}
-    assert len(keys) == 3
+    assert len(keys) == 4
+
+
+def test_dft_loss_reaches_the_trainer(repair_run):
+    """sft_loss "dft" weights each token's loss by the model's probability of it: from the same seed
+    and rows it trains another adapter than nll does; an unknown loss is one line."""
+    root, q = repair_run
+    pairs = curate(candidates(root / "run"), DatasetConfig(max_examples=6))
+    sft, _ = write_sets(sft_rows("flipped-full", pairs, root / "run", 6), pairs, root / "s-dft")
+    adapters = {}
+    for loss in ("nll", "dft"):
+        cfg = RepairTrainConfig(epochs=1, batch_size=4, device="cpu", sft_loss=loss)
+        info = train_adapter(q, sft, None, root / f"adapter-{loss}", cfg)
+        assert info["sft"]["steps"] >= 1
+        with safe_open(str(root / f"adapter-{loss}" / "adapter_model.safetensors"), "pt") as f:
+            adapters[loss] = {k: f.get_tensor(k) for k in f.keys()}
+    assert adapters["nll"].keys() == adapters["dft"].keys()
+    assert any(not adapters["nll"][k].equal(adapters["dft"][k]) for k in adapters["nll"])
+    with pytest.raises(UserError, match="sft_loss 'focal'"):
+        train_adapter(q, sft, None, root / "adapter-x", RepairTrainConfig(sft_loss="focal"))
 
 
 def test_own_rows_take_the_first_right_unrefuted_sample(tmp_path):
