@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--own-temperature", type=float, default=0.7, help="sft-own: sampling temperature")
     args = ap.parse_args()
     deadline = time.time() + args.budget_s if args.budget_s else None
+    meta = run_meta()  # at the start: the commit the code was imported from, the load before the runs
     import torch
 
     hardware = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
@@ -133,7 +134,7 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-        Path(args.out).write_text(json.dumps({"meta": run_meta(), "hardware_device": hardware, "n": s["n"],
+        Path(args.out).write_text(json.dumps({"meta": meta, "hardware_device": hardware, "n": s["n"],
                                               "rows": rows, "not_run": not_run}, indent=1) + "\n")  # fmt: skip
     if not_run:
         Path(args.out).write_text(json.dumps({**json.loads(Path(args.out).read_text()), "not_run": not_run}, indent=1))
