@@ -166,7 +166,7 @@ SFT_DATA = ("step", "flipped-full", "full", "own")
 
 # `own` draws its samples through this: (prompts, round) -> one sampled solution per prompt. Round r
 # of `own_samples` asks only for the problems still without a right solution (pipeline.py samples the
-# quantized model at a temperature, with seed `round`; tests pass a plain function).
+# quantized model at a temperature, seeded from the run's seed and the round; tests pass a function).
 Sampler = Callable[[list[str], int], list[str]]
 
 
