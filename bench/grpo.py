@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -29,11 +30,21 @@ from _meta import run_meta  # noqa: E402
 from silverbullet.repair.pipeline import RepairConfig, run_repair  # noqa: E402
 from silverbullet.repair.train import RepairTrainConfig  # noqa: E402
 
+# SFT variants (issue #19): the LoRA flavour, or the SFT data (`own`: the quantized model's own
+# sampled right solutions of the flipped problems, the reference's where it found none)
+SFT_VARIANTS = {"sft": {}, "sft-rslora": {"use_rslora": True}, "sft-dora": {"use_dora": True}, "sft-own": {},
+                "sft-dora-own": {"use_dora": True}, "sft-dft": {"sft_loss": "dft"}}  # fmt: skip
+
+
+def sft_data(name: str) -> str:
+    """The repair's `sft_data` for a variant: `own` for sft-own and sft-dora-own, else the default."""
+    return "own" if name.endswith("-own") else "flipped-full"
+
 
 def variant_config(name: str, demo_train: dict, args, seed: int = 0) -> RepairTrainConfig:
-    if name == "sft":  # the settings of the repair run read (--repair): the demo's, or the full recipe's
+    if name in SFT_VARIANTS:  # the settings of the repair run read (--repair): the demo's, or the full recipe's
         return RepairTrainConfig(method="sft", epochs=demo_train["epochs"], learning_rate=demo_train["learning_rate"],
-                                 seed=seed)  # fmt: skip
+                                 seed=seed, **SFT_VARIANTS[name])  # fmt: skip
     reward = name.split("-", 1)[1]
     return RepairTrainConfig(method="grpo", reward=reward, grpo_learning_rate=args.grpo_lr, seed=seed,
                              grpo_epochs=args.grpo_epochs, num_generations=args.num_generations,
@@ -64,8 +75,12 @@ def main() -> None:
     ap.add_argument("--eval-batch-size", type=int, default=64, help="re-measure batch (a GPU takes 256)")
     ap.add_argument("--budget-s", type=float, default=None, help="start no new variant after this many seconds")
     ap.add_argument("--out", default="bench/results/grpo_cpu.json")
+    ap.add_argument("--runs-root", default="runs/bench-grpo", help="where each run goes: ROOT/<variant>-s<seed>")
+    ap.add_argument("--own-samples", type=int, default=8, help="sft-own: solutions sampled per problem at most")
+    ap.add_argument("--own-temperature", type=float, default=0.7, help="sft-own: sampling temperature")
     args = ap.parse_args()
     deadline = time.time() + args.budget_s if args.budget_s else None
+    meta = run_meta()  # at the start: the commit the code was imported from, the load before the runs
     import torch
 
     hardware = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
@@ -79,7 +94,7 @@ def main() -> None:
         if deadline and time.time() > deadline:
             not_run.append(f"{name} seed {seed}: out of the time budget")
             continue
-        out = Path("runs/bench-grpo") / f"{name}-s{seed}"
+        out = Path(args.runs_root) / f"{name}-s{seed}"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         shutil.copytree(Path(args.repair) / "repair-split", out / "repair-split")
@@ -87,7 +102,9 @@ def main() -> None:
         t0 = time.time()
         s = run_repair(
             RepairConfig(from_run=args.run, out=str(out), repair_limit=repair_limit, batch_size=args.eval_batch_size,
-                         max_examples=args.max_examples or demo["examples"], progress=False, train=train),
+                         max_examples=args.max_examples or demo["examples"], progress=False, train=train,
+                         sft_data=sft_data(name), own_samples=args.own_samples,
+                         own_temperature=args.own_temperature),
             log=lambda m: None,
         )  # fmt: skip
         info = s["train"]
@@ -108,11 +125,17 @@ def main() -> None:
             "reward_first_quarter": first,
             "reward_last_quarter": last,
             "learning_rate": train.grpo_learning_rate if train.method == "grpo" else train.learning_rate,
+            "lora": {"use_rslora": train.use_rslora, "use_dora": train.use_dora},
+            "sft_loss": train.sft_loss,
+            "sets": s.get("sets"),
+            "examples_by_error_type": s.get("examples_by_error_type"),
+            "remeasure_seconds": s.get("timings", {}).get("remeasure_seconds"),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "seconds": round(time.time() - t0, 1),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-        Path(args.out).write_text(json.dumps({"meta": run_meta(), "hardware_device": hardware, "n": s["n"],
+        Path(args.out).write_text(json.dumps({"meta": meta, "hardware_device": hardware, "n": s["n"],
                                               "rows": rows, "not_run": not_run}, indent=1) + "\n")  # fmt: skip
     if not_run:
         Path(args.out).write_text(json.dumps({**json.loads(Path(args.out).read_text()), "not_run": not_run}, indent=1))

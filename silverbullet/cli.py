@@ -432,7 +432,9 @@ def repair(
     learning_rate: float = typer.Option(1e-3, help="LoRA learning rate (SFT)."),
     control: bool = typer.Option(False, help="Untargeted control: full-solution SFT with the same budget."),
     sft_data: str = typer.Option(
-        "flipped-full", help="SFT rows: flipped-full, step (first-fault continuations) or full (docs/repair.md)."
+        "flipped-full",
+        help="SFT rows: flipped-full, step (first-fault continuations), full, or own (the quantized model's own "
+        "right sampled solutions of flipped-full's problems; docs/repair.md).",
     ),
     replay: float = typer.Option(0.0, help="Share of SFT rows that are whole solutions of random other problems."),
     batch_size: int = typer.Option(64, help="Generation batch size (diagnoses and re-measure)."),

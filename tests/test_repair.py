@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import MEMORIZED
 from safetensors import safe_open
 
 from silverbullet.errors import UserError
@@ -422,6 +423,94 @@ def test_anchor_and_guard_rows(tmp_path):
         sft_rows("flipped-full", pairs, run, 4, replay=0.6, anchor=0.6)
     with pytest.raises(UserError, match="anchor 0.5, guard 0.6 add up"):
         sft_rows("flipped-full", pairs, run, 4, anchor=0.5, guard=0.6)
+
+
+def test_rslora_and_dora_reach_peft_and_the_training_key(tmp_path, tiny_model_dir):
+    """The LoRA flavour flags reach PEFT's config, and change the adapter's training key only when on
+    (an adapter trained before the flags existed is still reused)."""
+    import hashlib
+    from dataclasses import asdict
+
+    from transformers import AutoModelForCausalLM
+
+    from silverbullet.repair.train import _lora, training_key
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    lora = _lora(RepairTrainConfig(use_rslora=True, use_dora=True), model)
+    assert (lora.use_rslora, lora.use_dora) == (True, True)
+    plain = _lora(RepairTrainConfig(), model)
+    assert (plain.use_rslora, plain.use_dora) == (False, False)
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text('{"prompt": "a", "completion": "b"}\n')
+    old = {k: v for k, v in asdict(RepairTrainConfig()).items() if k not in ("use_rslora", "use_dora", "sft_loss")}
+    h = hashlib.sha256(json.dumps({"base": "q", "config": old}, sort_keys=True).encode())
+    h.update(sft.read_bytes() + b"-")
+    assert training_key("q", sft, None, RepairTrainConfig()) == h.hexdigest()[:16]
+    flavours = ({}, {"use_rslora": True}, {"use_dora": True}, {"sft_loss": "dft"})
+    keys = {training_key("q", sft, None, RepairTrainConfig(**f)) for f in flavours}
+    assert len(keys) == 4
+
+
+def test_dft_loss_reaches_the_trainer(repair_run):
+    """sft_loss "dft" weights each token's loss by the model's probability of it: from the same seed
+    and rows it trains another adapter than nll does; an unknown loss is one line."""
+    root, q = repair_run
+    pairs = curate(candidates(root / "run"), DatasetConfig(max_examples=6))
+    sft, _ = write_sets(sft_rows("flipped-full", pairs, root / "run", 6), pairs, root / "s-dft")
+    adapters = {}
+    for loss in ("nll", "dft"):
+        cfg = RepairTrainConfig(epochs=1, batch_size=4, device="cpu", sft_loss=loss)
+        info = train_adapter(q, sft, None, root / f"adapter-{loss}", cfg)
+        assert info["sft"]["steps"] >= 1
+        with safe_open(str(root / f"adapter-{loss}" / "adapter_model.safetensors"), "pt") as f:
+            adapters[loss] = {k: f.get_tensor(k) for k in f.keys()}
+    assert adapters["nll"].keys() == adapters["dft"].keys()
+    assert any(not adapters["nll"][k].equal(adapters["dft"][k]) for k in adapters["nll"])
+    with pytest.raises(UserError, match="sft_loss 'focal'"):
+        train_adapter(q, sft, None, root / "adapter-x", RepairTrainConfig(sft_loss="focal"))
+
+
+def test_own_rows_take_the_first_right_unrefuted_sample(tmp_path):
+    """`--sft-data own`: per flipped problem the first sampled solution that is right and has no refuted
+    step replaces the reference's; a right answer through a wrong step is refused; a problem with no
+    such sample keeps the reference's solution; each round samples only the problems still unsolved."""
+    run = _tiny_run(tmp_path)
+    pairs = [{"problem_id": pid, "question": f"question {pid}?", "step_index": 0, "error_type": "execution",
+              "prompt": "x", "chosen": "y", "rejected": "z"} for pid in ("p1", "p4", "p5")]  # fmt: skip
+    clean, slip = "Step 1: 1 + 1 = 2.\nThe answer is: 2\n", "Step 1: 1 + 1 = 3.\nThe answer is: 2\n"
+    wrong = "The answer is: 3\n"
+    plan = {"p1": [clean], "p4": [slip, clean], "p5": [wrong, wrong, wrong]}  # what each round samples
+    calls = []
+
+    def sample(prompts: list[str], round_: int) -> list[str]:
+        pids = [next(pid for pid in plan if f"question {pid}?" in p) for p in prompts]
+        calls.append((round_, sorted(pids)))
+        return [plan[pid][round_] for pid in pids]
+
+    rows = {r["problem_id"]: r for r in sft_rows("own", pairs, run, 5, sample=sample, own_samples=3)}
+    assert calls == [(0, ["p1", "p4", "p5"]), (1, ["p4", "p5"]), (2, ["p5"])]
+    assert (rows["p1"]["completion"], rows["p1"]["error_type"]) == (clean, "own")
+    assert (rows["p4"]["completion"], rows["p4"]["error_type"]) == (clean, "own")  # round 0's slip refused
+    assert (rows["p5"]["completion"], rows["p5"]["error_type"]) == ("Step 1: ref p5\nThe answer is: 2\n",
+                                                                   "full-solution")  # fmt: skip
+    with pytest.raises(ValueError, match="pass `sample`"):
+        sft_rows("own", pairs, run, 5)
+
+
+def test_own_sampler_samples_the_quantized_model(memorizer_dir, tmp_path, monkeypatch):
+    """The pipeline's sampler for `own`: the model's sampled solutions (cut after the answer line),
+    the same ones again for the same seed and round, counted in `drawn`."""
+    from silverbullet.repair.pipeline import RepairConfig, _OwnSampler
+
+    monkeypatch.setenv("SILVERBULLET_CACHE", str(tmp_path / "cache.sqlite"))
+    cfg = RepairConfig(max_new_tokens=40, own_temperature=0.7, batch_size=4)
+    prompts = list(MEMORIZED)
+    sampler = _OwnSampler(str(memorizer_dir), cfg, {})
+    first = sampler(prompts, 0)
+    assert sampler(prompts, 0) == first and sampler.drawn == 4
+    sampler.close()
+    assert first[0] == "Step 1: 2 + 3 = 5.\nThe answer is: 5\n"  # the memorized text, sampled at 0.7
+    assert first[1].startswith("Step 1: 4 * 2 = 8.\nThe answer is: 8") and "chatter" not in first[1]
 
 
 @pytest.mark.slow

@@ -13,14 +13,25 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from silverbullet.attribution.check import check_step
 from silverbullet.attribution.steps import analyse_step
 from silverbullet.errors import UserError
+from silverbullet.grading import is_correct
 from silverbullet.measure import read_jsonl_rows, write_rows
-from silverbullet.prompting import ANSWER_LINE_RES, STEP_PREFIX_RE, build_prompt, renumber_step, segment, step_spans
+from silverbullet.prompting import (
+    ANSWER_LINE_RES,
+    STEP_PREFIX_RE,
+    build_prompt,
+    extract_answer,
+    renumber_step,
+    segment,
+    step_spans,
+)
+from silverbullet.repair.fallback import failed_step
 
 PAPER_SIZE = 332  # the paper's Silver Bullet set size
 
@@ -142,12 +153,21 @@ def assert_disjoint(examples: list[dict], eval_questions: set[str]) -> None:
 #                 first fault, completion = the reference's continuation from there (the paper's set)
 #   flipped-full  whole reference solutions of the problems that flipped (targeted by problem)
 #   full          the untargeted control: whole reference solutions of random repair-split problems
+#   own           flipped-full's problems, each taught with the quantized model's *own* sampled solution
+#                 when one of `own_samples` samples is right and the step checker refutes none of its
+#                 steps (rejection sampling: on-policy text, closer to what the model already writes),
+#                 else the reference's; rows taught an own solution have error_type "own"
 # `replay` (a fraction) swaps that share of the budget for whole reference solutions of random other
 # problems, which mostly the quantized model already solves: a guard against breaking them.
 # `anchor` (a fraction) gives that share to the quantized model's *own* correct solutions, the least
 # confident first: rows it already ranks first, so training them sharpens what it gets right
 # instead of pulling it toward another model's wording.
-SFT_DATA = ("step", "flipped-full", "full")
+SFT_DATA = ("step", "flipped-full", "full", "own")
+
+# `own` draws its samples through this: (prompts, round) -> one sampled solution per prompt. Round r
+# of `own_samples` asks only for the problems still without a right solution (pipeline.py samples the
+# quantized model at a temperature, seeded from the run's seed and the round; tests pass a function).
+Sampler = Callable[[list[str], int], list[str]]
 
 
 def check_sft_options(mode: str, replay: float, anchor: float = 0.0, guard: float = 0.0) -> None:
@@ -172,9 +192,14 @@ def sft_rows(
     replay: float = 0.0,
     anchor: float = 0.0,
     guard: float = 0.0,
+    sample: Sampler | None = None,
+    own_samples: int = 8,
 ) -> list[dict]:
-    """The SFT set for `mode` (see SFT_DATA), at most `n` rows, each with its provenance."""
+    """The SFT set for `mode` (see SFT_DATA), at most `n` rows, each with its provenance. `own`
+    needs `sample`, the quantized model's sampler."""
     check_sft_options(mode, replay, anchor, guard)
+    if mode == "own" and sample is None:
+        raise ValueError("sft_data 'own' samples the quantized model: pass `sample`")
     if mode == "full":
         return control_set(run_dir, n, seed)
     n_anchor = round(n * anchor)
@@ -184,6 +209,8 @@ def sft_rows(
         main = main[:n_main]
     else:
         main = control_set(run_dir, n_main, seed, only={e["problem_id"] for e in pairs})
+        if mode == "own":
+            main = own_solutions(main, run_dir, sample, own_samples)  # type: ignore[arg-type]
     flipped = {e["problem_id"] for e in pairs}
     guards = guard_set(run_dir, round(n * guard), exclude=flipped) if guard else []
     guarded = flipped | {e["problem_id"] for e in guards}
@@ -193,6 +220,29 @@ def sft_rows(
     for e in extra:
         e["error_type"] = "replay"
     return main + anchors + extra
+
+
+def own_solutions(rows: list[dict], run_dir: Path, sample: Sampler, k: int = 8) -> list[dict]:
+    """`rows` (whole solutions of repair-split problems) with each completion swapped for the first of
+    up to `k` sampled solutions that is right and has no step the checker refutes (a right answer
+    reached through a wrong step would teach the slip); rows with none keep theirs. Each round
+    samples only the problems still unsolved, so solved problems cost no more samples."""
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
+    found: dict[str, str] = {}
+    for round_ in range(k):
+        todo = [r for r in rows if r["problem_id"] not in found]
+        if not todo:
+            break
+        texts = sample([r["prompt"] for r in todo], round_)
+        if len(texts) != len(todo):
+            raise ValueError(f"the sampler returned {len(texts)} solutions for {len(todo)} prompts")
+        for r, text in zip(todo, texts):
+            p = problems[r["problem_id"]]
+            grading = (p.get("meta") or {}).get("grading", "numeric")
+            if is_correct(extract_answer(text), str(p["answer"]), grading) and failed_step(text) is None:
+                found[r["problem_id"]] = text
+    return [{**r, "completion": found[r["problem_id"]], "error_type": "own"} if r["problem_id"] in found else r
+            for r in rows]  # fmt: skip
 
 
 def guard_set(run_dir: Path, n: int, exclude: set[str] | None = None) -> list[dict]:

@@ -70,6 +70,8 @@ class RepairConfig:
     replay: float = 0.0  # share of the SFT budget given to whole solutions of random other problems
     anchor: float = 0.0  # share of the SFT budget given to the quantized model's own correct solutions
     guard: float = 0.0  # share given to problems the reference fails (own correct or gold solutions)
+    own_samples: int = 8  # sft_data "own": solutions sampled from the quantized model per problem, at most
+    own_temperature: float = 0.7  # sft_data "own": their sampling temperature
     balance: bool = False  # round-robin the first-fault pairs over error types (off: tuned, see bench)
     merge: bool = False  # also merge the adapter into the base (one low-bit checkpoint) and measure that
     merge_method: str = "grid"  # grid (base's scales, nearest) | gptq (same grid, error feedback) | requantize
@@ -263,16 +265,23 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         ),
     )
     n_sft = cfg.max_examples - len(pairs) if split else cfg.max_examples
-    sft = sft_rows(
-        sft_mode,
-        pairs,
-        repair_dir,
-        n_sft,
-        cfg.seed,
-        replay=0.0 if cfg.control else cfg.replay,
-        anchor=0.0 if cfg.control else cfg.anchor,
-        guard=0.0 if cfg.control else cfg.guard,
-    )
+    sampler = _OwnSampler(quantized, cfg, eval_cfg) if sft_mode == "own" else None
+    with ui.stage(f"sampling the quantized model's own solutions (up to {cfg.own_samples} each)",
+                  cfg.progress and sampler is not None):  # fmt: skip
+        sft = sft_rows(
+            sft_mode,
+            pairs,
+            repair_dir,
+            n_sft,
+            cfg.seed,
+            replay=0.0 if cfg.control else cfg.replay,
+            anchor=0.0 if cfg.control else cfg.anchor,
+            guard=0.0 if cfg.control else cfg.guard,
+            sample=sampler,
+            own_samples=cfg.own_samples,
+        )
+    if sampler is not None:
+        sampler.close()
     if method == "dpo":
         used = pairs
     elif method in ("sft", "grpo"):
@@ -327,6 +336,13 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         "sft_rows": len(sft),
         "dpo_pairs": len(pairs),
     }
+    if sampler is not None:
+        summary["sets"]["own"] = {
+            "rows": sum(r["error_type"] == "own" for r in sft),  # the rest kept the reference's solution
+            "samples_drawn": sampler.drawn,
+            "max_samples": cfg.own_samples,
+            "temperature": cfg.own_temperature,
+        }
     summary["timings"] = {
         "train_seconds": train_info["train_seconds"],
         "remeasure_seconds": remeasure_seconds,
@@ -341,6 +357,28 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     elif Path(cfg.from_run).resolve() != out.resolve():  # let `report` on the eval run show the repaired bar
         (Path(cfg.from_run) / "repair_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+class _OwnSampler:
+    """`dataset.Sampler` for `--sft-data own`: solutions of the quantized model (the one being
+    repaired, adapter off) at `own_temperature`, round r seeded from the run's seed and r so a re-run
+    draws the same samples (and finds them in the generation cache). `drawn` counts the samples."""
+
+    def __init__(self, quantized: str, cfg: RepairConfig, eval_cfg: dict) -> None:
+        gcfg = DiagnoseConfig(backend=cfg.backend, vllm_options=cfg.vllm_options, load_in=eval_cfg.get("load_in"))
+        self.gen = make_generator(quantized, "quantized", gcfg)
+        self.cfg = cfg
+        self.drawn = 0
+
+    def __call__(self, prompts: list[str], round_: int) -> list[str]:
+        cfg = self.cfg
+        gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                                   temperature=cfg.own_temperature, seed=1000 * cfg.seed + round_)  # fmt: skip
+        self.drawn += len(prompts)
+        return [o.text for o in self.gen.generate(prompts, gen_cfg)]
+
+    def close(self) -> None:
+        close_generator(self.gen)
 
 
 def training_sets(out: Path, method: str) -> tuple[Path, Path | None]:

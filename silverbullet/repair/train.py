@@ -20,6 +20,10 @@ from typing import Any
 from silverbullet.errors import UserError
 
 METHODS = ("sft", "dpo", "sft+dpo", "grpo")
+SFT_LOSSES = ("nll", "dft")
+# Config fields added after adapters were first keyed, with their defaults: at the default they are
+# left out of the training key, so an adapter trained before they existed is still reused.
+_LATER_FIELDS = {"use_rslora": False, "use_dora": False, "sft_loss": "nll"}
 
 
 @dataclass
@@ -29,6 +33,13 @@ class RepairTrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
+    # PEFT's variants, off by default (measured on the demo setting, docs/repair.md): rsLoRA scales
+    # the update by alpha/sqrt(r) instead of alpha/r; DoRA splits each weight into magnitude and direction
+    use_rslora: bool = False
+    use_dora: bool = False
+    # SFT's token loss: nll, or dft (TRL's Dynamic Fine-Tuning: each token's loss weighted by the
+    # model's own detached probability of it, a guard against drifting on what it already writes)
+    sft_loss: str = "nll"
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
@@ -92,6 +103,8 @@ def _lora(cfg: RepairTrainConfig, model: Any):
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.target_modules,
         task_type="CAUSAL_LM",
+        use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
     )
     custom = lora_custom_modules(model)
     if custom:  # AutoRound's QuantLinear: PEFT's GPTQ LoRA wrapper (generation/loading.py)
@@ -173,6 +186,8 @@ def train_adapter(
     `sft_path` is the GRPO prompt set (prompt / question / answer: `dataset.grpo_rows`)."""
     if cfg.method not in METHODS:
         raise UserError(f"--method {cfg.method!r} is not known; use one of {', '.join(METHODS)}")
+    if cfg.sft_loss not in SFT_LOSSES:
+        raise UserError(f"sft_loss {cfg.sft_loss!r} is not known; use one of {', '.join(SFT_LOSSES)}")
     from datasets import load_dataset
 
     from silverbullet.generation.loading import load_causal_lm, resolve_device
@@ -190,7 +205,8 @@ def train_adapter(
         from trl import SFTConfig, SFTTrainer
 
         ds = load_dataset("json", data_files=str(sft_path), split="train").select_columns(["prompt", "completion"])
-        args = SFTConfig(**_common_args(cfg, out / "_sft", cfg.learning_rate, cfg.epochs), completion_only_loss=True)
+        args = SFTConfig(**_common_args(cfg, out / "_sft", cfg.learning_rate, cfg.epochs), completion_only_loss=True,
+                         loss_type=cfg.sft_loss)  # fmt: skip
         _one_process_one_gpu(args)
         with _lora_supported(quantized):
             trainer = SFTTrainer(
@@ -290,7 +306,11 @@ def _lora_supported(quantized: str):
 
 def training_key(quantized: str, sft_path: Path | None, dpo_path: Path | None, cfg: RepairTrainConfig) -> str:
     """What an adapter was trained from: the base, the set files' bytes and the config."""
-    h = hashlib.sha256(json.dumps({"base": str(quantized), "config": asdict(cfg)}, sort_keys=True).encode())
+    config = asdict(cfg)
+    for name, default in _LATER_FIELDS.items():
+        if config[name] == default:
+            del config[name]
+    h = hashlib.sha256(json.dumps({"base": str(quantized), "config": config}, sort_keys=True).encode())
     for path in (sft_path, dpo_path):
         h.update(path.read_bytes() if path is not None and path.exists() else b"-")
     return h.hexdigest()[:16]
