@@ -398,10 +398,11 @@ def _trainable_autoround(model: Any, src: str) -> None:
     layers = {type(m) for m in model.modules() if type(m).__module__.startswith(("auto_round", "auto_round_extension"))}
     torch_only = bool(layers) and all(c.__module__.startswith(_AUTOROUND_TORCH_LAYERS) for c in layers)
     if not torch_only:
-        names = ", ".join(sorted(f"{c.__module__}.{c.__name__}" for c in layers)) or "none found"
+        names = ", ".join(sorted(f"{c.__module__}.{c.__name__}" for c in layers)) or "no AutoRound layers"
         raise UserError(
-            f"LoRA cannot train on {src}: its AutoRound layers ({names}) have no backward pass; "
-            "repair it on CPU (--device cpu, AutoRound's torch kernels) or ship it unrepaired"
+            f"LoRA cannot train on {src}: transformers marks AutoRound models untrainable, and silverbullet "
+            f"allows it only on AutoRound's pure-torch kernels (found: {names}); repair it on CPU "
+            "(--device cpu) or ship it unrepaired"
         )
     if quantizer is not None and not quantizer.is_trainable:
         base = type(quantizer)
@@ -418,7 +419,7 @@ def _apply_adapter(model: Any, adapter: Path, *, trainable: bool) -> Any:
     try:
         config = PeftConfig.from_pretrained(str(adapter))
         custom = lora_custom_modules(model)
-        if custom:
+        if custom and hasattr(config, "_register_custom_module"):  # LoRA adapters (the ones repair writes)
             config._register_custom_module(custom)
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable, config=config)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
