@@ -442,7 +442,11 @@ def locate_wrong(
     chunk = 64
     with ui.stage("locating first faulty steps", cfg.progress) as st:
         st.update(0, len(wrong))
-        st.summary = f"{len(wrong)} wrong solutions"
+        earlier = sum(1 for p in problems for tag in ("quantized", "reference")
+                      if not gens[tag][p.id].correct and (p.id, tag) in done)  # fmt: skip
+        st.summary = f"{len(wrong) + earlier} wrong solutions"
+        if earlier:  # a resumed or re-run diagnose: say so, not "0 wrong solutions"
+            st.summary += " (done earlier)" if not wrong else f" ({earlier} done earlier)"
         for i in range(0, len(wrong), chunk):
             new = [
                 attribute(p, gens[tag][p.id], gens["reference"][p.id] if tag == "quantized" else None)
