@@ -3,6 +3,7 @@ progress bars, warnings and log lines go to RUN_DIR/log.txt, and `-v` shows them
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,10 @@ def test_library_output_goes_to_the_log_unless_verbose(tmp_path):
     assert loud.returncode == 0, loud.stderr[-2000:]
     assert "Loading weights" in loud.stderr and "it/s]" in loud.stderr
     assert not (tmp_path / "loud" / "log.txt").exists()
+
+    again = _diagnose(tmp_path / "quiet")  # the finished run again: its stage lines count what it has
+    assert again.returncode == 0, again.stderr[-2000:]
+    first = re.search(r"locating first faulty steps · (\d+) wrong solutions", quiet.stderr)
+    second = re.search(r"locating first faulty steps · (\d+) wrong solutions( \(done earlier\))?", again.stderr)
+    assert first and second and first.group(1) == second.group(1)
+    assert bool(second.group(2)) == (int(first.group(1)) > 0)

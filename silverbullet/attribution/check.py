@@ -115,6 +115,7 @@ def check_step(step: StepInfo) -> StepCheck:
 _BECAUSE_RE = re.compile(r"\b(?:because|since)\b", re.IGNORECASE)
 _AVERAGE_RE = re.compile(r"\baverage\b", re.IGNORECASE)
 _SUM_WORDS_RE = re.compile(r"\b(?:total|sum|add|adding|added|first|combined|together|altogether)\b", re.IGNORECASE)
+_SUM_RE = re.compile(r"[\d.,$€£\s]+(?:\+[\d.,$€£\s]+)+")  # numbers (with units' signs) added, nothing else
 _WHOLE_RE = re.compile(r"\b100\s*%")  # "the total is 100% because ...": framing, not a claimed value
 
 
@@ -161,7 +162,3 @@ def average_without_division(step: StepInfo) -> dict | None:
     if not exprs or any(not _SUM_RE.fullmatch(x.strip()) for x in exprs):
         return None
     return {"check": "average_without_division", "computed": _fmt(step.result)}
-
-
-_SUM_RE = re.compile(r"[\d.,$€£\s]+(?:\+[\d.,$€£\s]+)+")
-
