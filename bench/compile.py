@@ -251,6 +251,53 @@ def oom(gen: HFGenerator, tok, big: int, new_tokens: int, prompt_tokens: int, ke
     return res
 
 
+def profile(gen: HFGenerator, tok, batch: int, new_tokens: int, prompt_tokens: int, top: int = 25) -> dict:
+    """Where a decode step's GPU time goes: one batch through a StaticDecoder under torch.profiler,
+    compiled (CUDA graphs: CUPTI may or may not see the kernels inside a replay) and eager (the same
+    ops, unfused). Per mode: wall seconds, the summed kernel time, and the top kernels by it."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from silverbullet.generation.static_decode import StaticDecoder
+
+    prompts = long_prompts(tok, batch, prompt_tokens)
+    tok.padding_side = "left"
+    enc = tok(prompts, padding=True, return_tensors="pt").to(gen.model.device)
+    rows, prompt_len = enc["input_ids"].shape
+    cache_len = -(-(prompt_len + new_tokens) // 256) * 256
+    res: dict = {"batch": rows, "prompt_len": prompt_len, "new_tokens": new_tokens, "cache_len": cache_len}
+    for mode in ("compiled", "eager"):
+        dec = StaticDecoder(gen.model, rows, cache_len, compile=mode == "compiled")
+
+        def run(dec=dec):
+            return dec.decode(enc["input_ids"], enc["attention_mask"], new_tokens, lambda ids, start: None,
+                              margins=True)  # fmt: skip
+
+        run()  # compiles / warms
+        _sync()
+        t0 = time.perf_counter()
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            out = run()
+            _sync()
+        wall = time.perf_counter() - t0
+        events = []
+        for e in prof.key_averages():
+            dev = getattr(e, "self_device_time_total", None)
+            dev = getattr(e, "self_cuda_time_total", 0) if dev is None else dev
+            if dev:
+                events.append((dev, e.count, e.key))
+        events.sort(reverse=True)
+        kernel_us = sum(d for d, _, _ in events)
+        res[mode] = {"wall_s": round(wall, 3), "steps": out.steps, "device_time_s": round(kernel_us / 1e6, 3),
+                     "ms_per_step_wall": round(1e3 * wall / out.steps, 3),
+                     "ms_per_step_device": round(kernel_us / 1e3 / out.steps, 3),
+                     "top": [{"kernel": k[:160], "calls": c, "ms": round(d / 1e3, 2),
+                              "share": round(d / max(kernel_us, 1), 4)} for d, c, k in events[:top]]}  # fmt: skip
+        del dec, prof
+        _free()
+    return res
+
+
 def environment() -> dict:
     import torch
     import transformers
@@ -308,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny sizes, checks the script only")
     ap.add_argument("--oom-only", action="store_true", help="only the OOM test, on a fresh first shape")
     ap.add_argument("--no-oom", action="store_true", help="skip the OOM test (run it alone with --oom-only)")
+    ap.add_argument("--no-identity", action="store_true", help="skip the reference-model identity check")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile each shape's decode (kernel time per step, top kernels)")  # fmt: skip
     args = ap.parse_args(argv)
     import torch
     from transformers import AutoTokenizer
@@ -372,7 +422,9 @@ def main(argv: list[str] | None = None) -> None:
         out.write_text(json.dumps(res, indent=1))
         print(res["table"])
         return
-    row = guarded("identity", lambda: identity(args.reference, args.problems, args.batch, 320, "auto", device))
+    row = None if args.no_identity else guarded(
+        "identity", lambda: identity(args.reference, args.problems, args.batch, 320, "auto", device)
+    )
     if row:
         res["identity"].append(row)
         save("identity", row)
@@ -387,6 +439,12 @@ def main(argv: list[str] | None = None) -> None:
         row, gen = got if isinstance(got, tuple) else (got, None)
         res["speed"].append(row)
         save(f"speed {name}", row)
+        if args.profile and gen is not None:
+            p = guarded(f"profile {name}", lambda gen=gen: profile(gen, tok, args.batch, args.new_tokens,
+                                                                   args.prompt_tokens))  # fmt: skip
+            if p:
+                res.setdefault("profile", {})[name] = p
+                save(f"profile {name}", {k: v for k, v in p.items() if k not in ("compiled", "eager")})
         if i == 0 and gen is not None and device == "cuda" and not args.no_oom:  # OOM test on the first shape
             o = guarded("oom", lambda gen=gen: oom(gen, tok, args.oom_batch, 64, args.prompt_tokens, args.oom_keep))
             if o:
