@@ -167,3 +167,31 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_model_dir):
     g._generate_batch = no_gpu
     with pytest.raises(UserError, match="out of GPU memory generating one prompt"):
         g.generate(prompts[:2], cfg)
+
+
+def test_out_of_memory_retry_runs_after_the_failed_batch_is_freed(tiny_model_dir):
+    """The halves are generated outside the OOM handler: inside it, the exception's traceback keeps
+    the failed batch's frames (its KV cache, logits) alive, and the retry would run out of memory too."""
+    import gc
+    import weakref
+
+    import torch
+
+    class Activations:  # stands in for the tensors the failed batch held
+        pass
+
+    g = HFGenerator(tiny_model_dir, device="cpu")
+    real, held, alive_at_retry = g._generate_batch, [], []
+
+    def oom_once(batch, config):
+        if not held:
+            acts = Activations()
+            held.append(weakref.ref(acts))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        gc.collect()
+        alive_at_retry.append(held[0]() is not None)
+        return real(batch, config)
+
+    g._generate_batch = oom_once
+    outs = g.generate(["Question: what is 1 + 2?\n", "Question: what is 3 + 4?\n"], GenerationConfig(max_new_tokens=4))
+    assert len(outs) == 2 and alive_at_retry and not any(alive_at_retry)

@@ -17,6 +17,7 @@ gqa_attention's SDPA, which reads the static cache without copying it per query 
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Sequence
@@ -326,19 +327,21 @@ class HFGenerator:
         try:
             return self._generate_batch(prompts, config)
         except torch.OutOfMemoryError:
-            if len(prompts) == 1:
-                from silverbullet.errors import UserError
+            pass  # retried below, outside the handler: its traceback holds the failed batch's tensors
+        if len(prompts) == 1:
+            from silverbullet.errors import UserError
 
-                raise UserError(
-                    f"out of GPU memory generating one prompt with {self.tag}; lower max_new_tokens or use a "
-                    "GPU with more memory (or --backend vllm)"
-                ) from None
-            self._decoders.clear()  # a static cache sized for the failed width would hold its memory
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            half = (len(prompts) + 1) // 2
-            self._fits = half
-            return self._generate_fitting(prompts[:half], config) + self._generate_fitting(prompts[half:], config)
+            raise UserError(
+                f"out of GPU memory generating one prompt with {self.tag}; lower max_new_tokens or use a "
+                "GPU with more memory (or --backend vllm)"
+            )
+        self._decoders.clear()  # a static cache sized for the failed width would hold its memory
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = (len(prompts) + 1) // 2
+        self._fits = half
+        return self._generate_fitting(prompts[:half], config) + self._generate_fitting(prompts[half:], config)
 
     continue_from = generate
 
