@@ -36,6 +36,36 @@ def test_annotation_not_double_counted() -> None:
     assert [e.source for e in s.equations] == ["annotation"]
 
 
+@pytest.mark.parametrize(
+    "line,operands",
+    [
+        ("They have to leave earlier because 11 < 30 / 11 = <<11=11>>11", []),  # claims 30/11 = 11
+        ("removed twice as much water per day, which is 2*1 = <<3*2=6>>6 liters.", [3, 2]),
+        ("So, she still has 1,360 - 142 = <<1330-142=1188>>1,188 meals to distribute.", [1330, 142]),
+    ],
+)
+def test_bare_arithmetic_written_against_its_annotation_is_a_false_claim(line: str, operands: list) -> None:
+    s = analyse_step(line)
+    assert "prose" in [e.source for e in s.equations]
+    assert check_step(s).status == "faulty"
+    assert list(s.operands) == [Fraction(o) for o in operands]  # what was computed: the annotation's
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Paul wants 1/3 of 12 kg which is 12 kg * 1/3 = <<12*1/3=4.0>>4 kg of apples.",  # unit words between
+        "1/4 container = 60/4 = <<60/4=15.0>>15 pints",  # '1/4 container' is no claim
+        "There were thirty - 12 - 8 = <<30-12-8=10>>10 good days in the month.",  # starts with an operator
+        "The steel pickaxe can mine 24 x 50 percent = <<24*50*.01=12.0>>12 pounds more",  # a percent's reading
+        "Thus, there are 22 + 21 = <<22+21=43.545454545454548>>43 fish",  # the prose matches what is written
+        "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.",
+    ],
+)
+def test_prose_around_an_annotation_that_is_no_false_claim(line: str) -> None:
+    assert "prose" not in [e.source for e in analyse_step(line).equations]
+
+
 def test_symbolic_latex_is_not_a_failure() -> None:
     s = analyse_step("we get $\\frac{9}{s} = 3$ so s = 3")
     assert s.symbolic

@@ -30,6 +30,7 @@ class Equation:
     lhs_eval: ExprResult
     rhs_eval: ExprResult
     source: str  # "annotation" | "text" | "written" (annotation result vs the number written after it)
+    # | "prose" (bare arithmetic written against an annotation that computes something else)
     approx: bool = False  # written with '≈' / '~'
 
     @property
@@ -224,6 +225,37 @@ def _annotation_equations(line: str) -> tuple[list[Equation], str]:
     return eqs, _ANN_RE.sub(" ", line)
 
 
+_SQUASH_RE = re.compile(r"[\s$,]+")
+
+
+def _squash(text: str) -> str:
+    return _SQUASH_RE.sub("", text).replace("x", "*").replace("\u00d7", "*")
+
+
+def _prose_against_annotation(text_eqs: list[Equation], ann_eqs: list[Equation], visible: str) -> list[Equation]:
+    """Prose equations of an annotated line kept as claims ("prose" source): bare arithmetic written
+    right before '=' (only numbers and operators, no unit words, no percent) whose value is none the
+    annotation computes or writes. "11 < 30 / 11 = <<11=11>>11" claims 30/11 = 11; "2*1 = <<3*2=6>>6"
+    writes one computation and does another. On the GSM8K solutions corpus: 46 lines in wrong
+    answers, 2 in right ones (both false claims too)."""
+    computed = {
+        ev.value for e in ann_eqs for ev in (e.lhs_eval, e.rhs_eval) if ev.ok and ev.value is not None
+    }
+    flat = _squash(visible)
+    kept = []
+    for e in text_eqs:
+        lv, rv = e.lhs_eval, e.rhs_eval
+        if not (lv.ok and rv.ok and lv.ops) or lv.value is None or rv.value is None:
+            continue
+        lhs = e.lhs.strip()
+        if lhs[:1] in "+-*/" or "%" in lhs or _squash(lhs) + "=" not in flat:
+            continue  # a bullet's dash, a percent's reading, unit words between the numbers
+        if any(abs(lv.value - c) <= Fraction(1, 100) * max(1, abs(c)) for c in computed):
+            continue
+        kept.append(Equation(e.lhs, e.rhs, lv, rv, "prose", e.approx))
+    return kept
+
+
 # --------------------------------------------------------------------------- LaTeX layout
 
 _LAYOUT_RE = re.compile(
@@ -269,8 +301,9 @@ def analyse_step(text: str, index: int = 0) -> StepInfo:
     text_eqs, nums = _text_equations(visible)
     if ann_eqs:
         # the annotation is what was computed; the visible text around it repeats it in prose
-        # fragments ("7 adults + Shonda (1) + 2 kids = <<7+1+2=10>>10") that are not claims
-        text_eqs = []
+        # fragments ("7 adults + Shonda (1) + 2 kids = <<7+1+2=10>>10") that are not claims, except
+        # bare arithmetic written against another computation ("60 + 2 = <<2*60=120>>120")
+        text_eqs = _prose_against_annotation(text_eqs, ann_eqs, visible)
     eqs = ann_eqs + text_eqs
     result: Fraction | None = None
     if ann_eqs:
@@ -290,7 +323,7 @@ def analyse_step(text: str, index: int = 0) -> StepInfo:
     operands: list[Fraction] = []
     seen_sides: set[str] = set()
     for e in eqs:
-        if e.source == "written":
+        if e.source in ("written", "prose"):
             continue
         for side, ev in ((e.lhs, e.lhs_eval), (e.rhs, e.rhs_eval)):
             if ev.ops and side.replace(" ", "") not in seen_sides:  # the side with operators
