@@ -172,3 +172,31 @@ def test_average_without_division(line: str, fires: bool) -> None:
     assert (ev is not None) == fires
     if fires:
         assert ev["check"] == "average_without_division"
+
+
+@pytest.mark.parametrize(
+    "line,fires",
+    [
+        ("They have to fundraise for 48 hours in total, because 48 < 3 and there are 24 hours in a day.", True),
+        ("The amount $1980 is 100% + 10% = 110% of the amount $2000.", True),
+        ("$2200 is 110% of $2000, so she owes more.", False),
+        ("Since 5 > 3, the first offer is larger.", False),
+        ("They leave earlier because 11 < 30 / 11 = 2.7", False),  # the end of an expression: not compared here
+        ("x < 5 so the count is 4", False),
+    ],
+)
+def test_false_relation(line: str, fires: bool) -> None:
+    from silverbullet.attribution.check import false_relation
+
+    got = false_relation(analyse_step(line))
+    assert (got is not None) == fires, got
+    if fires:
+        assert got["check"] == "false_relation"
+
+
+def test_false_relation_is_the_first_fault_even_with_a_right_answer() -> None:
+    from silverbullet.attribution.locate import locate
+
+    q = "A box holds 3 pens. How many pens are in 2 boxes?"
+    a = locate(q, "Two boxes hold 3 * 2 = <<3*2=6>>6 pens.\nWe check: 6 < 3, so that is right.\nA: 6", gold_answer="6")
+    assert a.first_faulty_step == 1 and a.evidence["check"] == "false_relation" and a.error_type == "execution"

@@ -162,3 +162,32 @@ def average_without_division(step: StepInfo) -> dict | None:
     if not exprs or any(not _SUM_RE.fullmatch(x.strip()) for x in exprs):
         return None
     return {"check": "average_without_division", "computed": _fmt(step.result)}
+
+
+_NUM = r"\$?\s?(-?\d[\d,]*(?:\.\d+)?)"
+# "48 < 3": two bare numbers compared (not the end of an expression: "11 < 30 / 11")
+_COMPARE_RE = re.compile(r"(?<![\d.,*/+\-])" + _NUM + r"\s*(<=|>=|<|>|\u2264|\u2265)\s*" + _NUM + r"(?!\s*[-+*/x\d.,])")
+# "$1980 is 110% of $2000" (the percent may be the end of a sum: "100% + 10% = 110%")
+_PERCENT_OF_RE = re.compile(
+    _NUM + r"\s+(?:is|are|was|were)\s+(?:[\d.%+\s=]*=\s*)?(\d+(?:\.\d+)?)\s*%\s+of\s+(?:the\s+\w+\s+)?" + _NUM
+)
+_ANNOTATION_RE = re.compile(r"<<[^<>]*>>")
+_COMPARE = {"<": Fraction.__lt__, ">": Fraction.__gt__, "<=": Fraction.__le__, ">=": Fraction.__ge__,
+            "\u2264": Fraction.__le__, "\u2265": Fraction.__ge__}  # fmt: skip
+
+
+def false_relation(step: StepInfo) -> dict | None:
+    """A relation between written numbers that is false: a comparison ("48 hours, because 48 < 3") or
+    a percent-of claim ("$1980 is 110% of $2000"). Neither is an equation, so the arithmetic check
+    does not read them. Rare in GSM8K-style text (one of each in the 4,076 solutions of
+    ../shared/data, both in wrong answers), never a false alarm there."""
+    text = _ANNOTATION_RE.sub(" ", step.text)
+    for m in _COMPARE_RE.finditer(text):
+        a, b = Fraction(m.group(1).replace(",", "")), Fraction(m.group(3).replace(",", ""))
+        if not _COMPARE[m.group(2)](a, b):
+            return {"check": "false_relation", "relation": m.group(0).strip()}
+    for m in _PERCENT_OF_RE.finditer(text):
+        a, pct, b = (Fraction(m.group(k).replace(",", "")) for k in (1, 2, 3))
+        if b != 0 and abs(a - pct * b / 100) > Fraction(1, 100) * max(1, abs(a)):
+            return {"check": "false_relation", "relation": m.group(0).strip()}
+    return None

@@ -2,8 +2,8 @@
 
 Checks, each giving a candidate position (the earliest wins; on a tie the first listed wins):
 1. arithmetic: the step's own equation is false, or its prose claims another number than the
-   computation it gives as the reason ("7 hours because 8 - 2 = 6", check.claim_mismatch)
-   (execution);
+   computation it gives as the reason ("7 hours because 8 - 2 = 6", check.claim_mismatch), or a
+   relation between written numbers is false ("48 < 3", check.false_relation) (execution);
 2. unsupported operand: the step computes with a number that is neither given, nor computed
    earlier, nor a common constant (conceptual misread, or reasoning when it is a slip for an
    earlier result);
@@ -30,7 +30,14 @@ from silverbullet.attribution import dataflow as df
 from silverbullet.attribution import latex
 from silverbullet.attribution import taxonomy as tx
 from silverbullet.attribution.align import align
-from silverbullet.attribution.check import FAULTY, StepCheck, average_without_division, check_step, claim_mismatch
+from silverbullet.attribution.check import (
+    FAULTY,
+    StepCheck,
+    average_without_division,
+    check_step,
+    claim_mismatch,
+    false_relation,
+)
 from silverbullet.attribution.steps import ParsedSteps, StepInfo, analyse_step, parse_steps, question_numbers
 from silverbullet.attribution.symbolic import FAULTY as SYM_FAULTY
 from silverbullet.attribution.symbolic import UNKNOWN as SYM_UNKNOWN
@@ -114,6 +121,10 @@ def _local_checks(
         summed = average_without_division(s) if prose is None else None
         if summed is not None:  # "the average of 25 and 75 is 25 + 75 = 100"
             found.offer(i, tx.METHOD, summed)
+            break
+        relation = false_relation(s) if prose is None else None
+        if relation is not None:  # "because 48 < 3", "$1980 is 110% of $2000"
+            found.offer(i, tx.EXECUTION, relation)
             break
         if full:
             for o in (prose[i] if prose is not None else s).operands:
