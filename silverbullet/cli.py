@@ -461,6 +461,9 @@ def repair(
     num_generations: int = typer.Option(8, help="grpo: solutions sampled per prompt."),
     grpo_epochs: float = typer.Option(1.0, help="grpo: passes over the prompts."),
     train_batch_size: int = typer.Option(16, help="Training batch (grpo: completions per step)."),
+    grad_accum: int = typer.Option(
+        1, help="Gradient accumulation: the training batch in this many smaller steps (less GPU memory)."
+    ),
 ) -> None:
     """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
     from silverbullet.repair.pipeline import RepairConfig, run_repair
@@ -473,6 +476,7 @@ def repair(
         ("--batch-size", batch_size),
         ("--max-new-tokens", max_new_tokens),
         ("--train-batch-size", train_batch_size),
+        ("--grad-accum", grad_accum),
     ):
         _positive(name, v)
     if epochs <= 0 or learning_rate <= 0 or grpo_epochs <= 0 or (dpo_epochs is not None and dpo_epochs <= 0):
@@ -503,6 +507,7 @@ def repair(
             num_generations=num_generations,
             grpo_epochs=grpo_epochs,
             batch_size=train_batch_size,
+            grad_accum=grad_accum,
         ),
         max_new_tokens=max_new_tokens,
         **_prompt_options(prompt_format, system_prompt, prompt_template, fewshot),

@@ -442,7 +442,7 @@ def test_rslora_and_dora_reach_peft_and_the_training_key(tmp_path, tiny_model_di
     assert (plain.use_rslora, plain.use_dora) == (False, False)
     sft = tmp_path / "sft.jsonl"
     sft.write_text('{"prompt": "a", "completion": "b"}\n')
-    old = {k: v for k, v in asdict(RepairTrainConfig()).items() if k not in ("use_rslora", "use_dora", "sft_loss")}
+    old = {k: v for k, v in asdict(RepairTrainConfig()).items() if k not in ("use_rslora", "use_dora", "sft_loss", "grad_accum")}
     h = hashlib.sha256(json.dumps({"base": "q", "config": old}, sort_keys=True).encode())
     h.update(sft.read_bytes() + b"-")
     assert training_key("q", sft, None, RepairTrainConfig()) == h.hexdigest()[:16]
@@ -593,3 +593,55 @@ def test_grpo_options_are_checked_before_any_diagnosis(tmp_path):
         with pytest.raises(UserError, match=says):
             run_repair(RepairConfig(out=str(tmp_path / "r"), train=train), log=lambda m: None)
     assert not (tmp_path / "r").exists()  # nothing ran
+
+
+def test_grad_accum_keeps_the_batch_in_smaller_steps(repair_run):
+    """--grad-accum k: batch_size / k examples a forward pass, k passes an optimizer step: the same
+    number of optimizer steps as without; a k that does not divide the batch is one line."""
+    from silverbullet.repair.train import training_key
+
+    root, q = repair_run
+    pairs = curate(candidates(root / "run"), DatasetConfig(max_examples=8))
+    sft, _ = write_sets(sft_rows("flipped-full", pairs, root / "run", 8), pairs, root / "s-accum")
+    steps = {}
+    for k in (1, 2):
+        cfg = RepairTrainConfig(epochs=1, batch_size=4, grad_accum=k, device="cpu")
+        steps[k] = train_adapter(q, sft, None, root / f"adapter-accum{k}", cfg)["sft"]["steps"]
+    assert steps[1] == steps[2] >= 1
+    keys = {training_key("q", sft, None, RepairTrainConfig(grad_accum=k)) for k in (1, 2)}
+    assert len(keys) == 2
+    with pytest.raises(UserError, match="--grad-accum 3 must divide the training batch"):
+        cfg = RepairTrainConfig(batch_size=4, grad_accum=3, device="cpu")
+        train_adapter(q, sft, None, root / "adapter-accum3", cfg)
+
+
+@pytest.mark.parametrize(
+    "fits_up_to,line", [(2, "2 per step fit .* rerun with --grad-accum 4"), (0, "not even 1 example")]
+)
+def test_out_of_memory_in_training_names_a_setting_that_fits(repair_run, monkeypatch, fits_up_to, line):
+    """CUDA out of memory in the training step (simulated: no GPU here) stops with one line naming the
+    largest per-step batch whose forward and backward pass fits, as a --grad-accum for the same batch."""
+    import torch
+    import trl
+
+    from silverbullet.repair import train as train_mod
+
+    root, q = repair_run
+    pairs = curate(candidates(root / "run"), DatasetConfig(max_examples=8))
+    sft, _ = write_sets(sft_rows("flipped-full", pairs, root / "run", 8), pairs, root / "s-oom")
+    tried = []
+
+    def oom(self, *a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    def fits(model, rows, length):
+        tried.append((rows, length))
+        return rows <= fits_up_to
+
+    monkeypatch.setattr(trl.SFTTrainer, "train", oom)
+    monkeypatch.setattr(train_mod, "_step_fits", fits)
+    with pytest.raises(UserError, match=line) as e:
+        train_adapter(q, sft, None, root / "adapter-oom", RepairTrainConfig(epochs=1, batch_size=8, device="cpu"))
+    assert "\n" not in str(e.value) and "8 examples per step" in str(e.value)
+    assert [r for r, _ in tried] == ([4, 2] if fits_up_to else [4, 2, 1])
+    assert all(0 < n <= 512 for _, n in tried)  # the longest tokenized example, capped at max_length

@@ -23,7 +23,7 @@ METHODS = ("sft", "dpo", "sft+dpo", "grpo")
 SFT_LOSSES = ("nll", "dft")
 # Config fields added after adapters were first keyed, with their defaults: at the default they are
 # left out of the training key, so an adapter trained before they existed is still reused.
-_LATER_FIELDS = {"use_rslora": False, "use_dora": False, "sft_loss": "nll"}
+_LATER_FIELDS = {"use_rslora": False, "use_dora": False, "sft_loss": "nll", "grad_accum": 1}
 
 
 @dataclass
@@ -48,7 +48,8 @@ class RepairTrainConfig:
     epochs: float = 10.0
     dpo_epochs: float | None = None  # None: `epochs`
     weight_decay: float = 0.0
-    batch_size: int = 16
+    batch_size: int = 16  # the global batch: examples per optimizer step, over all processes
+    grad_accum: int = 1  # steps accumulated per optimizer step: batch_size / grad_accum examples per forward
     max_length: int = 512
     beta: float = 0.1
     seed: int = 0
@@ -116,11 +117,18 @@ def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) ->
     import torch
 
     _, world = dist_world()
+    if cfg.grad_accum < 1 or (cfg.batch_size // world) % cfg.grad_accum:
+        raise UserError(
+            f"--grad-accum {cfg.grad_accum} must divide the training batch per process "
+            f"({cfg.batch_size} over {world} process(es)); pick a divisor of {cfg.batch_size // world}"
+        )
     return dict(
         output_dir=str(out),
         num_train_epochs=epochs,
-        # `batch_size` is the global batch: the same recipe on one device or several
-        per_device_train_batch_size=max(1, cfg.batch_size // world),
+        # `batch_size` is the global batch: the same recipe on one device or several, and with
+        # gradient accumulation (smaller forward passes, the same optimizer steps)
+        per_device_train_batch_size=max(1, cfg.batch_size // world // cfg.grad_accum),
+        gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=lr,
         weight_decay=cfg.weight_decay,
         lr_scheduler_type="cosine",
@@ -172,11 +180,88 @@ def _train(trainer, description: str, log_path: Path, show: bool):
             if "loss" in logs:
                 self.st.postfix(f"loss {float(logs['loss']):.4g}")
 
+    import torch
+
     with ui.stage(description, show) as st:
         trainer.add_callback(_Report(st))
-        res = trainer.train()
+        try:
+            res = trainer.train()
+        except torch.OutOfMemoryError:
+            res = None  # handled below, outside the handler: its traceback holds the step's tensors
+        if res is None:
+            raise _out_of_memory(trainer, description)
         st.summary = f"{res.global_step} steps, loss {res.training_loss:.4g}"
     return res
+
+
+def _out_of_memory(trainer, description: str) -> UserError:
+    """Out of GPU memory in training: one line naming a setting that fits. Per-step batches are
+    halved until a forward and backward pass of that many of the longest examples fits; the global
+    batch stays, the rest is gradient accumulation (`--grad-accum`)."""
+    import gc
+
+    import torch
+
+    args, model = trainer.args, trainer.model
+    per_step, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    rows, length = _probe_shape(trainer)
+    model.zero_grad(set_to_none=True)
+    trainer.optimizer = trainer.lr_scheduler = None
+    gc.collect()
+    torch.cuda.empty_cache()
+    fits = next((b for b in _divisors_below(per_step) if _step_fits(model, b * rows, length)), None)
+    where = f"{description} with {per_step} examples per step (--grad-accum {accum})"
+    if fits is None:
+        return UserError(
+            f"out of GPU memory {where}: not even 1 example of {length} tokens fits a forward and backward pass; "
+            "use --load-in-4bit (QLoRA), shorter solutions, or a GPU with more memory"
+        )
+    k = accum * per_step // fits
+    return UserError(
+        f"out of GPU memory {where}: {fits} per step fit (a forward and backward pass of the longest, {length} "
+        f"tokens); rerun with --grad-accum {k}: the same batch, {fits} examples a step, {k} steps accumulated"
+    )
+
+
+def _divisors_below(n: int) -> list[int]:
+    return [b for b in range(n - 1, 0, -1) if n % b == 0]
+
+
+def _probe_shape(trainer) -> tuple[int, int]:
+    """(sequences per example, tokens in the longest) of the trainer's set: SFT rows are one
+    sequence, DPO rows two (chosen and rejected), GRPO a prompt and its longest completion."""
+    ds, args = trainer.train_dataset, trainer.args
+    cols = set(ds.column_names)
+    if "input_ids" in cols:
+        return 1, max(len(x) for x in ds["input_ids"])
+    if "chosen_ids" in cols:  # TRL's DPO columns
+        longest = max(
+            len(p) + max(len(c), len(r))
+            for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)
+        )
+        return 2, min(longest, getattr(args, "max_length", None) or longest)
+    tok = trainer.processing_class
+    prompt = max((len(tok(p)["input_ids"]) for p in ds["prompt"]), default=0) if "prompt" in cols else 0
+    return 1, prompt + (getattr(args, "max_completion_length", None) or 512)
+
+
+def _step_fits(model, rows: int, length: int) -> bool:
+    """Does one forward and backward pass of `rows` sequences of `length` tokens fit on the GPU?"""
+    import gc
+
+    import torch
+
+    ok = True
+    try:
+        ids = torch.ones((rows, length), dtype=torch.long, device=model.device)
+        model(input_ids=ids, labels=ids).loss.backward()
+    except torch.OutOfMemoryError:
+        ok = False
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return ok
 
 
 def train_adapter(
