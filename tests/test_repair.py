@@ -442,7 +442,8 @@ def test_rslora_and_dora_reach_peft_and_the_training_key(tmp_path, tiny_model_di
     assert (plain.use_rslora, plain.use_dora) == (False, False)
     sft = tmp_path / "sft.jsonl"
     sft.write_text('{"prompt": "a", "completion": "b"}\n')
-    old = {k: v for k, v in asdict(RepairTrainConfig()).items() if k not in ("use_rslora", "use_dora", "sft_loss", "grad_accum")}
+    later = ("use_rslora", "use_dora", "sft_loss", "grad_accum")
+    old = {k: v for k, v in asdict(RepairTrainConfig()).items() if k not in later}
     h = hashlib.sha256(json.dumps({"base": "q", "config": old}, sort_keys=True).encode())
     h.update(sft.read_bytes() + b"-")
     assert training_key("q", sft, None, RepairTrainConfig()) == h.hexdigest()[:16]
