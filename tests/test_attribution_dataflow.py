@@ -121,19 +121,3 @@ def test_no_reference_blames_earliest_step_the_answer_uses() -> None:
     from silverbullet.repair.reward import ANSWER_WEIGHT, process_reward
 
     assert process_reward(MIA_Q, cand, "34") == (1 - ANSWER_WEIGHT) * 2 / 3
-
-
-def test_a_one_dollar_price_times_a_given_is_no_restatement() -> None:
-    """`4 * 1 = 4` restates the 4; "$1.00 x 2 = 2" multiplies a price (the pasta's $1) by "twice":
-    a wrong quantity, placed at the step that makes it, not where it is used."""
-    q = ("Bud's pasta costs $1.00 a box, and he spends $3.00 on cheddar and twice that amount on gruyere. "
-         "How much does he spend?")  # fmt: skip
-    gold = ("The gruyere costs 2*3 = $<<2*3=6.00>>6.00\nIn all 1+3+6 = $<<1+3+6=10.00>>10.00\nA: 10")  # fmt: skip
-    cand = ("The gruyere costs $3.00 x 2 = $<<3*2=6.00>>6.00.\nThe cheddar costs $1.00 x 2 = $<<1*2=2.00>>2.00.\n"
-            "He spends $1.00 + $2.00 + $6.00 = $<<1+2+6=9.00>>9.00.\nA: 9")  # fmt: skip
-    flow = _flow(q, gold)
-    step = parse_steps(cand).steps[1]
-    assert df.support(step, df.candidate_leaves(parse_steps(cand).steps, flow)[1], flow, set()) == df.OFF
-    assert locate(q, cand, gold).first_faulty_step == 1
-    plain = analyse_step("That is 2 * 1 = <<2*1=2>>2 boxes.")
-    assert df.support(plain, df.candidate_leaves([plain], flow)[0], flow, {Fraction(2)}) == df.RESTATED

@@ -27,7 +27,6 @@ Python itself.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,8 +42,6 @@ GOLD, DERIVED, RESTATED, COINCIDENCE, OFF, NO_VALUE = (
 SUPPORTED = frozenset({GOLD, DERIVED, RESTATED, NO_VALUE})
 _HUNDRED = Fraction(100)
 _NEUTRAL = frozenset({Fraction(1), _HUNDRED, Fraction(1, 100)})
-# "$1.00 x 2": a price of one dollar is a quantity, not the unit factor of `4 * 1 = 4`
-_MONEY_ONE_RE = re.compile(r"\$\s?1(?:\.00?)?(?![\d.,])")
 
 # A flattened expression: ("v", value, leaves) for a quantity taken as given, or
 # ("add" | "mul", value, leaves, ((sign_or_exponent, child), ...)) with nested sums (products) merged.
@@ -246,9 +243,7 @@ def support(
     v = step.result
     if v is None:
         return NO_VALUE
-    if not step.operands or (
-        v in flow.question and set(leaves) <= _NEUTRAL | {v, Fraction(0)} and not _MONEY_ONE_RE.search(step.text)
-    ):
+    if not step.operands or (v in flow.question and set(leaves) <= _NEUTRAL | {v, Fraction(0)}):
         # no operation, or a given number times 1 (`4 * 1 = 4`)
         return RESTATED if (v in known or v in flow.stated) else OFF
     if v in flow.stated and v not in flow.computed and v not in flow.question:
