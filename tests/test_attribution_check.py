@@ -120,6 +120,8 @@ def test_question_numbers_compounds() -> None:
     assert {Fraction(240), Fraction(6), Fraction(36), Fraction(30)} <= q
     assert Fraction(30) not in question_numbers("she rests half an hour", units=False)  # 30 is a conversion
     assert Fraction(24) not in question_numbers("twice a dozen")  # "twice" is no count of dozens here
+    big = question_numbers("Two hundred guests paid 1.5 million dollars; three thousand more came.", units=False)
+    assert {Fraction(200), Fraction(1_500_000), Fraction(3000)} <= big
 
 
 @pytest.mark.parametrize(

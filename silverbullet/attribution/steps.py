@@ -403,14 +403,15 @@ def question_numbers(question: str, units: bool = True) -> frozenset[Fraction]:
 
 
 _COMPOUND_RE = re.compile(
-    r"\b(?P<a>\d+(?:\.\d+)?|[a-z]+)(?:\s+(?:a|an))?\s+(?P<b>dozens?|hours?|score)\b", re.IGNORECASE
+    r"\b(?P<a>\d+(?:\.\d+)?|[a-z]+)(?:\s+(?:a|an))?\s+(?P<b>dozens?|hours?|score|hundred|thousand|million)\b",
+    re.IGNORECASE,
 )
 
 
 def _compound_numbers(q: str, units: bool) -> set[Fraction]:
     """A count times a unit the question spells out: "half a dozen" is 6, "twenty dozen" 240, "half an
-    hour" 30 (minutes, with `units`). Only dozen, score and hour: units whose multiple is itself a
-    number the problem gives."""
+    hour" 30 (minutes, with `units`), "two hundred" 200, "1.5 million" 1,500,000. Only these units:
+    a multiple of one is itself a number the problem gives."""
     out: set[Fraction] = set()
     for m in _COMPOUND_RE.finditer(q):
         a, b = m.group("a").lower(), m.group("b").lower().rstrip("s")
@@ -426,5 +427,8 @@ def _compound_numbers(q: str, units: bool) -> set[Fraction]:
             continue
         if b == "hour" and k.denominator == 1:
             continue  # "3 hours" already gives 3 and 60; only a fraction of an hour is new
-        out.add(k * _NUMBER_WORDS[b])
+        out.add(k * _SCALE.get(b, _NUMBER_WORDS.get(b, 1)))
     return out
+
+
+_SCALE = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
