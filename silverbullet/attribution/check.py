@@ -164,12 +164,15 @@ def average_without_division(step: StepInfo) -> dict | None:
     return {"check": "average_without_division", "computed": _fmt(step.result)}
 
 
-_NUM = r"\$?\s?(-?\d[\d,]*(?:\.\d+)?)"
+# A written number, matched only from its first character (the look-behind) and with bounded runs,
+# so a line of a million digits is read in linear time (tests/test_fuzz.py).
+_NUM = r"(?<![\d.,])\$?\s?(-?\d[\d,]{0,24}(?:\.\d{1,12})?)"
 # "48 < 3": two bare numbers compared (not the end of an expression: "11 < 30 / 11")
-_COMPARE_RE = re.compile(r"(?<![\d.,*/+\-])" + _NUM + r"\s*(<=|>=|<|>|\u2264|\u2265)\s*" + _NUM + r"(?!\s*[-+*/x\d.,])")
+_COMPARE_RE = re.compile(r"(?<![*/+\-])" + _NUM + r"\s*(<=|>=|<|>|\u2264|\u2265)\s*" + _NUM + r"(?!\s*[-+*/x\d.,])")
 # "$1980 is 110% of $2000" (the percent may be the end of a sum: "100% + 10% = 110%")
 _PERCENT_OF_RE = re.compile(
-    _NUM + r"\s+(?:is|are|was|were)\s+(?:[\d.%+\s=]*=\s*)?(\d+(?:\.\d+)?)\s*%\s+of\s+(?:the\s+\w+\s+)?" + _NUM
+    _NUM + r"\s+(?:is|are|was|were)\s+(?:[\d.%+ =]{0,40}=\s*)?(\d{1,12}(?:\.\d{1,12})?)\s*%\s+of\s+(?:the\s+\w+\s+)?"
+    + _NUM
 )
 _ANNOTATION_RE = re.compile(r"<<[^<>]*>>")
 _COMPARE = {"<": Fraction.__lt__, ">": Fraction.__gt__, "<=": Fraction.__le__, ">=": Fraction.__ge__,
