@@ -584,13 +584,14 @@ def _check_grpo_run(out: Path) -> None:
     assert len(_rows(out / "generations" / "repaired.jsonl")) == 16
 
 
-def test_grpo_options_are_checked_before_any_diagnosis(tmp_path):
+def test_training_options_are_checked_before_any_diagnosis(tmp_path):
     from silverbullet.errors import UserError
     from silverbullet.repair.pipeline import RepairConfig, run_repair
     from silverbullet.repair.train import RepairTrainConfig
 
     for train, says in ((RepairTrainConfig(method="grpo", reward="vibes"), "--reward 'vibes' is not known"),
-                        (RepairTrainConfig(method="grpo", num_generations=3), "a multiple of it")):  # fmt: skip
+                        (RepairTrainConfig(method="grpo", num_generations=3), "a multiple of it"),
+                        (RepairTrainConfig(batch_size=16, grad_accum=3), "--grad-accum 3 must divide")):  # fmt: skip
         with pytest.raises(UserError, match=says):
             run_repair(RepairConfig(out=str(tmp_path / "r"), train=train), log=lambda m: None)
     assert not (tmp_path / "r").exists()  # nothing ran

@@ -45,6 +45,7 @@ from silverbullet.repair.fallback import checker_fallback
 from silverbullet.repair.train import (
     METHODS,
     RepairTrainConfig,
+    check_batch_options,
     check_grpo_options,
     dist_world,
     leave_process_group,
@@ -195,6 +196,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     if cfg.train.method not in METHODS:  # fail before any diagnosis runs
         raise UserError(f"--method {cfg.train.method!r} is not known; use one of {', '.join(METHODS)}")
     check_sft_options(cfg.sft_data, cfg.replay, cfg.anchor, cfg.guard)
+    check_batch_options(cfg.train)
     if cfg.train.method == "grpo":
         check_grpo_options(cfg.train)
     if cfg.merge and cfg.load_in:

@@ -79,6 +79,17 @@ def check_grpo_options(cfg: RepairTrainConfig) -> None:
         )
 
 
+def check_batch_options(cfg: RepairTrainConfig) -> None:
+    """One line before any diagnosis runs: a --grad-accum that does not divide each process's share
+    of the training batch."""
+    world = dist_world()[1]
+    if cfg.grad_accum < 1 or (cfg.batch_size // world) % cfg.grad_accum:
+        raise UserError(
+            f"--grad-accum {cfg.grad_accum} must divide the training batch per process "
+            f"({cfg.batch_size} over {world} process(es)); pick a divisor of {cfg.batch_size // world}"
+        )
+
+
 def dist_world() -> tuple[int, int]:
     """(rank, world size) as `accelerate launch` / torchrun set them; (0, 1) in a plain process."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -117,11 +128,7 @@ def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) ->
     import torch
 
     _, world = dist_world()
-    if cfg.grad_accum < 1 or (cfg.batch_size // world) % cfg.grad_accum:
-        raise UserError(
-            f"--grad-accum {cfg.grad_accum} must divide the training batch per process "
-            f"({cfg.batch_size} over {world} process(es)); pick a divisor of {cfg.batch_size // world}"
-        )
+    check_batch_options(cfg)
     return dict(
         output_dir=str(out),
         num_train_epochs=epochs,
