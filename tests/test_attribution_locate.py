@@ -173,3 +173,21 @@ def test_an_average_summed_without_dividing_is_a_method_error() -> None:
     a = locate(q, cand, ref, "150")
     assert a.first_faulty_step == 1 and a.error_type == "method"
     assert a.evidence["check"] == "average_without_division"
+
+
+def test_a_negative_count_is_the_first_fault_unless_the_problem_has_negatives() -> None:
+    """A count, price or time below zero is impossible in a problem without negatives: the step that
+    computes one is placed (method: the subtraction runs the wrong way), before later evidence."""
+    from silverbullet.attribution.locate import locate
+
+    q = "A shop sold 14 cups on Monday and 6 cups on Tuesday. How many more cups did it sell on Monday?"
+    gold = "14 - 6 = <<14-6=8>>8 more cups.\nA: 8"
+    cand = "It sold 6 - 14 = <<6-14=-8>>-8 more cups.\nSo -8 * 2 = <<-8*2=-16>>-16 in two days.\nA: -16"
+    a = locate(q, cand, gold)
+    assert a.first_faulty_step == 0 and a.evidence["check"] == "negative_result" and a.error_type == "method"
+    assert locate(q, cand, gold_answer="8").evidence["check"] == "negative_result"  # no reference text
+    cold = "At noon it was 6 degrees; by night it fell 14 degrees. What was the night temperature?"
+    b = locate(cold, "It was 6 - 14 = <<6-14=-8>>-8 degrees.\nA: -8", gold_answer="-8")
+    assert b.first_faulty_step is None  # right answer, and negatives are part of the problem
+    c = locate(cold, "It was 6 - 14 = <<6-14=-8>>-8 degrees.\nSo -8 - 1 = <<-8-1=-9>>-9.\nA: -9", gold_answer="-8")
+    assert c.evidence.get("check") != "negative_result"

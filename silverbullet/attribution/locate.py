@@ -7,7 +7,8 @@ Checks, each giving a candidate position (the earliest wins; on a tie the first 
 2. unsupported operand: the step computes with a number that is neither given, nor computed
    earlier, nor a common constant (conceptual misread, or reasoning when it is a slip for an
    earlier result);
-3. repetition: the step repeats an earlier step word for word (reasoning: a loop);
+3. negative result: a count, price or time below zero in a problem whose question and reference have
+   no negatives (method); repetition: the step repeats an earlier step word for word (reasoning: a loop);
 4. reference divergence (when the final answer is wrong and a reference solution exists): the
    first step the reference's dataflow does not support (dataflow.py: a gold value drawn from the
    same given numbers, a one-operation route to one, a restatement) and that does not feed a later
@@ -47,6 +48,11 @@ from silverbullet.records import Attribution
 
 _NORM_RE = re.compile(r"\W+")
 _LATEX_RE = re.compile(r"\\[A-Za-z\[(]")  # a TeX command: the symbolic checker runs too
+_NEGATIVE_WORDS_RE = re.compile(
+    r"\b(?:below|negative|minus|loss|lose|lost|debt|owe[sd]?|deficit|temperature|degrees?|elevation|depth|"
+    r"change|difference|net)\b|-\s?\d",
+    re.IGNORECASE,
+)
 
 
 def _f(v: Fraction | None) -> str | None:
@@ -89,6 +95,7 @@ def _local_checks(
     symbolic: Sequence[SymbolicStep] | None = None,
     prose: Sequence[StepInfo] | None = None,
     written: frozenset[Fraction] | None = None,
+    question_text: str | None = None,
 ) -> None:
     """`written`: the numbers the question writes (no unit conversions). `prose[i]`: step i as the
     plain-text lexer should read it for the arithmetic and operand checks (on LaTeX text, the step
@@ -98,6 +105,12 @@ def _local_checks(
     results: list[Fraction] = []
     seen_text: dict[str, int] = {}
     ref_values = {v for r in ref.steps for v in r.values} if ref is not None else set()
+    # A count, price or time below zero: impossible unless the problem or its reference has negatives.
+    negatives_impossible = (
+        question_text is not None
+        and not _NEGATIVE_WORDS_RE.search(question_text)
+        and not any(v < 0 for v in ref_values)
+    )
     for i, (s, c) in enumerate(zip(steps, checks, strict=False)):
         if found.index is not None and i >= found.index:
             break
@@ -144,6 +157,9 @@ def _local_checks(
                          "from": "earlier result" if etype == tx.REASONING else "question"},
                     )  # fmt: skip
                     break
+            if negatives_impossible and s.result is not None and s.result < 0 and s.operands:
+                found.offer(i, tx.METHOD, {"check": "negative_result", "value": _f(s.result)})
+                break
             norm = _NORM_RE.sub(" ", s.text.lower()).strip()
             if len(norm) > 12 and norm in seen_text:
                 found.offer(i, tx.REASONING, {"check": "repetition", "repeats_step": seen_text[norm]})
@@ -322,7 +338,7 @@ def locate(
     # right answer: only a false equation is an error; unknown: local checks; wrong: everything
     _local_checks(
         steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic, prose=prose,
-        written=question_numbers(question or "", units=False),
+        written=question_numbers(question or "", units=False), question_text=question or "",
     )  # fmt: skip
     if final_ok is False and ref is not None:
         flow = df.flow_for(question or "", reference_text or "", gold)
