@@ -127,8 +127,8 @@ def _lora(cfg: RepairTrainConfig, model: Any):
 def _common_args(cfg: RepairTrainConfig, out: Path, lr: float, epochs: float) -> dict:
     import torch
 
-    _, world = dist_world()
     check_batch_options(cfg)
+    _, world = dist_world()
     return dict(
         output_dir=str(out),
         num_train_epochs=epochs,
@@ -202,9 +202,10 @@ def _train(trainer, description: str, log_path: Path, show: bool):
 
 
 def _out_of_memory(trainer, description: str) -> UserError:
-    """Out of GPU memory in training: one line naming a setting that fits. Per-step batches are
-    halved until a forward and backward pass of that many of the longest examples fits; the global
-    batch stays, the rest is gradient accumulation (`--grad-accum`)."""
+    """Out of GPU memory in training: one line naming a setting that fits. Smaller per-step batches
+    (the divisors of the one that failed, largest first) are tried until a forward and backward pass
+    of that many of the longest examples fits; the global batch stays, the rest is gradient
+    accumulation (`--grad-accum`)."""
     import gc
 
     import torch
