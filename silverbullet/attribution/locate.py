@@ -95,7 +95,7 @@ def _local_checks(
     symbolic: Sequence[SymbolicStep] | None = None,
     prose: Sequence[StepInfo] | None = None,
     written: frozenset[Fraction] | None = None,
-    question_text: str | None = None,
+    question_text: str = "",
 ) -> None:
     """`written`: the numbers the question writes (no unit conversions). `prose[i]`: step i as the
     plain-text lexer should read it for the arithmetic and operand checks (on LaTeX text, the step
@@ -107,7 +107,7 @@ def _local_checks(
     ref_values = {v for r in ref.steps for v in r.values} if ref is not None else set()
     # A count, price or time below zero: impossible unless the problem or its reference has negatives.
     negatives_impossible = (
-        question_text is not None
+        bool(question_text)  # no question: nothing says what the numbers count
         and not _NEGATIVE_WORDS_RE.search(question_text)
         and not any(v < 0 for v in ref_values)
     )

@@ -402,6 +402,7 @@ def question_numbers(question: str, units: bool = True) -> frozenset[Fraction]:
     return frozenset(out)
 
 
+_SCALE = {"hundred": 100, "thousand": 1000, "million": 1_000_000}  # "two hundred" 200 (not number words alone)
 _COMPOUND_RE = re.compile(
     r"\b(?P<a>\d+(?:\.\d+)?|[a-z]+)(?:\s+(?:a|an))?\s+(?P<b>dozens?|hours?|score|hundred|thousand|million)\b",
     re.IGNORECASE,
@@ -427,8 +428,5 @@ def _compound_numbers(q: str, units: bool) -> set[Fraction]:
             continue
         if b == "hour" and k.denominator == 1:
             continue  # "3 hours" already gives 3 and 60; only a fraction of an hour is new
-        out.add(k * _SCALE.get(b, _NUMBER_WORDS.get(b, 1)))
+        out.add(k * _SCALE.get(b) if b in _SCALE else k * _NUMBER_WORDS[b])
     return out
-
-
-_SCALE = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
