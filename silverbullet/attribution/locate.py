@@ -14,7 +14,9 @@ Checks, each giving a candidate position (the earliest wins; on a tie the first 
    same given numbers, a one-operation route to one, a restatement) and that does not feed a later
    supported gold step; partial sums of a reference step are allowed when the rest of its operands
    are used later. This prefers the earliest unsupported step over later arithmetic evidence; on
-   the same step the arithmetic check wins (docs/dataflow.md).
+   the same step the arithmetic check wins (docs/dataflow.md). When an earlier step computed the
+   value that unsupported step uses but named it as another entity the question contrasts ("steel"
+   for the gold's iron-pickaxe rate; roles.py), that earlier step is the fault instead.
 When the final answer is right only check 1 fires: a different route is not an error. When it is
 wrong and nothing fired, the answer line or the last step is blamed (see `evidence["check"]`).
 """
@@ -28,7 +30,7 @@ from fractions import Fraction
 from typing import Any
 
 from silverbullet.attribution import dataflow as df
-from silverbullet.attribution import latex
+from silverbullet.attribution import latex, roles
 from silverbullet.attribution import taxonomy as tx
 from silverbullet.attribution.align import align
 from silverbullet.attribution.check import (
@@ -177,6 +179,8 @@ def _divergence(
     gold: Fraction | None,
     found: _Found,
     flow: df.GoldFlow | None = None,
+    question: str = "",
+    written: frozenset[Fraction] = frozenset(),
 ) -> None:
     n = len(steps)
     if n == 0:
@@ -199,6 +203,24 @@ def _divergence(
         if not good[i] and not restated and (s.equations or s.result is not None):
             partial = _partial_of_reference(i, steps, cand_leaves, ref.steps, ref_leaves)
             if partial is None:
+                misnamed = roles.misnamed_producer(i, steps, ref.steps, question, written)
+                if misnamed is not None:
+                    k, name, gold_names, j = misnamed
+                    found.offer(
+                        k,
+                        tx.CONCEPTUAL,
+                        {
+                            "check": "reference_divergence",
+                            "rule": "misnamed_quantity",
+                            "value": _f(steps[k].result),
+                            "named": name,
+                            "reference_names": list(gold_names),
+                            "reference_step": j,
+                            "reference_text": ref.steps[j].text,
+                            "used_by_step": i,
+                        },
+                    )
+                    return
                 if mapping is None:
                     mapping = align(steps, ref.steps).mapping
                 j = mapping[i]
@@ -336,13 +358,14 @@ def locate(
     checks = [check_step(s) for s in (prose if prose is not None else steps)]
     found = _Found()
     # right answer: only a false equation is an error; unknown: local checks; wrong: everything
+    written = question_numbers(question or "", units=False)
     _local_checks(
         steps, checks, qnums, found, full=final_ok is not True, ref=ref, symbolic=symbolic, prose=prose,
-        written=question_numbers(question or "", units=False), question_text=question or "",
+        written=written, question_text=question or "",
     )  # fmt: skip
     if final_ok is False and ref is not None:
         flow = df.flow_for(question or "", reference_text or "", gold)
-        _divergence(steps, ref, qnums, gold, found, flow)
+        _divergence(steps, ref, qnums, gold, found, flow, question or "", written)
     answer_line = False
     if final_ok is False and found.index is None:
         answer_line = _blame_end(cand, ref, gold, found, without_evidence == "earliest_used")
