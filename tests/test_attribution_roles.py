@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from silverbullet.attribution.locate import locate
 from silverbullet.attribution.roles import contrast_sets, named
 
@@ -73,3 +75,11 @@ def test_a_step_naming_two_members_is_not_misnamed() -> None:
         "40 dwarves mine 24 * 40 = <<24*40=960>>960 pounds.\nA: 960"
     )
     assert locate(PICK_Q, cand, PICK_GOLD).first_faulty_step == 1
+
+
+def test_a_long_run_of_letters_is_read_in_linear_time() -> None:
+    # questions are untrusted input too: an unanchored list regex took 0.4 s on 5,000 letters, quadratic
+    q = "a" * 20_000 + ". " + "d, " * 5_000
+    t = time.thread_time()
+    contrast_sets.__wrapped__(q)
+    assert time.thread_time() - t < 0.5

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from silverbullet.attribution import locate
 from silverbullet.attribution.check import check_equation, check_step
 from silverbullet.attribution.expr import evaluate
+from silverbullet.attribution.roles import contrast_sets, named
 from silverbullet.attribution.steps import analyse_step, parse_steps, question_numbers
 from silverbullet.grading import is_correct, parse_number
 from silverbullet.prompting import parse_solution, step_spans
@@ -114,6 +115,8 @@ FNS = {
     "locate(candidate)": lambda s: locate("Ann has 3 and 4, doubled.", s, reference_text=REF, gold_answer="14"),
     "locate(reference)": lambda s: locate("q", REF, reference_text=s, gold_answer="14"),
     "locate(question,gold)": lambda s: locate(s, REF, reference_text=REF, gold_answer=s[:200]),
+    "roles.contrast_sets": lambda s: contrast_sets.__wrapped__(s),  # uncached: each call reads
+    "roles.named": lambda s: named.__wrapped__(s),
 }
 
 

@@ -25,8 +25,9 @@ from silverbullet.attribution.steps import StepInfo
 
 _WORD_RE = re.compile(r"[a-z]+", re.ASCII)
 _ANN_RE = re.compile(r"<<[^<>]{0,500}>>")
-# Bounded repetition: a list of up to 2-word items, comma-separated, closed by "and"/"or" and 1-3 words.
-_LIST_RE = re.compile(r"((?:[a-z]+ )?[a-z]+)((?:, (?:[a-z]+ ){0,2}[a-z]+){1,8}),? (?:and|or) ((?:[a-z]+ ?){1,3})")
+# A list of up to 2-word items, comma-separated, closed by "and"/"or" and 1-3 words. Bounded, and anchored at
+# word starts and ends, so a long run of letters is read in linear time (questions are untrusted input too).
+_LIST_RE = re.compile(r"\b((?:[a-z]+ )?[a-z]+)((?:, (?:[a-z]+ ){0,2}[a-z]+){1,8}),? (?:and|or) ((?:[a-z]+\b ?){1,3})")
 # Function words, quantity and time words, and the verbs of buying and having: none names an entity.
 _STOP = frozenset(
     """the a an of and or to in on for with each per more than as is are was were his her their its one two
