@@ -6,6 +6,7 @@ import time
 
 from silverbullet.attribution.locate import locate
 from silverbullet.attribution.roles import contrast_sets, named
+from silverbullet.attribution.steps import analyse_step
 
 PICK_Q = (
     "One dwarf can mine 12 pounds of ore per day with his bare hands. He can mine twice as much with an iron "
@@ -31,8 +32,9 @@ def test_contrast_sets_are_modifiers_of_one_head_and_list_items() -> None:
 
 
 def test_named_reads_prose_not_annotations() -> None:
-    assert named("The steel rate is 12 * 2 = <<iron*2=24>>24 pounds") >= {"steel", "rate", "pound"}
-    assert "iron" not in named("The steel rate is 12 * 2 = <<iron*2=24>>24 pounds")
+    step = analyse_step("The steel rate is 12 * 2 = <<iron*2=24>>24 pounds")
+    assert named(step) >= {"steel", "rate", "pound"}
+    assert "iron" not in named(step)
 
 
 def test_gold_value_under_another_entitys_name_is_the_first_fault() -> None:

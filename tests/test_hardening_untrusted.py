@@ -116,7 +116,7 @@ FNS = {
     "locate(reference)": lambda s: locate("q", REF, reference_text=s, gold_answer="14"),
     "locate(question,gold)": lambda s: locate(s, REF, reference_text=REF, gold_answer=s[:200]),
     "roles.contrast_sets": lambda s: contrast_sets.__wrapped__(s),  # uncached: each call reads
-    "roles.named": lambda s: named.__wrapped__(s),
+    "roles.named": lambda s: named(analyse_step(s)),
 }
 
 

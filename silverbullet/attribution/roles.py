@@ -11,7 +11,7 @@ dataflow.md, "role agreement by words"). What this module compares is narrower: 
 paraphrase does not swap:
 - modifiers of one head noun ("iron pickaxe" / "steel pickaxe", "cheddar cheese" / "gruyere cheese");
 - the items of a list ("two carrots, a salad, and a yogurt"; "good, neutral, and good").
-A step names a member when the word is in its prose (annotations removed), stemmed.
+A step names a member when the word is in its prose (`StepInfo.words`: annotations removed), stemmed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from functools import lru_cache
 from silverbullet.attribution.steps import StepInfo
 
 _WORD_RE = re.compile(r"[a-z]+", re.ASCII)
-_ANN_RE = re.compile(r"<<[^<>]{0,500}>>")
 # A list of up to 2-word items, comma-separated, closed by "and"/"or" and 1-3 words. Bounded, and anchored at
 # word starts and ends, so a long run of letters is read in linear time (questions are untrusted input too).
 _LIST_RE = re.compile(r"\b((?:[a-z]+ )?[a-z]+)((?:, (?:[a-z]+ ){0,2}[a-z]+){1,8}),? (?:and|or) ((?:[a-z]+\b ?){1,3})")
@@ -54,10 +53,14 @@ def _content(text: str) -> list[str]:
     return [_stem(w) for w in _WORD_RE.findall(text.lower()) if len(w) > 2 and w not in _STOP]
 
 
-@lru_cache(maxsize=4096)
-def named(text: str) -> frozenset[str]:
+def named(step: StepInfo) -> frozenset[str]:
     """The stemmed content words of a step's prose (its calculator annotations removed)."""
-    return frozenset(_content(_ANN_RE.sub(" ", text)))
+    return _named(step.words)
+
+
+@lru_cache(maxsize=4096)
+def _named(words: frozenset[str]) -> frozenset[str]:
+    return frozenset(_stem(w) for w in words if w not in _STOP)
 
 
 @lru_cache(maxsize=4096)
@@ -101,17 +104,17 @@ def misnamed_producer(
         producers = [j for j, r in enumerate(ref_steps) if r.result == v]
         if not producers:
             continue
-        mine_all = named(s.text)
+        mine_all = named(s)
         hits = []
         for j in producers:
-            theirs_all = named(ref_steps[j].text)
+            theirs_all = named(ref_steps[j])
             hit = None
             for c in sets:
                 mine, theirs = mine_all & c, theirs_all & c
                 if len(mine) != 1 or not theirs or mine & theirs:
                     continue
                 (w,) = mine
-                if any(r.result is not None and r.result != v and w in named(r.text) for r in ref_steps):
+                if any(r.result is not None and r.result != v and w in named(r) for r in ref_steps):
                     hit = (w, tuple(sorted(theirs)), j)
                     break
             hits.append(hit)
