@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import gc
 import json
 import random
 import re
@@ -141,6 +142,7 @@ def targets():
     from silverbullet.attribution import latex, locate
     from silverbullet.attribution.check import check_step
     from silverbullet.attribution.expr import evaluate
+    from silverbullet.attribution.roles import contrast_sets
     from silverbullet.attribution.steps import analyse_step, parse_steps
     from silverbullet.attribution.symbolic import check_steps
     from silverbullet.grading import is_correct, parse_number
@@ -160,6 +162,14 @@ def targets():
         "symbolic.check_steps": lambda s: check_steps(s.split("\n")),
         "locate": lambda s: locate(
             "Ann has 3 apples. How many?", s, reference_text="Step 1: 3 + 0 = 3.\nThe answer is: 3", gold_answer="3"
+        ),
+        "roles.contrast_sets": lambda s: contrast_sets.__wrapped__(s),
+        # the text as a question, with a wrong answer whose divergence reads the question's roles
+        "locate(question)": lambda s: locate(
+            s,
+            "Step 1: 3 + 4 = 7.\nStep 2: 7 * 2 = 14.\nThe answer is: 14",
+            reference_text="Step 1: 3 * 1 = 3.\nThe answer is: 3",
+            gold_answer="3",
         ),
     }
 
@@ -202,8 +212,13 @@ def run(n: int, seed: int) -> dict:
     stats = {k: {"calls": 0, "crashes": 0, "max_s": 0.0, "times": []} for k in fns}
     crashes = []
     builtins.eval, builtins.exec = guard(real_eval), guard(real_exec)
+    # The collector runs between inputs, untimed: with 100,000 timings held, one gen-2 pass costs more
+    # than any reader (0.8 s charged to a 0.2 s call), and the readers allocate little.
+    gc.disable()
     try:
         for i in range(n):
+            if i % 1000 == 0:
+                gc.collect()
             s = random_input(rng) if i >= len(HOSTILE) else HOSTILE[i]
             for name, fn in fns.items():
                 if name == "is_correct(numeric)" and i % 10:
@@ -224,6 +239,7 @@ def run(n: int, seed: int) -> dict:
                 st["times"].append(dt)
     finally:
         builtins.eval, builtins.exec = real_eval, real_exec
+        gc.enable()
     for st in stats.values():
         ts = sorted(st.pop("times"))
         st["p99_s"] = round(ts[int(0.99 * (len(ts) - 1))], 6) if ts else 0.0
