@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Sequence
+from fractions import Fraction
 from functools import lru_cache
 
 from silverbullet.attribution.steps import StepInfo
@@ -83,7 +84,7 @@ def contrast_sets(question: str) -> tuple[frozenset[str], ...]:
 
 
 def misnamed_producer(
-    i: int, steps: Sequence[StepInfo], ref_steps: Sequence[StepInfo], question: str, written: frozenset
+    i: int, steps: Sequence[StepInfo], ref_steps: Sequence[StepInfo], question: str, written: frozenset[Fraction]
 ) -> tuple[int, str, tuple[str, ...], int] | None:
     """The earlier step whose value step `i` uses and which names that value as another entity's.
 
@@ -101,24 +102,24 @@ def misnamed_producer(
         v = s.result
         if v is None or not s.operands or v not in used or v in written:
             continue
-        producers = [j for j, r in enumerate(ref_steps) if r.result == v]
-        if not producers:
-            continue
-        mine_all = named(s)
-        hits = []
-        for j in producers:
-            theirs_all = named(ref_steps[j])
-            hit = None
-            for c in sets:
-                mine, theirs = mine_all & c, theirs_all & c
-                if len(mine) != 1 or not theirs or mine & theirs:
-                    continue
-                (w,) = mine
-                if any(r.result is not None and r.result != v and w in named(r) for r in ref_steps):
-                    hit = (w, tuple(sorted(theirs)), j)
-                    break
-            hits.append(hit)
-        if all(hits):
+        hits = [_conflict(named(s), j, v, ref_steps, sets) for j, r in enumerate(ref_steps) if r.result == v]
+        if hits and all(hits):
             w, theirs, j = hits[0]
             return k, w, theirs, j
+    return None
+
+
+def _conflict(
+    mine_all: frozenset[str], j: int, v: Fraction, ref_steps: Sequence[StepInfo], sets: tuple[frozenset[str], ...]
+) -> tuple[str, tuple[str, ...], int] | None:
+    """Gold step j computes v under other members of a contrast set than the one member the candidate
+    names, and some gold step with another value names that member: (member, gold's members, j)."""
+    theirs_all = named(ref_steps[j])
+    for c in sets:
+        mine, theirs = mine_all & c, theirs_all & c
+        if len(mine) != 1 or not theirs or mine & theirs:
+            continue
+        (w,) = mine
+        if any(r.result is not None and r.result != v and w in named(r) for r in ref_steps):
+            return w, tuple(sorted(theirs)), j
     return None
