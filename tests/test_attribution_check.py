@@ -105,6 +105,24 @@ def test_rounding_policy() -> None:
     assert is_rounding(Fraction(7, 2), Fraction(3))  # whole items from a non-integer
 
 
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        ("It takes <<100/12=8.333333333333334>>8.33 hours.", "ok"),  # a float repr: an artefact
+        ("So <<2/3*40=26.666666666666668>>26.67 pages.", "ok"),
+        ("So <<100/12=8.333333343333334>>8.33 hours.", "faulty"),  # wrong in the 9th decimal
+        ("So <<100/12=8.433333333333334>>8.43 hours.", "faulty"),
+        ("She peels <<1/3=0.3333333333333333333333>>0.3333333333333333333333 a minute.", "ok"),  # typed at length
+        ("The fee is $350 000 x 5/100 = $<<350000*5/100=17500.0>>17 500.", "ok"),  # thousands grouped by a space
+        ("The fee is $350 000 x 5/100 = $<<350000*5/100=17500.0>>17 400.", "faulty"),
+    ],
+)
+def test_a_float_printed_in_full_is_an_artefact_not_a_fault(line: str, status: str) -> None:
+    """The labelling guide: float artefacts in calculator annotations are not faults. Before, any
+    claim with more than 8 decimals was compared exactly (100/12 != 8.333333333333334)."""
+    assert check_step(analyse_step(line)).status == status
+
+
 def test_parse_steps_excludes_answer_line() -> None:
     p = parse_steps("Step 1: 3 * 24 = 72.\nStep 2: 72 - 15 = 57.\nThe answer is: 57\n")
     assert len(p.steps) == 2 and p.answer_value == 57

@@ -105,6 +105,19 @@ def test_only_answer_line_wrong() -> None:
     assert a.first_faulty_step is None and a.fault_in_answer_line and a.error_type == "reasoning"
 
 
+def test_a_whole_answer_cut_from_the_last_value_does_not_blame_the_answer_line() -> None:
+    """"A: 33" after 33.333 follows from the steps; the fault is in them (no reference: the prior)."""
+    cand = (
+        "It takes 3 minutes to charge 1%, so 100/3 = <<100/3=33.333333333333336>>33.333333333333336 minutes.\n"
+        "That is 33.333333333333336 hours.\nA: 33"
+    )
+    q = "A phone charges 1% every 3 minutes. How many hours to charge 60%?"
+    a = locate(q, cand, gold_answer="3")
+    assert not a.fault_in_answer_line and a.first_faulty_step == 0, a.evidence
+    a = locate(q, cand.replace("A: 33", "A: 40"), gold_answer="3")
+    assert a.fault_in_answer_line  # 40 is no cut of any stated value
+
+
 def test_repetition_is_reasoning() -> None:
     line = "Tom has 3 * 24 = 72 marbles now."
     cand = f"Step 1: {line}\nStep 2: {line}\nThe answer is: 72"

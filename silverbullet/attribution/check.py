@@ -2,7 +2,9 @@
 
 `10/3 = 3.33` is a rounding (the claim has 2 decimals and is within one unit of the last place), not
 an error; `3 * 24 = 74` is. Equations whose sides are both bare numbers with no operator
-("1 hour = 60 minutes") are unit statements, not arithmetic claims, and stay unchecked.
+("1 hour = 60 minutes") are unit statements, not arithmetic claims, and stay unchecked. A binary
+float printed in full (`100/12 = 8.333333333333334`, a calculator annotation's repr) is the exact
+value to float precision: an artefact, not a fault (docs/labelling-guide.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from silverbullet.attribution.steps import Equation, StepInfo, prose_numbers
 
 OK, ROUNDING, FAULTY, UNCHECKED = "ok", "rounding", "faulty", "unchecked"
 MAX_DECIMALS = 8
+FLOAT_DECIMALS = 40  # a float64 repr has at most 17 significant digits; a typed 0.333...3 may run on
+FLOAT_PRECISION = Fraction(1, 10**12)  # relative: float64 carries ~16 digits, a chain of ops loses a few
 
 
 @dataclass(frozen=True)
@@ -70,11 +74,26 @@ def decimals(v: Fraction) -> int | None:
     return None
 
 
+def is_float_print(exact: Fraction, claimed: Fraction) -> bool:
+    """Is `claimed` a binary float's full print of `exact` (`8.333333333333334` for 100/12), or a
+    repeating decimal written out at length (`0.3333333333333333333333`): more decimals than a
+    rounding has (over MAX_DECIMALS), and equal to float precision?"""
+    if claimed.denominator == 1 or exact == claimed:
+        return False
+    scaled = claimed * 10**MAX_DECIMALS
+    for _ in range(FLOAT_DECIMALS - MAX_DECIMALS):
+        scaled *= 10
+        if scaled.denominator == 1:
+            return abs(exact - claimed) <= abs(exact) * FLOAT_PRECISION
+    return False
+
+
 def is_rounding(exact: Fraction, claimed: Fraction, approx: bool = False) -> bool:
-    """Is `claimed` the exact value rounded or truncated to the decimals it is written with?"""
+    """Is `claimed` the exact value rounded or truncated to the decimals it is written with, or
+    printed as a binary float (`is_float_print`)?"""
     d = decimals(claimed)
     if d is None:
-        return False
+        return is_float_print(exact, claimed)
     if d == 0 and exact.denominator == 1 and not approx:
         return False  # an integer result written as another integer is an error, not a rounding
     unit = Fraction(1, 10**d)

@@ -23,6 +23,7 @@ wrong and nothing fired, the answer line or the last step is blamed (see `eviden
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -407,6 +408,9 @@ def _blame_end(
     stated: set[Fraction] = set()
     for s in steps:
         stated.update(s.values)
+    # "A: 33" after 33.333...: a whole-number answer cut from a stated value follows from the steps
+    cut = [Fraction(f(v)) for v in stated if v.denominator != 1 for f in (math.floor, math.ceil)]
+    stated.update(cut)
     last = steps[-1].result if steps else None
     if cand.answer_value is not None and steps and cand.answer_value not in stated and last is not None:
         found.evidence = {

@@ -204,6 +204,9 @@ def _text_equations(line: str, source: str = "text") -> tuple[list[Equation], li
 
 
 _WRITTEN_AFTER_RE = re.compile(r"\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.ASCII)
+# "17 500": thousands grouped with spaces (the French / SI style), read as one number only where the
+# annotation just computed that number: "3 500 ml" elsewhere may well be two numbers
+_SPACED_AFTER_RE = re.compile(r"\s*\$?\s*(-?\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:\.\d+)?)(?!\d)")
 
 
 def _annotation_equations(line: str) -> tuple[list[Equation], str]:
@@ -220,6 +223,9 @@ def _annotation_equations(line: str) -> tuple[list[Equation], str]:
         w = _WRITTEN_AFTER_RE.match(line, m.end())
         if w and ev_r.ok:
             written = evaluate(w.group(1))
+            spaced = _SPACED_AFTER_RE.match(line, m.end())
+            if spaced and evaluate(re.sub(r"\s", "", spaced.group(1))).value == ev_r.value:
+                continue  # "<<350000*5/100=17500>>17 500"
             if written.ok and written.value != ev_r.value:
                 eqs.append(Equation(rhs, w.group(1), ev_r, written, "written"))
     return eqs, _ANN_RE.sub(" ", line)
