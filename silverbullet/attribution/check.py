@@ -66,26 +66,33 @@ def _fmt(v: Fraction | None) -> str | None:
         return str(v)
 
 
+def _places(v: Fraction, cap: int) -> int | None:
+    """Decimal places v needs, read off its denominator (2^a 5^b needs max(a, b) places; any other
+    factor never terminates); None past `cap`."""
+    d, twos, fives = v.denominator, 0, 0
+    while d % 2 == 0 and twos <= cap:
+        d //= 2
+        twos += 1
+    while d % 5 == 0 and fives <= cap:
+        d //= 5
+        fives += 1
+    places = max(twos, fives)
+    return places if d == 1 and places <= cap else None
+
+
 def decimals(v: Fraction) -> int | None:
     """Decimal places needed to write v exactly (None: not a terminating decimal within the cap)."""
-    for d in range(MAX_DECIMALS + 1):
-        if (v * 10**d).denominator == 1:
-            return d
-    return None
+    return _places(v, MAX_DECIMALS)
 
 
 def is_float_print(exact: Fraction, claimed: Fraction) -> bool:
     """Is `claimed` a binary float's full print of `exact` (`8.333333333333334` for 100/12), or a
     repeating decimal written out at length (`0.3333333333333333333333`): more decimals than a
     rounding has (over MAX_DECIMALS), and equal to float precision?"""
-    if claimed.denominator == 1 or exact == claimed:
+    places = _places(claimed, FLOAT_DECIMALS)
+    if places is None or places <= MAX_DECIMALS:
         return False
-    scaled = claimed * 10**MAX_DECIMALS
-    for _ in range(FLOAT_DECIMALS - MAX_DECIMALS):
-        scaled *= 10
-        if scaled.denominator == 1:
-            return abs(exact - claimed) <= abs(exact) * FLOAT_PRECISION
-    return False
+    return abs(exact - claimed) <= abs(exact) * FLOAT_PRECISION
 
 
 def is_rounding(exact: Fraction, claimed: Fraction, approx: bool = False) -> bool:
