@@ -203,10 +203,10 @@ def _text_equations(line: str, source: str = "text") -> tuple[list[Equation], li
     return eqs, nums
 
 
-_WRITTEN_AFTER_RE = re.compile(r"\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.ASCII)
+_WRITTEN_AFTER_RE = re.compile(r"\s*(?:\$\s*)?(-?\d[\d,]*(?:\.\d+)?)", re.ASCII)  # one way to skip spaces: linear
 # "17 500": thousands grouped with spaces (the French / SI style), read as one number only where the
 # annotation just computed that number: "3 500 ml" elsewhere may well be two numbers
-_SPACED_AFTER_RE = re.compile(r"\s*\$?\s*(-?\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:\.\d+)?)(?!\d)")
+_SPACED_AFTER_RE = re.compile(r"\s*(?:\$\s*)?(-?\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:\.\d+)?)(?!\d)")
 
 
 def _annotation_equations(line: str) -> tuple[list[Equation], str]:
