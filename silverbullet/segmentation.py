@@ -215,7 +215,7 @@ _EVENT_RE = re.compile(
 _ABBREV = frozenset("mr mrs ms dr st vs etc jr sr no approx eg ie".split())
 _COMPUTE_RE = re.compile(r"=|\u2248|\\approx|<<")
 _DIGIT_RE = re.compile(r"\d")
-_CONT_RE = re.compile(r"\s*&?\s*(?:=|\\approx|\\simeq|\u2248|<|>|\\le|\\ge|\\equiv)")
+_CONT_RE = re.compile(r"\s*(?:&\s*)?(?:=|\\approx|\\simeq|\u2248|<|>|\\le|\\ge|\\equiv)")
 
 
 def _computes(s: str) -> bool:

@@ -335,3 +335,16 @@ def test_diagnose_attribute_cuts_free_form_text_at_the_faulty_step():
         Generation("p1", "reference", ref, "10", True),
     )
     assert step_row["faulty_line"] == "Step 2: 12 - 2 = 9." and step_row["reference_line"] == "Step 2: 12 - 2 = 10."
+
+
+def test_the_continuation_pattern_is_linear_in_a_run_of_spaces() -> None:
+    """`\\s*&?\\s*` backtracked quadratically where no '=' follows (2.2 s on 16,000 spaces); the
+    segmenter only tries it where a piece starts, but a pattern for untrusted text should not."""
+    import time
+
+    from silverbullet.segmentation import _CONT_RE
+
+    t0 = time.perf_counter()
+    assert _CONT_RE.match(" " * 16_000 + "x") is None
+    assert time.perf_counter() - t0 < 0.1
+    assert _CONT_RE.match("  & = 3") and _CONT_RE.match("&\\approx 2") and not _CONT_RE.match("x = 3")
