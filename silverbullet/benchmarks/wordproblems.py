@@ -8,7 +8,7 @@ from silverbullet.benchmarks.jsonl import data_file, read_jsonl, rows_to_problem
 from silverbullet.errors import UserError
 from silverbullet.records import Problem
 
-_ASDIV_NUMBER_RE = re.compile(r"^\s*(-?[\d,]*\.?\d+(?:/\d+)?)\s*(?:\([^)]*\))?\s*$")
+_ASDIV_NUMBER_RE = re.compile(r"^\s*(-?(?:\d+(?:,\d+)*(?:\.\d+)?|\.\d+)(?:/\d+)?)\s*(?:\([^)]*\)\s*)?$")  # linear
 
 
 def _joined(path, lineno: int, row: dict, body: str, question: str) -> str:
