@@ -385,6 +385,9 @@ _FRACTION_WORDS = {"half": Fraction(1, 2), "third": Fraction(1, 3), "quarter": F
                    "fourth": Fraction(1, 4), "fifth": Fraction(1, 5), "tenth": Fraction(1, 10)}  # fmt: skip
 
 
+_FRACTION_RE = re.compile(r"(?<!\d)(\d+)\s*/\s*(\d+)")  # from a digit run's start only: linear
+
+
 @lru_cache(maxsize=8_192)
 def question_numbers(question: str, units: bool = True) -> frozenset[Fraction]:
     """Quantities a problem gives: digits, percentages, number words ('three', 'half', 'dozen'),
@@ -401,7 +404,7 @@ def question_numbers(question: str, units: bool = True) -> frozenset[Fraction]:
                 out.add(Fraction(_NUMBER_WORDS[low]))
             if low.rstrip("s") in _FRACTION_WORDS:
                 out.add(_FRACTION_WORDS[low.rstrip("s")])
-    for m in re.finditer(r"(\d+)\s*/\s*(\d+)", q):
+    for m in _FRACTION_RE.finditer(q):
         if int(m.group(2)):
             out.add(Fraction(int(m.group(1)), int(m.group(2))))
     out.update(_compound_numbers(q, units))
