@@ -41,6 +41,7 @@ ANSWER_LINE_RES = [
     re.compile(r"^\s*(?:\*\*)?Final answer\s*[:：]\s*(?:\*\*)?\s*(.*)", re.IGNORECASE),
 ]
 _MINERVA_TAIL_RE = re.compile(r"\.?\s*I hope it is correct\.?$", re.IGNORECASE)
+_MINERVA_TAIL_WINDOW = 200
 _INLINE_ANSWER_RE = re.compile(r"\banswer is\s*[:：]?\s*([^\n]{0,200})", re.IGNORECASE)
 _LIST_MARKER_RE = re.compile(r"^\s*(?:[-*\u2022+]|\d{1,3}[.)]|[a-z][.)])\s+")
 
@@ -90,7 +91,10 @@ def boxed(text: str) -> str | None:
 
 
 def clean_answer(ans: str) -> str:
-    ans = _MINERVA_TAIL_RE.sub("", ans.strip()).strip()
+    ans = ans.strip()
+    # searched in the tail only: from every start, `\.?\s*` ran over a whole run of spaces (quadratic)
+    tail = _MINERVA_TAIL_RE.search(ans, max(0, len(ans) - _MINERVA_TAIL_WINDOW))
+    ans = (ans[: tail.start()] if tail else ans).strip()
     b = boxed(ans)
     if b is not None:
         return b

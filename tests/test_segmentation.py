@@ -348,3 +348,16 @@ def test_the_continuation_pattern_is_linear_in_a_run_of_spaces() -> None:
     assert _CONT_RE.match(" " * 16_000 + "x") is None
     assert time.perf_counter() - t0 < 0.1
     assert _CONT_RE.match("  & = 3") and _CONT_RE.match("&\\approx 2") and not _CONT_RE.match("x = 3")
+
+
+def test_the_minerva_tail_is_dropped_in_linear_time() -> None:
+    """`\\.?\\s*I hope it is correct\\.?$` searched from every start ran over a whole run of spaces:
+    quadratic (0.2 s on 4,000 spaces); it is searched in the answer's last 200 characters only."""
+    import time
+
+    from silverbullet.segmentation import clean_answer
+
+    t0 = time.perf_counter()
+    clean_answer("5" + " " * 16_000 + "x")
+    assert time.perf_counter() - t0 < 0.1
+    assert clean_answer("$5$. I hope it is correct.") == "5" and clean_answer("12 I hope it is correct") == "12"

@@ -20,7 +20,8 @@ from silverbullet.errors import UserError
 from silverbullet.measure import write_rows
 from silverbullet.records import to_dict
 
-_GOLD_RE = re.compile(r"^\s*(?:####|A\s*:)\s*(.+?)\s*$", re.MULTILINE)
+# spaces within the line only: `^\s*` also ran over newlines, from every line start (quadratic)
+_GOLD_RE = re.compile(r"^[ \t]*(?:####|A[ \t]*:)[ \t]*(.+?)[ \t]*$", re.MULTILINE)
 
 
 def get_field(row: Any, path: str) -> Any:
