@@ -50,6 +50,12 @@ HOSTILE = [
     b"\xc3\x28 \xa0\xa1 = 5".decode("utf-8", errors="replace"),
     "Step 1: " + "1 + " * 200_000 + "1 = 200001.",
     "x" * 1_000_000,
+    # long runs that end in a character no pattern accepts: a pattern that reads a run two ways
+    # backtracks quadratically here (session 17: 4.4 s for a plain-number check on the first)
+    "1" * 16_000 + "x",
+    " " * 16_000 + "x",
+    "\n" * 16_000 + "x",
+    "1," * 8_000 + "x",
     "=" * 100_000,
     "<<" * 50_000,
     "\\boxed{" * 2000,
