@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from silverbullet.errors import UserError
+from silverbullet.grading import PLAIN_NUMBER
 from silverbullet.prompting import boxed
 from silverbullet.records import Problem
 
@@ -26,8 +27,7 @@ GUESSES = {
     "solution": ("solution", "rationale", "reasoning"),
     "id": ("id", "unique_id", "ID", "idx"),
 }
-# one way to read each character (no two quantifiers over the same spaces or digits): linear time
-_PLAIN_NUMBER_RE = re.compile(r"\s*(?:\$\s*)?-?(?:\d+(?:,\d+)*(?:\.\d+)?|\.\d+)\s*(?:%\s*)?")
+_PLAIN_NUMBER_RE = re.compile(PLAIN_NUMBER + r"(?:%\s*)?")  # "15 %" too
 _MISSING = object()
 
 
