@@ -223,10 +223,10 @@ def _annotation_equations(line: str) -> tuple[list[Equation], str]:
         w = _WRITTEN_AFTER_RE.match(line, m.end())
         if w and ev_r.ok:
             written = evaluate(w.group(1))
-            spaced = _SPACED_AFTER_RE.match(line, m.end())
-            if spaced and evaluate(re.sub(r"\s", "", spaced.group(1))).value == ev_r.value:
-                continue  # "<<350000*5/100=17500>>17 500"
             if written.ok and written.value != ev_r.value:
+                spaced = _SPACED_AFTER_RE.match(line, m.end())
+                if spaced and evaluate(re.sub(r"\s", "", spaced.group(1))).value == ev_r.value:
+                    continue  # "<<350000*5/100=17500>>17 500"
                 eqs.append(Equation(rhs, w.group(1), ev_r, written, "written"))
     return eqs, _ANN_RE.sub(" ", line)
 
