@@ -237,20 +237,3 @@ def test_latex_grading_is_bounded():
         assert ok is False
         assert dt < LIMIT_S, (s[:20], dt)
     assert is_correct("\\frac{2}{4}", "\\frac{1}{2}", "latex")
-
-
-def test_ci_sized_fuzz_run():
-    """bench/fuzz.py's generator, 2,000 inputs x every function: 0 crashes, no eval/exec."""
-    from fuzz import run
-
-    t0 = time.time()
-    res = run(2000, seed=7)
-    assert res["n_crashes"] == 0, res["crashes"][:3]
-    assert res["eval_exec_calls"] == 0
-    for name, s in res["stats"].items():
-        # math-verify stops at its own 3 s timeouts (parse, verify) on towers like 9!!!!!!
-        assert s["max_s"] < (7.0 if name == "is_correct(latex)" else 2.0), (
-            name,
-            s,
-        )  # the per-call bound is asserted above; this guards a shared CPU
-    assert time.time() - t0 < 30
