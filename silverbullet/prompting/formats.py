@@ -33,7 +33,7 @@ STEP_FORMAT_INSTRUCTION = (
 FORMATS = ("auto", "completion", "chat", "fewshot")
 DEFAULT_FEWSHOT = 4
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
-_GOLD_ANSWER_RE = re.compile(r"\s*####(.*)")  # the answer is stripped after: `(.*?)\s*$` was quadratic
+_GOLD_ANSWER_RE = re.compile(r"\s*####(.*)")  # stripped by the caller: `(.*?)\s*$` was quadratic
 
 
 def _sha(text: str) -> str:
@@ -147,7 +147,7 @@ def step_format_solution(solution: str, answer: str) -> str:
             continue
         m = _GOLD_ANSWER_RE.match(line) or ANSWER_LINE_RES[0].match(line)
         if m:
-            final = m.group(1).strip() if m.re is _GOLD_ANSWER_RE else m.group(1)
+            final = m.group(1).strip()
             break
         steps.append(STEP_PREFIX_RE.sub("", line, count=1).strip())
     lines = [f"Step {i + 1}: {s}" for i, s in enumerate(steps)]
