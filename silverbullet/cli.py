@@ -18,6 +18,7 @@ from rich.table import Table
 
 from silverbullet import ui
 from silverbullet.errors import UserError
+from silverbullet.paths import embedded
 from silverbullet.reference.train import TrainConfig
 
 app = typer.Typer(
@@ -162,8 +163,8 @@ def diagnose(
         raise UserError("--samples-fields needs --reference-samples and --quantized-samples")
     _positive("--max-new-tokens", max_new_tokens)
     cfg = DiagnoseConfig(
-        reference=reference if (reference or from_files) else DEFAULT_REFERENCE,
-        quantized=quantized,
+        reference=embedded(reference or DEFAULT_REFERENCE) if (reference or not from_files) else None,
+        quantized=embedded(quantized) if quantized else None,
         load_in=_load_in(load_in_4bit, load_in_8bit),
         benchmark=benchmark if (benchmark or from_files) else "synthetic",
         split=split or default_split(benchmark or "synthetic"),
@@ -338,6 +339,7 @@ def quantize(
     iters: int = typer.Option(0, help="AutoRound tuning iterations (0: its RTN mode, fast on CPU)."),
 ) -> None:
     """Quantize a model: llm-compressor (compressed-tensors), bitsandbytes, AutoRound or GPTQModel."""
+    model = embedded(model)
     from silverbullet.quantize import QuantizeConfig
     from silverbullet.quantize import quantize as run
 
@@ -383,6 +385,7 @@ def evaluate(
     max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
 ) -> None:
     """Accuracy of one model on a benchmark (by number of steps where known)."""
+    model = embedded(model)
     from silverbullet.benchmarks import default_max_new_tokens, default_split, load_benchmark
     from silverbullet.generation.loading import renderer_for_model
     from silverbullet.measure import evaluate_model
@@ -466,6 +469,7 @@ def repair(
     ),
 ) -> None:
     """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
+    reference = embedded(reference)
     from silverbullet.repair.pipeline import RepairConfig, run_repair
     from silverbullet.repair.train import RepairTrainConfig
 
@@ -719,6 +723,7 @@ def reference_train_chat(
     device: str = typer.Option("auto"),
 ) -> None:
     """Train the chat reference model from the reference model (GPU: ~6 minutes on one H200)."""
+    base = embedded(base)
     from silverbullet.reference.chat import ChatTrainConfig, train_chat
 
     _positive("--steps", steps)
@@ -750,6 +755,7 @@ def reference_eval_chat(
     json_out: Path | None = typer.Option(None, "--json"),
 ) -> None:
     """Greedy accuracy of the chat model with the step instruction, without it, and in completion mode."""
+    model = embedded(model)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -778,6 +784,7 @@ def reference_eval(
     json_out: Path | None = typer.Option(None, "--json"),
 ) -> None:
     """Greedy exact-answer accuracy on the eval split, by number of steps."""
+    model = embedded(model)
     _positive("--n", n)
     evaluate(
         model=model,

@@ -117,3 +117,56 @@ def test_char_tokenizer_roundtrip(tmp_path):
     ids = tok("Step 1: 2 + 3 = 5.\n")["input_ids"]
     assert ids[0] == tok.bos_token_id
     assert tok.decode(ids, skip_special_tokens=True) == "Step 1: 2 + 3 = 5.\n"
+
+
+def test_embedded_defaults_resolve_from_any_directory(tmp_path, monkeypatch):
+    # run from another directory, `data/reference-model` used to go to the hub as a repo id
+    from silverbullet.paths import embedded, project_root
+
+    monkeypatch.chdir(tmp_path)
+    shipped = project_root() / "data" / "reference-model"
+    assert embedded("data/reference-model") == str(shipped)
+    assert (shipped / "config.json").is_file()
+    assert embedded("someorg/some-model") == "someorg/some-model"  # not a default: untouched
+    assert embedded("data/other-model") == "data/other-model"
+    (tmp_path / "data" / "reference-model").mkdir(parents=True)  # the user's own copy wins
+    assert embedded("data/reference-model") == "data/reference-model"
+
+
+def test_offline_hub_id_fails_fast_with_one_line(monkeypatch):
+    import time
+
+    from silverbullet.generation import loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(loading, "_hub_state", {"offline": True})
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="not in the local hub cache, and the hub cannot be reached"):
+        load_causal_lm("someorg/some-model", device="cpu")
+    assert time.perf_counter() - t0 < 10  # huggingface_hub's own retries take 23 s
+
+
+def test_hub_probe(monkeypatch):
+    import socket
+
+    from silverbullet.generation import loading
+
+    for v in loading._PROXY_VARS:
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = []
+
+    def refuse(addr, timeout):
+        calls.append((addr, timeout))
+        raise OSError("no route")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(loading, "_hub_state", {})
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example:8443")
+    assert loading.hub_offline() and calls == [(("hub.example", 8443), 3)]
+    assert loading.hub_offline() and len(calls) == 1  # probed once per process
+    monkeypatch.setattr(loading, "_hub_state", {})
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert not loading.hub_offline() and len(calls) == 1  # behind a proxy: no probe, not offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert loading.hub_offline()

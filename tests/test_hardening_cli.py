@@ -316,3 +316,10 @@ def test_installed_script_end_to_end(bad, tmp_path, args, needle):
         cwd=ROOT,
     )
     assert_one_error(r.returncode, r.stderr, needle)
+
+
+def test_evaluate_from_another_directory_uses_the_shipped_reference(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli("evaluate", "--limit", "1")
+    assert code in (0, None), err[-1500:]
+    assert "hub" not in err

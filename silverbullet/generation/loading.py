@@ -82,6 +82,45 @@ def resolve_dtype(dtype: Any, device: str) -> Any:
     return names[dtype]
 
 
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+_hub_state: dict[str, bool] = {}
+
+
+def hub_offline() -> bool:
+    """True when the hub cannot be reached, so hub ids load from the local cache only.
+
+    Offline, huggingface_hub retries each request five times with backoff (23 s) before transformers
+    gives up; one TCP connect (3 s at most) tells the same thing up front. HF_HUB_OFFLINE=1 is
+    honoured as is; behind a proxy no probe is made (a direct connect says nothing there)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return False
+    if "offline" not in _hub_state:
+        import socket
+        from urllib.parse import urlparse
+
+        url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        port = url.port or (80 if url.scheme == "http" else 443)
+        try:
+            socket.create_connection((url.hostname or "huggingface.co", port), timeout=3).close()
+            _hub_state["offline"] = False
+        except OSError:
+            _hub_state["offline"] = True
+    return _hub_state["offline"]
+
+
+def _hub_error(src: str, e: BaseException) -> UserError:
+    if hub_offline():
+        return UserError(
+            f"could not load {src!r}: it is not a local directory, not in the local hub cache, and the hub "
+            "cannot be reached (no network?); pass a local model directory"
+        )
+    return UserError(
+        f"could not load {src!r} from the hub ({str(e).splitlines()[0]}); pass a local model directory"
+    )
+
+
 def is_local(path_or_id: str | os.PathLike) -> bool:
     """A path that exists, or one written like a path (so a typo is not sent to the hub)."""
     s = str(path_or_id)
@@ -261,11 +300,15 @@ def load_tokenizer(path_or_id: str | os.PathLike, *, trust_remote_code: bool = F
     p = Path(str(path_or_id)).expanduser()
     if is_local(path_or_id) and not any((p / f).is_file() for f in _TOKENIZER_FILES):
         raise UserError(f"{p} has no tokenizer files (tokenizer.json / tokenizer_config.json)")
+    local = is_local(path_or_id)
+    offline = {} if local or not hub_offline() else {"local_files_only": True}
     try:
         tok = AutoTokenizer.from_pretrained(
-            str(p) if is_local(path_or_id) else str(path_or_id), trust_remote_code=trust_remote_code
+            str(p) if local else str(path_or_id), trust_remote_code=trust_remote_code, **offline
         )
     except (OSError, ValueError) as e:
+        if not local and isinstance(e, OSError):
+            raise _hub_error(str(path_or_id), e) from None
         raise UserError(f"could not load the tokenizer from {path_or_id}: {str(e).splitlines()[0]}") from None
     if tok.pad_token is None:
         if tok.eos_token is None:
@@ -297,8 +340,9 @@ def load_causal_lm(
     quant_cfg = bnb_config(load_in, torch_dtype) if load_in is not None else None
     raw_config = check_model_dir(Path(src)) if local else None
     _check_load_in(raw_config, src, load_in)
+    offline = {} if local or not hub_offline() else {"local_files_only": True}
     try:
-        config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code, **offline)
     except ValueError as e:  # unknown model_type, remote code refused
         if raw_config is not None and raw_config.get("auto_map") and not trust_remote_code:
             raise UserError(
@@ -307,10 +351,7 @@ def load_causal_lm(
             ) from None
         raise UserError(f"{src}: cannot read config ({str(e).splitlines()[0]})") from None
     except OSError as e:
-        raise UserError(
-            f"could not load {src!r} from the hub ({str(e).splitlines()[0]}); there may be no network: "
-            "pass a local model directory"
-        ) from None
+        raise _hub_error(src, e) from None
     _check_causal_lm(config, src, trust_remote_code)
     tokenizer = load_tokenizer(src, trust_remote_code=trust_remote_code)
 
@@ -318,6 +359,7 @@ def load_causal_lm(
         "dtype": torch_dtype,
         "use_safetensors": True,
         "trust_remote_code": trust_remote_code,
+        **offline,
     }
     quantized = (
         is_compressed_tensors(raw_config)
