@@ -818,6 +818,9 @@ def _verbose_first(argv: list[str]) -> list[str]:
 
 def main() -> None:
     """Entry point: expected mistakes become one readable line and exit code 2, not a traceback."""
+    from silverbullet.startup import skip_sklearn_in_transformers
+
+    skip_sklearn_in_transformers()
     sys.argv = _verbose_first(sys.argv)
     try:
         app()

@@ -153,4 +153,7 @@ def _worker(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from silverbullet.startup import skip_sklearn_in_transformers
+
+    skip_sklearn_in_transformers()
     _worker()
