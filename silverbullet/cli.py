@@ -287,6 +287,7 @@ def locate(
         help="A row with a gold answer and no reference is checked against the right-answer solutions of "
         "the same question in the file (docs/taxonomy.md).",
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
 ) -> None:
     """Attribute solutions you already have (no generation): first faulty step and error type."""
     from silverbullet.attribution.batch import locate_file
@@ -317,7 +318,42 @@ def locate(
             judge_max_tokens=judge_max_tokens,
             peers=peers,
         )
-    out_console.print_json(json.dumps(summary))
+    if as_json:
+        out_console.print_json(json.dumps(summary))
+        return
+    out_console.print(_locate_table(summary, input))
+    if summary.get("answer_field_worked_solutions", 0) * 2 > summary["rows"]:
+        ui.warn(
+            f"--answer-field {answer_field!r} holds worked solutions ({summary['answer_field_worked_solutions']} "
+            f"of {summary['rows']} rows): pass it as --reference-field instead, so each step is checked "
+            "against the gold solution's quantities (docs/dataflow.md)"
+        )
+    out_console.print(f"rows: {summary['out']} (one per input row; --json prints this summary as JSON)")
+
+
+def _locate_table(s: dict, input: Path) -> Table:
+    """`locate`'s summary for people: answers, faults found, where they are, and their types."""
+    t = Table(title=f"locate: {s['rows']:,} solutions", caption=input.name)
+    t.add_column("")
+    t.add_column("solutions", justify="right")
+    if s["graded"]:
+        right = s["final_answer_correct"]
+        t.add_row("final answer right", f"{right:,} of {s['graded']:,} ({right / s['graded']:.1%})")
+    t.add_row("first faulty step found", f"{s['flagged']:,}")
+    hist = {int(k): v for k, v in s["position_histogram"].items()}
+    if hist:
+        late = sum(v for k, v in hist.items() if k >= 3)
+        t.add_row("  at step 1 / 2 / 3 / 4+", " / ".join(f"{hist.get(k, 0):,}" for k in range(3)) + f" / {late:,}")
+    for kind, n in s["error_types"].items():
+        t.add_row(f"  {kind} errors", f"{n:,}")
+    if s.get("located_against_peers"):
+        t.add_row("located against right-answer peers", f"{s['located_against_peers']:,}")
+    if "judge" in s:
+        j = s["judge"]
+        verdicts = f"{j['error']} / {j['correct']} / {j['unparsed']}"
+        t.add_row(f"judge ({j['rule']}): error / correct / unparsed", verdicts)
+        t.add_row("judge moved the checker's step", f"{j['moved']:,}")
+    return t
 
 
 @app.command()

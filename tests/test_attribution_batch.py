@@ -101,3 +101,52 @@ def test_a_reference_field_wins_over_peers(tmp_path: Path) -> None:
     src = write(tmp_path, [json.dumps(r) for r in rows])
     s = locate_file(src, tmp_path / "o.jsonl", "q", "s", reference_field="ref", answer_field="gold")
     assert s["located_against_peers"] == 0
+
+
+def test_locate_prints_a_table_or_json_and_names_a_gold_solution_passed_as_the_answer(tmp_path, capsys):
+    """`locate` shows a table (a person reads it) unless --json; a gold *solution* given as the answer
+    field loses the dataflow check (test acc_err 0.42 vs 0.71), so the command says so."""
+    import sys
+
+    from silverbullet.cli import main
+
+    src = write(tmp_path, [json.dumps(ROW), json.dumps({**ROW, "m": ROW["ok"]})])
+
+    def run(*args: str) -> tuple[int | None, str, str]:
+        old, code = sys.argv, None
+        sys.argv = ["silverbullet", "locate", "--input", str(src), "--question-field", "question",
+                    "--candidate-field", "m.solution", "--out", str(tmp_path / "o.jsonl"), *args]  # fmt: skip
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code
+        finally:
+            sys.argv = old
+        got = capsys.readouterr()
+        return code, got.out, got.err
+
+    code, out, err = run("--answer-field", "ground_truth")
+    assert code in (None, 0), err
+    assert "first faulty step found" in out and "1 of 2 (50.0%)" in out
+    assert "--answer-field 'ground_truth' holds worked solutions (2 of 2 rows)" in err
+    assert "--reference-field" in err
+    code, out, err = run("--reference-field", "ground_truth", "--json")
+    summary = json.loads(out)
+    assert summary["rows"] == 2 and summary["flagged"] == 1 and "answer_field_worked_solutions" not in summary
+    assert "worked solutions" not in err
+
+
+def test_locate_table_shows_peers_and_the_judge():
+    from rich.console import Console
+
+    from silverbullet.cli import _locate_table
+
+    judge = {"rule": "earlier", "error": 3, "correct": 1, "unparsed": 1, "out_of_range": 0, "moved": 1}
+    s = {"rows": 5, "flagged": 3, "graded": 5, "final_answer_correct": 2, "error_types": {"method": 2, "execution": 1},
+         "position_histogram": {"0": 1, "4": 2}, "located_against_peers": 2, "judge": judge}  # fmt: skip
+    console = Console(width=120, record=True)
+    console.print(_locate_table(s, Path("x.jsonl")))
+    text = console.export_text()
+    assert "1 / 0 / 0 / 2" in text and "2 of 5 (40.0%)" in text and "method errors" in text
+    assert "located against right-answer peers" in text and "judge (earlier): error / correct / unparsed" in text
+    assert "3 / 1 / 1" in text and "judge moved the checker's step" in text

@@ -222,6 +222,7 @@ def test_local_weights_judge_end_to_end(tmp_path: Path) -> None:
         "24",
         "--device",
         "cpu",
+        "--json",
         cache=tmp_path / "c",
     )
     assert r.returncode == 0, r.stderr[-2000:]

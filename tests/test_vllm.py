@@ -451,7 +451,7 @@ def test_locate_judge_against_vllm_openai_server(tmp_path):
         out = tmp_path / "att.jsonl"
         r = subprocess.run(
             [str(MAIN_PY), "locate", "--input", str(src), "--question-field", "q", "--candidate-field", "s",
-             "--answer-field", "gold", "--out", str(out), "--judge", url, "--judge-max-tokens", "32"],
+             "--answer-field", "gold", "--out", str(out), "--judge", url, "--judge-max-tokens", "32", "--json"],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
             env={**os.environ, "SILVERBULLET_CACHE": str(tmp_path / "cache.sqlite")},
         )  # fmt: skip

@@ -53,6 +53,11 @@ def _gold_from_reference(reference: str | None) -> str | None:
     return found[-1] if found else None
 
 
+def _worked_solution(answer: str | None) -> bool:
+    """An answer value with several lines that ends in a GSM8K-style answer line: a gold solution."""
+    return bool(answer) and answer.strip().count("\n") >= 1 and _gold_from_reference(answer) is not None
+
+
 def locate_file(
     input_path: str | Path,
     out_path: str | Path,
@@ -85,6 +90,7 @@ def locate_file(
     if not any(line.strip() for line in lines):
         raise UserError(f"{src}: empty file; it needs one JSON object per line")
     parsed: list[tuple[int, dict[str, str | None]]] = []
+    worked = 0  # answer-field values that are whole worked solutions (a gold solution given as the answer)
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -114,6 +120,8 @@ def locate_file(
                     f"{where}: missing field '{path}' (no '{e.args[0]}'); keys here: {keys}; check --{name}-field"
                 ) from None
         values["gold"] = values["answer"] if answer_field else _gold_from_reference(values["reference"])
+        if reference_field is None and _worked_solution(values["answer"]):
+            worked += 1
         parsed.append((lineno, values))
     by_question: dict[str, list[int]] = defaultdict(list)  # rows of one question, for peers
     if peers:
@@ -160,6 +168,8 @@ def locate_file(
         }
     if peers:
         summary["located_against_peers"] = n_peered
+    if worked:
+        summary["answer_field_worked_solutions"] = worked
     summary["out"] = str(out_path)
     return summary
 
