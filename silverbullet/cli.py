@@ -148,8 +148,7 @@ def diagnose(
     fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
     max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
 ) -> None:
-    """Measure both models (or read their solutions from files), locate the quantized model's first
-    faulty steps, summarise (docs/own-generations.md)."""
+    """Measure both models (or read their solutions from files), locate the first faulty steps, summarise."""
     from silverbullet.benchmarks import default_split
     from silverbullet.diagnose import DEFAULT_REFERENCE, DiagnoseConfig, run_diagnose
     from silverbullet.generation.samples import parse_fields
