@@ -647,3 +647,22 @@ def test_out_of_memory_in_training_names_a_setting_that_fits(repair_run, monkeyp
     assert "\n" not in str(e.value) and "8 examples per step" in str(e.value)
     assert [r for r, _ in tried] == ([4, 2] if fits_up_to else [4, 2, 1])
     assert all(0 < n <= 512 for _, n in tried)  # the longest tokenized example, capped at max_length
+
+
+def test_no_examples_says_why(tmp_path):
+    """More problems help only where the reference solves some: a reference at 0% is named instead."""
+    from silverbullet.repair.pipeline import _no_examples
+
+    def summary(k_ref: int, flips: int) -> Path:
+        d = tmp_path / f"r{k_ref}-{flips}"
+        d.mkdir()
+        s = {"n": 40, "benchmark": "gsm8k", "split": "train", "correct": {"reference": k_ref, "quantized": 0},
+             "flips": {"ref_right_quant_wrong": flips}}  # fmt: skip
+        (d / "summary.json").write_text(json.dumps(s))
+        return d
+
+    msg = _no_examples(summary(0, 0))
+    assert "reference model solves none of the 40 problems of gsm8k/train" in msg and "--reference" in msg
+    msg = _no_examples(summary(30, 0))
+    assert "0 of 40 problems flipped" in msg and "--repair-limit" in msg
+    assert "--repair-limit" in _no_examples(tmp_path / "missing")
