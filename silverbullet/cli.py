@@ -453,7 +453,31 @@ def evaluate(
     res["prompt"] = renderer.describe()
     if json_out:
         json_out.write_text(json.dumps(res, indent=1))
-    out_console.print_json(json.dumps(res))
+    out_console.print(_evaluate_table(res, benchmark))
+
+
+def _evaluate_table(res: dict, benchmark: str) -> Table:
+    """`evaluate`'s result for people (`--json FILE` keeps every field for machines)."""
+    from silverbullet.stats import wilson
+
+    n = res["n"]
+    k = round(res["accuracy"] * n)
+    lo, hi = wilson(k, n)
+    t = Table(title=f"evaluate: {benchmark}, n={n}", caption=str(res["model"]))
+    t.add_column("")
+    t.add_column("", justify="right")
+    t.add_row("accuracy [95% interval]", f"{res['accuracy']:.1%} [{lo:.1%}, {hi:.1%}]")
+    for steps, acc in (res.get("accuracy_by_steps") or {}).items():
+        t.add_row(f"  {steps} step{'' if str(steps) == '1' else 's'}", f"{acc:.1%}")
+    if "fallbacks" in res:
+        t.add_row("checker flagged / fell back to the base", f"{res['flagged']} / {res['fallbacks']}")
+    f = res.get("format") or {}
+    if f:
+        shares = "/".join(f"{f[key]:.0%}" for key in ("step_prefix_share", "answer_line_share", "answer_stated_share"))
+        t.add_row("format: steps/ans/any/cut", f"{shares}/{f['truncated']}")
+    if res.get("seconds") is not None:
+        t.add_row("generation", f"{res['seconds']:.1f} s, {res.get('tokens', 0):,} tokens")
+    return t
 
 
 @app.command()

@@ -168,3 +168,19 @@ def test_kernel_gap_reads_the_bits_from_the_config(tmp_path):
     assert kernel_gap(ckpt(8), on_gpu=True) is None
     assert "8-bit" in kernel_gap(ckpt(8), on_gpu=False)
     assert kernel_gap(ckpt(2, {"num_bits": 8, "type": "int"}), on_gpu=False) is None  # W2A8 is not weight-only
+
+
+def test_evaluate_prints_a_table():
+    from rich.console import Console
+
+    from silverbullet.cli import _evaluate_table
+
+    res = {"model": "m", "n": 20, "accuracy": 0.95, "accuracy_by_steps": {"1": 1.0, "2": 0.8333}, "seconds": 5.4,
+           "tokens": 2171, "flagged": 3, "fallbacks": 2,
+           "format": {"n": 20, "step_prefix_share": 1.0, "answer_line_share": 0.9, "answer_stated_share": 1.0,
+                      "truncated": 1}}  # fmt: skip
+    console = Console(width=120, record=True)
+    console.print(_evaluate_table(res, "synthetic"))
+    text = console.export_text()
+    assert "95.0% [76.4%, 99.1%]" in text and "1 step " in text and "2 steps" in text and "83.3%" in text
+    assert "100%/90%/100%/1" in text and "3 / 2" in text and "2,171 tokens" in text
