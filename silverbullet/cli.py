@@ -286,7 +286,7 @@ def locate(
         help="A row with a gold answer and no reference is checked against the right-answer solutions of "
         "the same question in the file (docs/taxonomy.md).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON here."),
 ) -> None:
     """Attribute solutions you already have (no generation): first faulty step and error type."""
     from silverbullet.attribution.batch import locate_file
@@ -317,9 +317,8 @@ def locate(
             judge_max_tokens=judge_max_tokens,
             peers=peers,
         )
-    if as_json:
-        out_console.print_json(json.dumps(summary))
-        return
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=1))
     out_console.print(_locate_table(summary, input))
     if summary.get("answer_field_worked_solutions", 0) * 2 > summary["rows"]:
         ui.warn(
@@ -327,7 +326,7 @@ def locate(
             f"of {summary['rows']} rows): pass it as --reference-field instead, so each step is checked "
             "against the gold solution's quantities (docs/dataflow.md)"
         )
-    out_console.print(f"rows: {summary['out']} (one per input row; --json prints this summary as JSON)")
+    out_console.print(f"rows: {summary['out']} (one per input row)" + (f"; summary: {json_out}" if json_out else ""))
 
 
 def _locate_table(s: dict, input: Path) -> Table:

@@ -104,7 +104,7 @@ def test_a_reference_field_wins_over_peers(tmp_path: Path) -> None:
 
 
 def test_locate_prints_a_table_or_json_and_names_a_gold_solution_passed_as_the_answer(tmp_path, capsys):
-    """`locate` shows a table (a person reads it) unless --json; a gold *solution* given as the answer
+    """`locate` shows a table (a person reads it), --json FILE writes the summary; a gold *solution* given as the answer
     field loses the dataflow check (test acc_err 0.42 vs 0.71), so the command says so."""
     import sys
 
@@ -130,8 +130,9 @@ def test_locate_prints_a_table_or_json_and_names_a_gold_solution_passed_as_the_a
     assert "first faulty step found" in out and "1 of 2 (50.0%)" in out
     assert "--answer-field 'ground_truth' holds worked solutions (2 of 2 rows)" in err
     assert "--reference-field" in err
-    code, out, err = run("--reference-field", "ground_truth", "--json")
-    summary = json.loads(out)
+    code, out, err = run("--reference-field", "ground_truth", "--json", str(tmp_path / "s.json"))
+    assert "first faulty step found" in out and "s.json" in out
+    summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["rows"] == 2 and summary["flagged"] == 1 and "answer_field_worked_solutions" not in summary
     assert "worked solutions" not in err
 

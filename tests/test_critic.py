@@ -223,12 +223,13 @@ def test_local_weights_judge_end_to_end(tmp_path: Path) -> None:
         "--device",
         "cpu",
         "--json",
+        str(tmp_path / "summary.json"),
         cache=tmp_path / "c",
     )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 3 and all(r_["judge_status"] in ("error", "correct", "unparsed", "out_of_range") for r_ in rows)
     assert all(r_["judge_reply"] for r_ in rows)  # the model did reply
-    summary = json.loads(r.stdout)
+    summary = json.loads((tmp_path / "summary.json").read_text())
     assert sum(summary["judge"][k] for k in ("error", "correct", "unparsed", "out_of_range")) == 3
     assert (tmp_path / "o.jsonl.log").exists()  # library output went to the log, not the terminal

@@ -451,14 +451,15 @@ def test_locate_judge_against_vllm_openai_server(tmp_path):
         out = tmp_path / "att.jsonl"
         r = subprocess.run(
             [str(MAIN_PY), "locate", "--input", str(src), "--question-field", "q", "--candidate-field", "s",
-             "--answer-field", "gold", "--out", str(out), "--judge", url, "--judge-max-tokens", "32", "--json"],
+             "--answer-field", "gold", "--out", str(out), "--judge", url, "--judge-max-tokens", "32",
+             "--json", str(tmp_path / "summary.json")],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
             env={**os.environ, "SILVERBULLET_CACHE": str(tmp_path / "cache.sqlite")},
         )  # fmt: skip
         assert r.returncode == 0, r.stderr[-2000:]
         rows = [json.loads(x) for x in out.read_text().splitlines()]
         assert len(rows) == 2 and all(row["judge_reply"] for row in rows)
-        assert json.loads(r.stdout)["judge"]["rule"] == "earlier"
+        assert json.loads((tmp_path / "summary.json").read_text())["judge"]["rule"] == "earlier"
     finally:
         server.terminate()
         try:
