@@ -16,6 +16,7 @@ from typing import Any
 
 from silverbullet.errors import UserError
 from silverbullet.grading import PLAIN_NUMBER
+from silverbullet.paths import project_root
 from silverbullet.prompting import boxed
 from silverbullet.records import Problem
 
@@ -36,7 +37,7 @@ def data_root() -> Path:
     env = os.environ.get("SILVERBULLET_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return project_root().parent / "shared" / "data"
 
 
 def data_file(folder: str, split: str) -> Path:
