@@ -218,12 +218,7 @@ def print_summary(s: dict) -> None:
         )
     fmt = s.get("format") or {}
     if fmt.get("reference") and fmt.get("quantized"):
-
-        def shares(v: dict) -> str:
-            stated = v.get("answer_stated_share", v["answer_line_share"])
-            return f"{v['step_prefix_share']:.0%}/{v['answer_line_share']:.0%}/{stated:.0%}/{v['truncated']}"
-
-        t.add_row("format: steps/ans/any/cut", shares(fmt["reference"]), shares(fmt["quantized"]))
+        t.add_row("format: steps/ans/any/cut", _format_shares(fmt["reference"]), _format_shares(fmt["quantized"]))
     p = s.get("prompt") or {}
     if p.get("format"):
         t.title += f", prompt {p['format']}"
@@ -455,6 +450,12 @@ def evaluate(
     out_console.print(_evaluate_table(res, benchmark))
 
 
+def _format_shares(v: dict) -> str:
+    """Format compliance in one cell: step prefix / answer line / answer stated anywhere / truncated."""
+    stated = v.get("answer_stated_share", v["answer_line_share"])
+    return f"{v['step_prefix_share']:.0%}/{v['answer_line_share']:.0%}/{stated:.0%}/{v['truncated']}"
+
+
 def _evaluate_table(res: dict, benchmark: str) -> Table:
     """`evaluate`'s result for people (`--json FILE` keeps every field for machines)."""
     from silverbullet.stats import wilson
@@ -470,10 +471,8 @@ def _evaluate_table(res: dict, benchmark: str) -> Table:
         t.add_row(f"  {steps} step{'' if str(steps) == '1' else 's'}", f"{acc:.1%}")
     if "fallbacks" in res:
         t.add_row("checker flagged / fell back to the base", f"{res['flagged']} / {res['fallbacks']}")
-    f = res.get("format") or {}
-    if f:
-        shares = "/".join(f"{f[key]:.0%}" for key in ("step_prefix_share", "answer_line_share", "answer_stated_share"))
-        t.add_row("format: steps/ans/any/cut", f"{shares}/{f['truncated']}")
+    if res.get("format"):
+        t.add_row("format: steps/ans/any/cut", _format_shares(res["format"]))
     if res.get("seconds") is not None:
         t.add_row("generation", f"{res['seconds']:.1f} s, {res.get('tokens', 0):,} tokens")
     return t
