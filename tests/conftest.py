@@ -24,6 +24,29 @@ CHATML_TEMPLATE = (
 )
 
 
+def run_main(*args) -> tuple[int | None, str, str]:
+    """`silverbullet.cli.main()` in-process with these arguments (the real entry point, without a new
+    interpreter's start-up); returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+    import sys
+
+    from silverbullet.cli import main
+
+    err, out = io.StringIO(), io.StringIO()
+    old, code = sys.argv, None
+    sys.argv = ["silverbullet", *map(str, args)]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code
+    finally:
+        sys.argv = old
+    return code, out.getvalue(), err.getvalue()
+
+
 def build_char_tokenizer(out_dir: Path, chat: bool = False):
     """A PreTrainedTokenizerFast with one token per character, <s> prepended, </s> as eos. With `chat`,
     also `<|im_start|>`/`<|im_end|>` special tokens and a ChatML chat template."""

@@ -103,27 +103,16 @@ def test_a_reference_field_wins_over_peers(tmp_path: Path) -> None:
     assert s["located_against_peers"] == 0
 
 
-def test_locate_prints_a_table_or_json_and_names_a_gold_solution_passed_as_the_answer(tmp_path, capsys):
+def test_locate_prints_a_table_or_json_and_names_a_gold_solution_passed_as_the_answer(tmp_path):
     """`locate` shows a table (a person reads it), --json FILE writes the summary; a gold *solution* given as the answer
     field loses the dataflow check (test acc_err 0.42 vs 0.71), so the command says so."""
-    import sys
-
-    from silverbullet.cli import main
+    from conftest import run_main
 
     src = write(tmp_path, [json.dumps(ROW), json.dumps({**ROW, "m": ROW["ok"]})])
 
     def run(*args: str) -> tuple[int | None, str, str]:
-        old, code = sys.argv, None
-        sys.argv = ["silverbullet", "locate", "--input", str(src), "--question-field", "question",
-                    "--candidate-field", "m.solution", "--out", str(tmp_path / "o.jsonl"), *args]  # fmt: skip
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code
-        finally:
-            sys.argv = old
-        got = capsys.readouterr()
-        return code, got.out, got.err
+        return run_main("locate", "--input", src, "--question-field", "question", "--candidate-field", "m.solution",
+                        "--out", tmp_path / "o.jsonl", *args)  # fmt: skip
 
     code, out, err = run("--answer-field", "ground_truth")
     assert code in (None, 0), err

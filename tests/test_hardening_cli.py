@@ -7,18 +7,16 @@ installed `silverbullet` script as a subprocess to prove the same holds end to e
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_main
 
 from silverbullet.benchmarks.jsonl import data_root
-from silverbullet.cli import app, main
+from silverbullet.cli import app
 from silverbullet.quantize import QuantizeConfig, quantize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,21 +25,10 @@ EXE = ROOT / ".venv" / "bin" / "silverbullet"
 _GSM8K_SPLIT_NEEDLE = "nope" if (data_root() / "gsm8k").is_dir() else "SILVERBULLET_DATA"
 
 
-def cli(*args) -> tuple[int, str]:
-    """Run main() with these arguments; returns (exit code, stderr)."""
-    err, out = io.StringIO(), io.StringIO()
-    old = sys.argv
-    sys.argv = ["silverbullet", *map(str, args)]
-    code = None
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-            try:
-                main()
-            except SystemExit as e:
-                code = e.code
-    finally:
-        sys.argv = old
-    return code, err.getvalue()
+def cli(*args) -> tuple[int | None, str]:
+    """Run main() in-process with these arguments; returns (exit code, stderr)."""
+    code, _, err = run_main(*args)
+    return code, err
 
 
 def assert_one_error(code, stderr: str, *needles: str) -> None:
