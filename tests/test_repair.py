@@ -653,16 +653,12 @@ def test_no_examples_says_why(tmp_path):
     """More problems help only where the reference solves some: a reference at 0% is named instead."""
     from silverbullet.repair.pipeline import _no_examples
 
-    def summary(k_ref: int, flips: int) -> Path:
-        d = tmp_path / f"r{k_ref}-{flips}"
-        d.mkdir()
-        s = {"n": 40, "benchmark": "gsm8k", "split": "train", "correct": {"reference": k_ref, "quantized": 0},
-             "flips": {"ref_right_quant_wrong": flips}}  # fmt: skip
-        (d / "summary.json").write_text(json.dumps(s))
-        return d
+    def summary(k_ref: int, flips: int) -> dict:
+        return {"n": 40, "benchmark": "gsm8k", "split": "train", "correct": {"reference": k_ref, "quantized": 0},
+                "flips": {"ref_right_quant_wrong": flips}}  # fmt: skip
 
-    msg = _no_examples(summary(0, 0))
+    msg = _no_examples(tmp_path, summary(0, 0))
     assert "reference model solves none of the 40 problems of gsm8k/train" in msg and "--reference" in msg
-    msg = _no_examples(summary(30, 0))
+    msg = _no_examples(tmp_path, summary(30, 0))
     assert "0 of 40 problems flipped" in msg and "--repair-limit" in msg
-    assert "--repair-limit" in _no_examples(tmp_path / "missing")
+    assert "--repair-limit" in _no_examples(tmp_path, {})

@@ -252,7 +252,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         **_prompt_fields(cfg),
     )
     log(f"diagnosing {cfg.repair_limit} problems of the {split_name} split (repair data)")
-    run_diagnose(rcfg)
+    split_summary = run_diagnose(rcfg)
 
     # 2. the Silver Bullet sets: first-fault pairs (DPO) and the SFT rows (`sft_data`)
     repair_dir = out / "repair-split"
@@ -291,7 +291,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     else:
         used = sft + [p for p in pairs if p["problem_id"] not in {r["problem_id"] for r in sft}]
     if not used or (method == "sft+dpo" and not pairs):
-        raise UserError(_no_examples(repair_dir))
+        raise UserError(_no_examples(repair_dir, split_summary))
     eval_questions = {p.question for p in problems}
     assert_disjoint(sft, eval_questions)
     assert_disjoint(pairs, eval_questions)
@@ -534,20 +534,18 @@ def _gen(row: dict) -> Generation:
     return Generation(**{k: row.get(k) for k in Generation.__dataclass_fields__})
 
 
-def _no_examples(repair_dir: Path) -> str:
-    """Why the repair split gave no examples, and what would help: more problems only help when the
-    reference model solves some and the quantized model fails some of those."""
+def _no_examples(repair_dir: Path, s: dict) -> str:
+    """Why the repair split (summary `s`) gave no examples, and what would help: more problems only
+    help when the reference model solves some and the quantized model fails some of those."""
     head = f"no usable repair examples in {repair_dir}"
     try:
-        s = json.loads((repair_dir / "summary.json").read_text())
         n, k_ref, flips = s["n"], s["correct"]["reference"], s["flips"]["ref_right_quant_wrong"]
-        where = f"{s['benchmark']}/{s['split']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return f"{head}; diagnose more problems (--repair-limit)"
     if k_ref == 0:
         return (
-            f"{head}: the reference model solves none of the {n} problems of {where}, and the examples are "
-            "its right steps; bring a reference model that solves the task (--reference)"
+            f"{head}: the reference model solves none of the {n} problems of {s.get('benchmark')}/"
+            f"{s.get('split')}, and the examples are its right steps; bring a reference model that solves "
+            "the task (--reference)"
         )
     return f"{head}: {flips} of {n} problems flipped (reference right, quantized wrong); diagnose more (--repair-limit)"
-
