@@ -219,6 +219,8 @@ def print_summary(s: dict) -> None:
     fmt = s.get("format") or {}
     if fmt.get("reference") and fmt.get("quantized"):
         t.add_row("format: steps/ans/any/cut", _format_shares(fmt["reference"]), _format_shares(fmt["quantized"]))
+        if fmt["reference"].get("thinking") or fmt["quantized"].get("thinking"):
+            t.add_row("thinking: length/unfinished", _thinking_cell(fmt["reference"]), _thinking_cell(fmt["quantized"]))
     p = s.get("prompt") or {}
     if p.get("format"):
         t.title += f", prompt {p['format']}"
@@ -456,6 +458,16 @@ def _format_shares(v: dict) -> str:
     return f"{v['step_prefix_share']:.0%}/{v['answer_line_share']:.0%}/{stated:.0%}/{v['truncated']}"
 
 
+def _thinking_cell(v: dict) -> str:
+    """Reasoning traces in one cell: mean length (tokens where known, else characters) / how many
+    never closed (the model ran out of tokens thinking)."""
+    th = v.get("thinking")
+    if not th:
+        return "-"
+    size = f"{th['mean_tokens']:,.0f} tok" if th.get("mean_tokens") is not None else f"{th['mean_chars']:,.0f} chars"
+    return f"{size}/{th['unfinished']}"
+
+
 def _evaluate_table(res: dict, benchmark: str) -> Table:
     """`evaluate`'s result for people (`--json FILE` keeps every field for machines)."""
     from silverbullet.stats import wilson
@@ -473,6 +485,8 @@ def _evaluate_table(res: dict, benchmark: str) -> Table:
         t.add_row("checker flagged / fell back to the base", f"{res['flagged']} / {res['fallbacks']}")
     if res.get("format"):
         t.add_row("format: steps/ans/any/cut", _format_shares(res["format"]))
+        if res["format"].get("thinking"):
+            t.add_row("thinking: length/unfinished", _thinking_cell(res["format"]))
     if res.get("seconds") is not None:
         t.add_row("generation", f"{res['seconds']:.1f} s, {res.get('tokens', 0):,} tokens")
     return t

@@ -32,6 +32,7 @@ from silverbullet.grading import is_correct
 from silverbullet.measure import read_jsonl_rows, write_rows
 from silverbullet.prompting import extract_answer
 from silverbullet.records import Generation, Problem, to_dict
+from silverbullet.segmentation import with_opener
 
 TAGS = ("reference", "quantized")
 
@@ -76,8 +77,8 @@ def _problems(pairing: Pairing, ref: SampleSet, quant: SampleSet, cfg: DiagnoseC
         pid = bp.id if bp else f"{source}-{a.id}" if pairing.by == "id" else f"{source}-q{question_hash(question)}"
         meta = dict(bp.meta) if bp else {}
         meta.update(lines={"reference": a.line, "quantized": b.line})
-        if a.prompt:
-            meta["prompt"] = a.prompt
+        if a.prompt:  # as the generations store it: a trace's opening tag goes with the text
+            meta["prompt"] = with_opener(a.prompt, "", None)[0]
         out.append(
             Problem(
                 id=pid,
@@ -95,17 +96,18 @@ def _problems(pairing: Pairing, ref: SampleSet, quant: SampleSet, cfg: DiagnoseC
 
 
 def _generation(p: Problem, row: SampleRow, tag: str) -> Generation:
-    answer = extract_answer(row.text)
+    _, text, ends = with_opener(row.prompt, row.text, row.token_ends)
+    answer = extract_answer(text)
     return Generation(
         problem_id=p.id,
         model=tag,
-        text=row.text,
+        text=text,
         answer=answer,
         correct=is_correct(answer, p.answer, p.meta.get("grading", "numeric")),
         n_tokens=row.n_tokens,
         seconds=0.0,
         margins=row.margins,
-        token_ends=row.token_ends,
+        token_ends=ends,
     )
 
 
@@ -211,11 +213,11 @@ def _samples_summary(summary, cfg, sets, pairing, problems, pairs, gens, run_cfg
     summary["source"] = "samples"
     for tag, s in sets.items():
         summary["models"][tag]["samples"] = str(s.path)
-    margins_have = {
-        tag: sum(gens[tag][p.id].margins is not None for p in problems) for tag in TAGS
+    margins_have = {tag: sum(gens[tag][p.id].margins is not None for p in problems) for tag in TAGS}
+    own = {
+        tag: own_score_agreement([pr[i] for pr in pairs], [gens[tag][p.id] for p in problems])
+        for i, tag in enumerate(TAGS)
     }
-    own = {tag: own_score_agreement([pr[i] for pr in pairs], [gens[tag][p.id] for p in problems])
-           for i, tag in enumerate(TAGS)}
     summary["samples"] = {
         "format": {tag: s.format for tag, s in sets.items()},
         "task": sets["reference"].task,
@@ -237,7 +239,12 @@ def _samples_summary(summary, cfg, sets, pairing, problems, pairs, gens, run_cfg
     else:
         m["status"] = "from the files and the reference model"
     c = summary["confirmation"]
-    c["status"] = "run" if run_cfg.confirm else (
-        "not run: causal confirmation needs the quantized model; pass --quantized MODEL"
-        if cfg.confirm else "not run: --no-confirm"
+    c["status"] = (
+        "run"
+        if run_cfg.confirm
+        else (
+            "not run: causal confirmation needs the quantized model; pass --quantized MODEL"
+            if cfg.confirm
+            else "not run: --no-confirm"
+        )
     )

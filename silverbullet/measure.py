@@ -22,6 +22,7 @@ from silverbullet.grading import is_correct
 from silverbullet.prompting import build_prompt, extract_answer
 from silverbullet.prompting.formats import compliance
 from silverbullet.records import Generation, Problem, to_dict
+from silverbullet.segmentation import with_opener
 
 
 def read_jsonl_rows(path: Path) -> list[dict]:
@@ -102,9 +103,7 @@ def measure(
     # Longest prompts first across the whole run, not per chunk: a batch decodes until its longest
     # solution ends, and prompt length predicts solution length, so similar rows share a batch
     # (200 reference-task problems: 27 s in problem order, 18 s sorted, on 2 CPU cores).
-    todo = sorted(
-        ((p, render(p.question)) for p in problems if p.id not in done), key=lambda pp: -len(pp[1])
-    )
+    todo = sorted(((p, render(p.question)) for p in problems if p.id not in done), key=lambda pp: -len(pp[1]))
     total = len(problems)
     if on_progress:
         on_progress(total - len(todo), total)
@@ -114,17 +113,18 @@ def measure(
         outs = generator.generate(prompts, config)
         rows = []
         for p, o, prompt in zip(batch, outs, prompts):
-            answer = extract_answer(o.text)
+            prompt, text, ends = with_opener(prompt, o.text, o.token_ends)
+            answer = extract_answer(text)
             g = Generation(
                 problem_id=p.id,
                 model=generator.tag,
-                text=o.text,
+                text=text,
                 answer=answer,
                 correct=is_correct(answer, p.answer, p.meta.get("grading", "numeric")),
                 n_tokens=o.n_tokens,
                 seconds=round(o.seconds, 4),
                 margins=[round(m, 4) for m in o.margins] if o.margins is not None else None,
-                token_ends=o.token_ends,
+                token_ends=ends,
                 prompt=prompt,
             )
             rows.append(to_dict(g))

@@ -23,6 +23,7 @@ from silverbullet.check import SCHEMA, _paired_counts, compare_baseline, load_su
 from silverbullet.errors import UserError
 from silverbullet.measure import read_jsonl_rows
 from silverbullet.prompting import STEP_PREFIX_RE, parse_solution
+from silverbullet.segmentation import segment
 
 ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
 # Provenance kinds of whole-solution rows in the repair sets (repair/dataset.py), after the fault types.
@@ -180,6 +181,10 @@ def _generations(rows: list[tuple[str, Path, dict[str, Any]]], order: dict[str, 
     }
     for k in format_compliance(""):
         cols[k] = _col([f[k] for f in fmt], "Int64" if k == "n_steps" else "boolean", path, k)
+    traces = [segment(r.get("text") or "") for _, _, r in rows]  # reasoning traces (segmentation)
+    spans = [t.thinking_span for t in traces]
+    cols["thinking_chars"] = _col([sp[1] - sp[0] if sp else None for sp in spans], "Int64", path, "text")
+    cols["thinking_unfinished"] = pd.array([t.thinking_unfinished for t in traces], dtype="boolean")
     cols["has_margins"] = pd.array([s[0] is not None for s in stats], dtype="boolean")
     cols["mean_margin"] = _col([s[0] for s in stats], "Float64", path, "margins")
     cols["min_margin"] = _col([s[1] for s in stats], "Float64", path, "margins")

@@ -19,6 +19,15 @@ Answers: the first answer line (`The answer is`, `####`, `A:`, `Final answer:`, 
 `\\boxed{}`, else the last "the answer is X". A last free-form step with no computation that states
 the answer ("Therefore, the answer is $\\boxed{9}$.") is the answer statement, not a step.
 
+Reasoning models (DeepSeek-R1 distills, QwQ, Qwen3) think first: `<think> ... </think>`, then the
+response. The trace explores and corrects itself ("48 + 24 = 73? No, 72"), so it is not a solution:
+steps and answer come from the response after the last `</think>`, and the trace is only located
+(`thinking_span`). A bare `</think>` (the chat template opened the block in the prompt) closes a trace
+that starts at the text's beginning; a block that never closes is an unfinished trace: no steps and no
+answer, as a grader that reads the response sees it. Where the prompt opened the block and the model
+never closed it, the text carries no tag at all; the generation layer then puts the prompt's opening
+tag at the head of the text (`thinking_opener`), so the text alone always says where the trace is.
+
 Spans never lose text: between consecutive step spans there is only whitespace. Everything is one
 linear scan with bounded regexes, so hostile input is answered fast.
 """
@@ -26,7 +35,7 @@ linear scan with bounded regexes, so hostile input is answered fast.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MAX_SOLUTION_CHARS = 100_000
 ANSWER_PREFIX = "The answer is:"
@@ -46,6 +55,9 @@ _INLINE_ANSWER_RE = re.compile(r"\banswer is\s*[:：]?\s*([^\n]{0,200})", re.IGN
 _LIST_MARKER_RE = re.compile(r"^\s*(?:[-*\u2022+]|\d{1,3}[.)]|[a-z][.)])\s+")
 
 STEPS, FREE = "steps", "free"
+# (opening, closing) tags of a reasoning trace: DeepSeek-R1 / QwQ / Qwen3 / Phi-4-reasoning, Magistral.
+THINK_TAGS = (("<think>", "</think>"), ("[THINK]", "[/THINK]"))
+_MAX_OPENER_CHARS = 64  # a prompt's opening tag and the whitespace after it, nothing longer
 
 
 @dataclass(frozen=True)
@@ -60,14 +72,68 @@ class Segmentation:
     answer_span: tuple[int, int] | None  # where the answer statement is (line, sentence or \boxed)
     has_answer_line: bool  # an explicit answer statement: answer line, or a closing answer sentence
     style: str  # "steps" | "free"
+    thinking_span: tuple[int, int] | None = None  # the reasoning trace's text, tags excluded
+    thinking_unfinished: bool = False  # a trace that never closed: no response, so no steps or answer
+
+
+# --------------------------------------------------------------------------- reasoning traces
+
+
+def thinking_split(text: str) -> tuple[tuple[int, int] | None, int | None]:
+    """(trace span, where the response starts). No trace: (None, 0). A trace that never closed:
+    (its span, None). The last closing tag ends the trace; an opening tag before it starts it."""
+    for open_tag, close_tag in THINK_TAGS:
+        c = text.rfind(close_tag)
+        if c >= 0:
+            o = text.find(open_tag, 0, c)
+            return ((o + len(open_tag)) if o >= 0 else 0, c), c + len(close_tag)
+        o = text.find(open_tag)
+        if o >= 0:
+            return (o + len(open_tag), len(text)), None
+    return None, 0
+
+
+def open_thinking_tag(prompt: str) -> str:
+    """The opening tag of a reasoning trace that `prompt` ends inside (the completion continues the
+    trace), else "". Generation must not stop at an answer line before the trace closes."""
+    if not isinstance(prompt, str):
+        return ""
+    for open_tag, close_tag in THINK_TAGS:
+        o = prompt.rfind(open_tag)
+        if o >= 0 and prompt.find(close_tag, o) < 0:
+            return open_tag
+    return ""
+
+
+def thinking_opener(prompt: str) -> str:
+    """The opening tag a prompt ends inside ("<think>\n", from R1-style chat templates), else "".
+    The generation layer moves it to the head of the completion (see the module docstring)."""
+    tail = prompt[-_MAX_OPENER_CHARS:] if isinstance(prompt, str) else ""
+    for open_tag, close_tag in THINK_TAGS:
+        o = tail.rfind(open_tag)
+        if o >= 0 and close_tag not in tail[o:] and not tail[o + len(open_tag) :].strip():
+            return tail[o:]
+    return ""
+
+
+def with_opener(prompt: str | None, text: str, ends: list[int] | None) -> tuple[str | None, str, list[int] | None]:
+    """(prompt, text, token ends) with a reasoning trace's opening tag moved from the prompt's end to
+    the text's head (token ends shift with it): R1-style chat templates open `<think>` in the prompt,
+    and a trace the model never closed would otherwise read as a solution (the module docstring).
+    prompt + text is unchanged, so a prefix of the text still continues the stored prompt."""
+    opener = thinking_opener(prompt) if prompt else ""
+    if not opener:
+        return prompt, text, ends
+    shifted = [e + len(opener) for e in ends] if ends is not None else None
+    return prompt[: len(prompt) - len(opener)], opener + text, shifted
 
 
 # --------------------------------------------------------------------------- answers
 
 
-def boxed_span(text: str) -> tuple[int, int] | None:
-    """Span of the content of the last \\boxed{...} (balanced braces), or None."""
-    start = text.rfind("\\boxed")
+def boxed_span(text: str, lo: int = 0) -> tuple[int, int] | None:
+    """Span of the content of the last \\boxed{...} (balanced braces) at or after `lo`, or None."""
+    start = text.rfind("\\boxed", lo)
     if start < 0:
         return None
     i = text.find("{", start, start + 12)
@@ -116,10 +182,11 @@ def match_answer_line(line: str) -> str | None:
 _NL_RE = re.compile(r"\r\n|\r|\n")
 
 
-def _lines(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every line, newline excluded ('\\r\\n', '\\r' and '\\n' all end a line)."""
-    out, pos = [], 0
-    for m in _NL_RE.finditer(text):
+def _lines(text: str, lo: int = 0) -> list[tuple[int, int]]:
+    """(start, end) of every line from `lo`, newline excluded ('\\r\\n', '\\r' and '\\n' all end a
+    line)."""
+    out, pos = [], lo
+    for m in _NL_RE.finditer(text, lo):
         out.append((pos, m.start()))
         pos = m.end()
     out.append((pos, len(text)))
@@ -129,11 +196,19 @@ def _lines(text: str) -> list[tuple[int, int]]:
 def segment(text: str) -> Segmentation:
     """Cut `text` into steps (see the module docstring); never raises on odd text."""
     text = text[:MAX_SOLUTION_CHARS] if isinstance(text, str) else ""
+    trace, lo = thinking_split(text)
+    if lo is None:  # still thinking when the text ends: nothing to grade or check
+        return Segmentation((), (), (), None, None, False, FREE, trace, True)
+    seg = _segment(text, lo)
+    return seg if trace is None else replace(seg, thinking_span=trace)
+
+
+def _segment(text: str, lo: int) -> Segmentation:
     lines: list[tuple[int, int]] = []
     answer: str | None = None
     answer_at: tuple[int, int] | None = None
     stepped = False
-    for a, b in _lines(text):
+    for a, b in _lines(text, lo):
         line = text[a:b]
         if not line.strip():
             continue
@@ -151,14 +226,14 @@ def segment(text: str) -> Segmentation:
         steps = tuple(STEP_PREFIX_RE.sub("", r, count=1).strip() for r in raw)
         has_line = answer_at is not None
         if answer_at is None:
-            answer_at = boxed_span(text)
+            answer_at = boxed_span(text, lo)
             answer = None if answer_at is None else text[answer_at[0] : answer_at[1]].strip()
         return Segmentation(spans, steps, raw, answer, answer_at, has_line, STEPS)
     # free style: the region before the answer line (after a leading "Question:" line)
     if not lines:
-        return _finish(text, [], answer, answer_at)
+        return _finish(text, [], answer, answer_at, lo=lo)
     spans, stated = _free_spans(text, lines[0][0], lines[-1][1])
-    return _finish(text, spans, answer, answer_at, stated)
+    return _finish(text, spans, answer, answer_at, stated, lo)
 
 
 def _finish(
@@ -167,6 +242,7 @@ def _finish(
     answer: str | None,
     answer_at: tuple[int, int] | None,
     stated: tuple[int, int] | None = None,
+    lo: int = 0,
 ) -> Segmentation:
     has_line = answer_at is not None
     if answer_at is None:
@@ -174,12 +250,12 @@ def _finish(
             stated, spans = spans[-1], spans[:-1]  # "**Final Answer**\n\\[\\boxed{9}\\]"
         if stated is not None:  # the closing answer statement is not a step
             answer_at, has_line = stated, True
-        bx = boxed_span(text)
+        bx = boxed_span(text, lo)
         if bx is not None:
             answer = text[bx[0] : bx[1]].strip()
             answer_at = answer_at or bx
         else:
-            m = _last(_INLINE_ANSWER_RE.finditer(text))
+            m = _last(_INLINE_ANSWER_RE.finditer(text, lo))
             if m is not None:
                 answer = clean_answer(re.split(r"(?<=[^\d\s])\.(?:\s|$)|\.\s", m.group(1), maxsplit=1)[0])
                 answer_at = answer_at or (m.start(1), m.end(1))

@@ -232,6 +232,11 @@ def test_nan_free_margins(prompts, vllm_ref):
     assert sys.modules.get("vllm") is not None
 
 
+# A reasoning trace the prompt opened, with an answer line inside it: the stop must wait for `</think>`.
+THINK_PROMPT = "Question: think 6\n<think>\n"
+THINK_TEXT = "The answer is: 5\nNo: 3 + 3 = 6.\n</think>\nStep 1: 3 + 3 = 6.\nThe answer is: 6\nchatter xx"
+
+
 def _train_chatterer(out: Path) -> str:
     """A one-layer Llama (head_dim 64, which vLLM's CPU attention supports) overfitted to keep writing
     after its answer line: only the answer-line stop can end it early."""
@@ -239,12 +244,16 @@ def _train_chatterer(out: Path) -> str:
 
     prompt, text = "Question: double 4\n", "Step 1: 4 * 2 = 8.\nThe answer is: 8\nStep 2: and more chatter here\nxx"
     model, tok = build_tiny_llama(out, hidden=128, layers=1, init=0.02)  # 2 heads of 64
-    ids = torch.tensor([tok(prompt + text)["input_ids"]])
+    rows = [tok(t)["input_ids"] for t in (prompt + text, THINK_PROMPT + THINK_TEXT)]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    labels = torch.tensor([r + [-100] * (width - len(r)) for r in rows])
+    att = (labels != -100).long()
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(400):
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = model(input_ids=ids, attention_mask=att, labels=labels).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -262,9 +271,9 @@ def chatterer(tmp_path_factory, vllm_ref) -> dict:
     d = tmp_path_factory.mktemp("chatterer")
     prompt = _train_chatterer(d)
     cfg = GenerationConfig(max_new_tokens=120, margins=True)
-    hf = HFGenerator(d, tag="c", device="cpu").generate([prompt], cfg)[0]
+    hf, hf_think = HFGenerator(d, tag="c", device="cpu").generate([prompt, THINK_PROMPT], cfg)
     gen = create(d, tag="c")
-    yield {"prompt": prompt, "cfg": cfg, "hf": hf, "gen": gen}
+    yield {"prompt": prompt, "cfg": cfg, "hf": hf, "hf_think": hf_think, "gen": gen}
     gen.close()
 
 
@@ -285,11 +294,13 @@ def test_sampling_is_seeded_per_prompt(chatterer):
 
 
 def test_stops_after_answer_line_like_hf(chatterer):
-    gen, prompt, h = chatterer["gen"], chatterer["prompt"], chatterer["hf"]
+    gen, prompt, h, h_think = chatterer["gen"], chatterer["prompt"], chatterer["hf"], chatterer["hf_think"]
     try:
-        v = gen.generate([prompt], chatterer["cfg"])[0]
+        v, v_think = gen.generate([prompt, THINK_PROMPT], chatterer["cfg"])
         params = gen.sampling_params(chatterer["cfg"])
         raw_ids, _ = gen.engine.generate([gen._prompt_ids(prompt)], params, False, False)[0]
+        think_params = gen.sampling_params(chatterer["cfg"], "<think>")
+        raw_think, _ = gen.engine.generate([gen._prompt_ids(THINK_PROMPT)], think_params, False, False)[0]
     finally:
         gen.close()  # the last test to use it: its busy loop would slow the rest of the suite
     assert h.text == "Step 1: 4 * 2 = 8.\nThe answer is: 8\n"
@@ -297,6 +308,10 @@ def test_stops_after_answer_line_like_hf(chatterer):
     assert v.margins == pytest.approx(h.margins, abs=1e-3)
     # the engine itself stopped: the answer line's tokens plus the forced eos, not 120 tokens
     assert len(raw_ids) == v.n_tokens + 1 and raw_ids[-1] == gen.tokenizer.eos_token_id
+    # a trace the prompt opened: the answer line inside it does not stop the engine, the response's does
+    assert h_think.text == THINK_TEXT[: THINK_TEXT.index("chatter")]
+    assert v_think.text == h_think.text and v_think.token_ends == h_think.token_ends
+    assert len(raw_think) == v_think.n_tokens + 1 and raw_think[-1] == gen.tokenizer.eos_token_id
 
 
 def test_lora_adapter_matches_hf_merged(tmp_path_factory, prompts, hf_outputs):

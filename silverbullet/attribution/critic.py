@@ -17,7 +17,7 @@ from typing import Any
 from silverbullet.attribution.judge import combine
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator
-from silverbullet.segmentation import segment
+from silverbullet.segmentation import segment, thinking_split
 
 RULES = ("earlier", "fallback", "judge", "checker")
 DEFAULT_RULE = "earlier"
@@ -58,9 +58,14 @@ def critic_prompt(question: str, steps: Sequence[str], answer: str | None = None
 
 
 def parse_verdict(reply: str, n_steps: int) -> CriticVerdict:
-    """The last `\\boxed{...}` of the reply, read as an integer and nothing else."""
+    """The last `\\boxed{...}` of the reply, read as an integer and nothing else. A reasoning judge's
+    trace (`<think>...</think>`) only deliberates: the verdict is read after it, and a trace that
+    never closed gives none."""
     tail = reply[-REPLY_KEEP:]
-    boxes = _BOXED.findall(reply)
+    _, start = thinking_split(reply)
+    if start is None:
+        return CriticVerdict(None, "unparsed", tail)
+    boxes = _BOXED.findall(reply, start)
     if not boxes or not _INT.fullmatch(boxes[-1].strip()):
         return CriticVerdict(None, "unparsed", tail)
     k = int(boxes[-1].strip())

@@ -421,7 +421,8 @@ def _blame_end(
         found.type = tx.REASONING
         return True
     if not steps:
-        found.evidence = {"check": "no_steps"}
+        # a reasoning trace that never closed has no response: the model ran out of tokens thinking
+        found.evidence = {"check": "unfinished_thinking" if cand.thinking_unfinished else "no_steps"}
         found.type = tx.REASONING
         return True
     ref_values = {v for r in ref.steps for v in r.values} if ref else set()

@@ -76,6 +76,7 @@ class ParsedSteps:
     has_answer_line: bool
     spans: tuple[tuple[int, int], ...] = ()
     style: str = "steps"  # "steps" (Step k: lines) | "free" (segmented free-form text)
+    thinking_unfinished: bool = False  # a reasoning trace that never closed (segmentation)
 
 
 # --------------------------------------------------------------------------- lexing a line
@@ -244,9 +245,7 @@ def _prose_against_annotation(text_eqs: list[Equation], ann_eqs: list[Equation],
     annotation computes or writes. "11 < 30 / 11 = <<11=11>>11" claims 30/11 = 11; "2*1 = <<3*2=6>>6"
     writes one computation and does another. On the GSM8K solutions corpus: 46 lines in wrong
     answers, 2 in right ones (both false claims too)."""
-    computed = {
-        ev.value for e in ann_eqs for ev in (e.lhs_eval, e.rhs_eval) if ev.ok and ev.value is not None
-    }
+    computed = {ev.value for e in ann_eqs for ev in (e.lhs_eval, e.rhs_eval) if ev.ok and ev.value is not None}
     flat = _squash(visible)
     kept = []
     for e in text_eqs:
@@ -294,9 +293,7 @@ def _math_view(line: str) -> str:
 # --------------------------------------------------------------------------- public API
 
 _WORD_RE = re.compile(r"[a-z]+", re.ASCII)
-_STOP = frozenset(
-    "a an the of to and so is are was were in for on at it he she they his her this that".split()
-)
+_STOP = frozenset("a an the of to and so is are was were in for on at it he she they his her this that".split())
 
 
 @lru_cache(maxsize=32_768)
@@ -348,7 +345,13 @@ def parse_steps(text: str) -> ParsedSteps:
     seg = segment(text if isinstance(text, str) else "")
     steps = tuple(analyse_step(s, i) for i, s in enumerate(seg.steps[:MAX_STEPS]))
     return ParsedSteps(
-        steps, seg.answer, parse_number(seg.answer), seg.has_answer_line, seg.spans[:MAX_STEPS], seg.style
+        steps,
+        seg.answer,
+        parse_number(seg.answer),
+        seg.has_answer_line,
+        seg.spans[:MAX_STEPS],
+        seg.style,
+        seg.thinking_unfinished,
     )
 
 

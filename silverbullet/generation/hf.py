@@ -33,6 +33,7 @@ from silverbullet.generation.loading import (
 )
 from silverbullet.generation.static_decode import RowStop, StaticDecoder, supports_static_decode
 from silverbullet.prompting import ANSWER_LINE_RES
+from silverbullet.segmentation import open_thinking_tag, thinking_split
 
 # Static-cache lengths are rounded up to this many tokens (each new length compiles the decode again).
 COMPILE_CACHE_BUCKET = 128
@@ -78,9 +79,15 @@ def add_special_tokens_for(tokenizer: Any, prompts: Sequence[str]) -> bool:
     return not (bos and prompts and all(p.startswith(bos) for p in prompts))
 
 
-def answer_line_end(text: str) -> int | None:
-    """Char offset just past the first complete answer line (its newline included), else None."""
-    start = 0
+def answer_line_end(text: str, open_tag: str = "") -> int | None:
+    """Char offset just past the first complete answer line (its newline included), else None.
+    A reasoning trace's lines do not count ("The answer is: 7" while thinking is not the answer):
+    only the response after it is searched. `open_tag`: the prompt left a trace open
+    (`segmentation.open_thinking_tag`), so the text starts inside it."""
+    _, start = thinking_split(open_tag + text)
+    if start is None:
+        return None
+    start = max(start - len(open_tag), 0)
     while True:
         nl = text.find("\n", start)
         if nl < 0:
@@ -90,11 +97,11 @@ def answer_line_end(text: str) -> int | None:
         start = nl + 1
 
 
-def cut_after_answer(text: str) -> str:
+def cut_after_answer(text: str, open_tag: str = "") -> str:
     """Drop what follows the answer line. Like `prompting.truncate_after_answer`, but it keeps the
     text a prefix of what was generated (no re-stripping), so token offsets stay valid. An answer
     line the model never ended (it hit max_new_tokens) is kept as written."""
-    end = answer_line_end(text)
+    end = answer_line_end(text, open_tag)
     return text if end is None else text[:end]
 
 
@@ -131,7 +138,7 @@ def _newline_mask(tokenizer: Any, size: int) -> Any:
     return mask
 
 
-def _make_answer_stop(tokenizer: Any, prompt_len: int, newline_mask: Any) -> Any:
+def _make_answer_stop(tokenizer: Any, prompt_len: int, newline_mask: Any, open_tags: Sequence[str]) -> Any:
     from transformers import StoppingCriteria
 
     class AnswerLineStop(StoppingCriteria):
@@ -155,26 +162,28 @@ def _make_answer_stop(tokenizer: Any, prompt_len: int, newline_mask: Any) -> Any
                 text = tokenizer.decode(
                     input_ids[row, prompt_len:], skip_special_tokens=True, clean_up_tokenization_spaces=False
                 )
-                if answer_line_end(text) is not None:
+                if answer_line_end(text, open_tags[row]) is not None:
                     self.done[row] = True
             return self.done.clone()
 
     return AnswerLineStop()
 
 
-def row_stop(tokenizer: Any, stop_ids: set[int], newline_ids: frozenset[int]) -> RowStop:
+def row_stop(tokenizer: Any, stop_ids: set[int], newline_ids: frozenset[int], open_tags: Sequence[str] = ()) -> RowStop:
     """The plain path's stopping rule for one row, applied after the fact: keep the tokens before
     the first eos/pad, or up to and including the token that completes an answer line (checked, as
-    `AnswerLineStop` does, only at tokens that hold a newline)."""
+    `AnswerLineStop` does, only at tokens that hold a newline). `open_tags[row]`: that row's prompt
+    left a reasoning trace open."""
 
-    def stop(ids: Sequence[int], start: int) -> int | None:
+    def stop(ids: Sequence[int], start: int, row: int = 0) -> int | None:
+        open_tag = open_tags[row] if row < len(open_tags) else ""
         for k in range(start, len(ids)):
             t = ids[k]
             if t in stop_ids:
                 return k
             if t in newline_ids:
                 text = tokenizer.decode(ids[: k + 1], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                if answer_line_end(text) is not None:
+                if answer_line_end(text, open_tag) is not None:
                     return k + 1
         return None
 
@@ -411,9 +420,10 @@ class HFGenerator:
             add_special_tokens=add_special_tokens_for(tok, prompts),
         ).to(model.device)
         prompt_len = enc["input_ids"].shape[1]
+        tags = [open_thinking_tag(p) for p in prompts]
         if compiled and config.greedy and supports_static_decode(model):
             # the step is compiled where it pays (CUDA graphs); elsewhere, only in tests, it runs eager
-            return self._generate_static(enc, n_real, config, compile=str(model.device).startswith("cuda"))
+            return self._generate_static(enc, n_real, config, tags, compile=str(model.device).startswith("cuda"))
         processors = LogitsProcessorList()
         recorder = None
         if config.margins:
@@ -426,7 +436,7 @@ class HFGenerator:
             processors.append(TemperatureLogitsWarper(config.temperature))
             if config.top_p < 1.0:
                 processors.append(TopPLogitsWarper(config.top_p))
-        stop = StoppingCriteriaList([_make_answer_stop(tok, prompt_len, self._newline_tensor())])
+        stop = StoppingCriteriaList([_make_answer_stop(tok, prompt_len, self._newline_tensor(), tags)])
         t0 = time.perf_counter()
         # no_grad, not inference_mode, around the compiled step: transformers' own compile examples
         # (and bench/scale.py's measured runs) use it; the uncompiled path keeps inference_mode.
@@ -444,10 +454,12 @@ class HFGenerator:
         results = []
         for row, ids in enumerate(seqs):
             n = next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))
-            results.append(self._finish(ids[:n], margins[row][:n] if margins else None, seconds, config))
+            results.append(self._finish(ids[:n], margins[row][:n] if margins else None, seconds, config, tags[row]))
         return results
 
-    def _generate_static(self, enc: Any, n_real: int, config: GenerationConfig, *, compile: bool) -> list[GenOutput]:
+    def _generate_static(
+        self, enc: Any, n_real: int, config: GenerationConfig, tags: Sequence[str], *, compile: bool
+    ) -> list[GenOutput]:
         """Greedy decode through `StaticDecoder` (one compiled step per token, stops checked every
         few steps); the kept tokens are the plain path's (`row_stop` is its stopping rule)."""
         rows, prompt_len = enc["input_ids"].shape
@@ -458,13 +470,13 @@ class HFGenerator:
             decoders.pop(key, None)
             decoders[key] = StaticDecoder(self.model, rows, need, compile=compile)
         t0 = time.perf_counter()
-        stop = row_stop(self.tokenizer, set(self._eos_ids()) | {self.tokenizer.pad_token_id}, self._newline_ids())
+        stop = row_stop(self.tokenizer, set(self._eos_ids()) | {self.tokenizer.pad_token_id}, self._newline_ids(), tags)
         out = decoders[key].decode(
             enc["input_ids"], enc["attention_mask"], config.max_new_tokens, stop, margins=config.margins
         )
         seconds = (time.perf_counter() - t0) / n_real
         return [
-            self._finish(out.tokens[r], out.margins[r] if out.margins is not None else None, seconds, config)
+            self._finish(out.tokens[r], out.margins[r] if out.margins is not None else None, seconds, config, tags[r])
             for r in range(n_real)
         ]
 
@@ -480,9 +492,9 @@ class HFGenerator:
         return self._newline_id_set
 
     def _finish(
-        self, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig
+        self, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig, open_tag: str = ""
     ) -> GenOutput:
-        return finish_output(self.tokenizer, ids, margins, seconds, config)
+        return finish_output(self.tokenizer, ids, margins, seconds, config, open_tag)
 
     # -- teacher forcing -------------------------------------------------------------------------
     def score(self, prompt: str, continuation: str) -> ScoreOutput:
@@ -553,12 +565,18 @@ def compile_settings(prompt_len: int, max_new_tokens: int) -> dict:
 
 
 def finish_output(
-    tok: Any, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig
+    tok: Any,
+    ids: list[int],
+    margins: list[float] | None,
+    seconds: float,
+    config: GenerationConfig,
+    open_tag: str = "",
 ) -> GenOutput:
     """Decode generated ids and cut after the answer line, keeping the tokens that start before the
-    cut: one rule for every backend, so HF and vLLM outputs compare token for token."""
+    cut: one rule for every backend, so HF and vLLM outputs compare token for token. `open_tag`: the
+    prompt left a reasoning trace open (an answer line inside it is not the end)."""
     full = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    text = cut_after_answer(full)
+    text = cut_after_answer(full, open_tag)
     ends: list[int] | None = None
     n = len(ids)
     if config.margins or len(text) < len(full):

@@ -36,6 +36,17 @@ def base_url(url: str) -> str:
     return u if u.endswith("/v1") else u + "/v1"
 
 
+def with_reasoning(message: dict, content: str) -> str:
+    """A reasoning server's reply as the model wrote it: servers with a reasoning parser (vLLM's
+    `--reasoning-parser`, DeepSeek's API) return the trace apart (`reasoning_content`, or `reasoning`);
+    put it back in `<think>` tags before the response, unclosed when no response came (the model ran
+    out of tokens thinking), so segmentation sees what a local model's text would show."""
+    trace = message.get("reasoning_content") or message.get("reasoning")
+    if not isinstance(trace, str) or not trace.strip():
+        return content
+    return f"<think>\n{trace}\n</think>\n\n{content}" if content.strip() else f"<think>\n{trace}"
+
+
 class OpenAIChatGenerator:
     """Chat completions from an endpoint. `model=None` takes the first model the server lists."""
 
@@ -116,11 +127,13 @@ class OpenAIChatGenerator:
         t0 = time.perf_counter()
         reply = self._request("/chat/completions", body)
         try:
-            text = reply["choices"][0]["message"]["content"] or ""
+            message = reply["choices"][0]["message"]
+            text = message["content"] or ""
         except (KeyError, IndexError, TypeError):
             raise UserError(
                 f"{self.option} {self.url}/chat/completions: the reply has no choices[0].message.content"
             ) from None
+        text = with_reasoning(message, str(text))
         n = (reply.get("usage") or {}).get("completion_tokens") or 0
         return GenOutput(text=str(text), n_tokens=int(n), seconds=time.perf_counter() - t0)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 # A row's stop: given its new tokens so far and where the unseen ones start, how many to keep, or
 # None while it has not stopped.
-RowStop = Callable[[Sequence[int], int], "int | None"]
+RowStop = Callable[[Sequence[int], int, int], "int | None"]  # (row's tokens, checked up to, row index)
 
 
 @dataclass
@@ -119,7 +119,7 @@ class StaticDecoder:
                     for r in range(rows):
                         if ends[r] is None:
                             host[r].extend(new[r])
-                            ends[r] = stop(host[r], checked)
+                            ends[r] = stop(host[r], checked, r)
                     checked = step
                     if step == max_new_tokens or all(e is not None for e in ends):
                         break

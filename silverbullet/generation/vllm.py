@@ -50,12 +50,14 @@ from silverbullet.generation.loading import (
     preflight,
     resolve_device,
 )
+from silverbullet.segmentation import open_thinking_tag
 
 INSTALL_HINT = (
     "the vLLM backend needs vllm: on a CUDA machine `pip install 'silverbullet[vllm]'`; on CPU build "
     "the separate environment with `make vllm-env` (scripts/setup-vllm-env.sh) and run from .venv-vllm"
 )
 _STOP_KEY = "silverbullet_answer_stop"  # SamplingParams.extra_args key that enables AnswerLineStop
+_OPEN_KEY = "silverbullet_open_thinking"  # the trace tag the prompts left open (answer lines wait for its close)
 _PROCESSOR_FQCN = "silverbullet.generation.vllm:AnswerLineStop"
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # ranks vLLM accepts for max_lora_rank
 
@@ -138,12 +140,13 @@ def _answer_stop_class() -> Any:
             eos = (params.extra_args or {}).get(_STOP_KEY)
             if eos is None:
                 return None
+            open_tag = (params.extra_args or {}).get(_OPEN_KEY, "")
             tok, newlines = self.tokenizer, self.newline_ids
 
             def stop(output_ids: list[int], logits: Any) -> Any:
                 if output_ids and output_ids[-1] in newlines:
                     text = tok.decode(output_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-                    if answer_line_end(text) is not None:
+                    if answer_line_end(text, open_tag) is not None:
                         logits = logits.clone().fill_(-math.inf)
                         logits[eos] = 0.0
                 return logits
@@ -314,6 +317,7 @@ class _DataParallelEngine:
 
 
 # -- the generator ---------------------------------------------------------------------------------
+
 
 def weight_only_quantized(path_or_id: str | os.PathLike) -> bool:
     """A local compressed-tensors checkpoint with int weights and unquantized activations (W4A16, W8A16)."""
@@ -540,10 +544,11 @@ class VLLMGenerator:
         return ids
 
     # -- generation --------------------------------------------------------------------------------
-    def sampling_params(self, config: GenerationConfig) -> dict[str, Any]:
+    def sampling_params(self, config: GenerationConfig, open_tag: str = "") -> dict[str, Any]:
         """SamplingParams keywords for a GenerationConfig (neutral except what the config sets).
         Sampling seeds each request with `config.seed`, so a prompt's random draws do not depend on its
-        batch (batch-dependent kernel numerics can still, rarely, change a sampled token)."""
+        batch (batch-dependent kernel numerics can still, rarely, change a sampled token). `open_tag`:
+        the prompts end inside a reasoning trace (`segmentation.open_thinking_tag`)."""
         eos = self._eos_ids()
         sp: dict[str, Any] = {
             "max_tokens": config.max_new_tokens,
@@ -553,7 +558,7 @@ class VLLMGenerator:
             "logprobs": 2 if config.margins else None,
             "skip_special_tokens": True,
             "detokenize": False,  # we decode ourselves, exactly as hf.py does
-            "extra_args": {_STOP_KEY: eos[0]} if eos else None,
+            "extra_args": ({_STOP_KEY: eos[0]} | ({_OPEN_KEY: open_tag} if open_tag else {})) if eos else None,
         }
         if not config.greedy:
             sp["seed"] = config.seed
@@ -565,23 +570,29 @@ class VLLMGenerator:
         if not prompts:
             return []
         prompt_ids = [self._prompt_ids(p) for p in prompts]
-        sp = self.sampling_params(config)
+        tags = [open_thinking_tag(p) for p in prompts]
+        rows: list[Any] = [None] * len(prompts)
         t0 = time.perf_counter()
-        rows = self.engine.generate(prompt_ids, sp, config.margins, config.progress)
+        for tag in dict.fromkeys(tags):  # one engine call per kind of prompt (almost always one)
+            idx = [i for i, t in enumerate(tags) if t == tag]
+            sp = self.sampling_params(config, tag)
+            got = self.engine.generate([prompt_ids[i] for i in idx], sp, config.margins, config.progress)
+            for i, row in zip(idx, got, strict=True):
+                rows[i] = row
         seconds = (time.perf_counter() - t0) / len(prompts)
         stop_ids = set(self._eos_ids()) | {self.tokenizer.pad_token_id}
         outs = []
-        for ids, margins in rows:
+        for (ids, margins), tag in zip(rows, tags, strict=True):
             n = next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))
-            outs.append(self._finish(ids[:n], margins[:n] if margins is not None else None, seconds, config))
+            outs.append(self._finish(ids[:n], margins[:n] if margins is not None else None, seconds, config, tag))
         return outs
 
     continue_from = generate
 
     def _finish(
-        self, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig
+        self, ids: list[int], margins: list[float] | None, seconds: float, config: GenerationConfig, open_tag: str = ""
     ) -> GenOutput:
-        return finish_output(self.tokenizer, ids, margins, seconds, config)
+        return finish_output(self.tokenizer, ids, margins, seconds, config, open_tag)
 
     # -- teacher forcing ---------------------------------------------------------------------------
     def score(self, prompt: str, continuation: str) -> ScoreOutput:

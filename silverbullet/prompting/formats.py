@@ -203,10 +203,16 @@ def make_renderer(settings: PromptSettings, tokenizer: Any, benchmark: str, mode
 
 
 def follows_format(text: str) -> tuple[bool, bool]:
-    """(every reasoning line carries a `Step k:` prefix, there is a `The answer is:` line)."""
+    """(every reasoning line carries a `Step k:` prefix, there is a `The answer is:` line), read in
+    the response: a reasoning trace before it is free thinking, not the format."""
+    from silverbullet.segmentation import thinking_split
+
+    _, start = thinking_split(text)
+    if start is None:
+        return False, False
     lines = []
     answer = False
-    for line in text.split("\n"):
+    for line in text[start:].split("\n"):
         if not line.strip():
             continue
         if ANSWER_LINE_RES[0].match(line):
@@ -220,26 +226,47 @@ def compliance(rows: list[dict], max_new_tokens: int) -> dict:
     """Per model: share of solutions in the step format, share with the format's `The answer is:`
     line, share stating an answer in any form a reader would accept (answer line, `\\boxed{}`,
     `####`, a closing "the answer is" sentence: what free-style solutions have), and how many were cut
-    at the token limit (n_tokens >= max_new_tokens and no answer stated: the model never stopped)."""
+    at the token limit (n_tokens >= max_new_tokens and no answer stated: the model never stopped).
+    Where solutions carry reasoning traces, `thinking`: the share with one, how many never closed, and
+    their mean length (characters; tokens where token offsets were kept)."""
     from silverbullet.segmentation import segment
 
     n = len(rows)
     steps = answers = stated = cut = 0
+    traces: list[int] = []  # trace length in characters, per row with a reasoning trace
+    trace_tokens: list[int] = []
+    unfinished = 0
     for r in rows:
         text = r.get("text") or ""
         s, a = follows_format(text)
-        any_answer = a or segment(text).has_answer_line
+        seg = segment(text)
+        any_answer = a or seg.has_answer_line
         steps += s
         answers += a
         stated += any_answer
         cut += bool(not any_answer and (r.get("n_tokens") or 0) >= max_new_tokens)
-    return {
+        if seg.thinking_span is not None:
+            lo, hi = seg.thinking_span
+            traces.append(hi - lo)
+            unfinished += seg.thinking_unfinished
+            ends = r.get("token_ends")
+            if ends:
+                trace_tokens.append(sum(1 for e in ends if e <= hi))
+    out = {
         "n": n,
         "step_prefix_share": round(steps / n, 4) if n else 0.0,
         "answer_line_share": round(answers / n, 4) if n else 0.0,
         "answer_stated_share": round(stated / n, 4) if n else 0.0,
         "truncated": cut,
     }
+    if traces:  # reasoning models: quantized ones are reported to think longer and to not finish
+        out["thinking"] = {
+            "share": round(len(traces) / n, 4),
+            "unfinished": unfinished,
+            "mean_chars": round(sum(traces) / len(traces), 1),
+            "mean_tokens": round(sum(trace_tokens) / len(trace_tokens), 1) if trace_tokens else None,
+        }
+    return out
 
 
 def format_drop(fmt: dict, wilson) -> list[str]:

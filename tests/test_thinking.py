@@ -1,0 +1,155 @@
+"""Reasoning models: a `<think>` trace before the response (segmentation, generation, locate, stats)."""
+
+from __future__ import annotations
+
+import pytest
+
+from silverbullet.attribution.locate import locate
+from silverbullet.generation.base import GenerationConfig
+from silverbullet.generation.hf import HFGenerator, answer_line_end, cut_after_answer, row_stop
+from silverbullet.generation.openai_api import with_reasoning
+from silverbullet.measure import measure
+from silverbullet.prompting import extract_answer
+from silverbullet.prompting.formats import compliance, follows_format
+from silverbullet.records import Problem
+from silverbullet.segmentation import open_thinking_tag, segment, thinking_opener, with_opener
+
+Q = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
+TRACE = "Okay. 48 / 2 = 24.\nThe answer is: 73\nHmm, 48 + 24 = 73? No, it is 72. \\boxed{73}\n"
+RESPONSE = "In May: $48 / 2 = 24$.\n\nAltogether: $48 + 24 = 72$.\n\nThe final answer is $\\boxed{72}$."
+
+
+def test_steps_and_answer_come_from_the_response_not_the_trace():
+    text = f"<think>\n{TRACE}</think>\n\n{RESPONSE}"
+    s = segment(text)
+    assert s.steps == ("In May: $48 / 2 = 24$.", "Altogether: $48 + 24 = 72$.")
+    assert s.answer == "72"  # not the trace's answer line (73) nor its \boxed{73}
+    assert text[s.thinking_span[0] : s.thinking_span[1]] == "\n" + TRACE
+    assert not s.thinking_unfinished
+    assert all(a >= text.index("</think>") for a, _ in s.spans)  # spans index the whole text
+    # a bare closing tag: the template opened the trace in the prompt
+    bare = f"{TRACE}</think>\n\n{RESPONSE}"
+    assert segment(bare).steps == s.steps and segment(bare).thinking_span == (0, len(TRACE))
+    # Magistral's tags
+    assert segment(f"[THINK]{TRACE}[/THINK]{RESPONSE}").answer == "72"
+
+
+def test_an_unfinished_trace_has_no_steps_and_no_answer():
+    s = segment(f"<think>\n{TRACE}")
+    assert (s.steps, s.answer, s.has_answer_line, s.thinking_unfinished) == ((), None, False, True)
+    assert extract_answer(f"<think>\n{TRACE}") is None  # graded wrong, as a grader of the response would
+    # without a tag it is an ordinary solution (nothing says it is a trace)
+    assert segment(TRACE).answer == "73" and segment(TRACE).thinking_span is None
+
+
+def test_prompt_openers_move_to_the_text():
+    r1 = "<|User|>q<|Assistant|><think>\n"
+    assert thinking_opener(r1) == "<think>\n" and open_thinking_tag(r1) == "<think>"
+    closed = "<|im_start|>assistant\n<think>\n\n</think>\n\n"  # Qwen3 with thinking off
+    assert thinking_opener(closed) == "" and open_thinking_tag(closed) == ""
+    assert thinking_opener("Question: x\n") == ""
+    # a prompt that ends deep inside a trace (a continuation): answer lines must wait, no opener moves
+    deep = r1 + "Let me see, 3 + 4 = 7 and"
+    assert thinking_opener(deep) == "" and open_thinking_tag(deep) == "<think>"
+    prompt, text, ends = with_opener(r1, "abc</think>\nx", [1, 2, 3])
+    assert prompt + text == r1 + "abc</think>\nx" and text.startswith("<think>\n")
+    assert ends == [9, 10, 11]  # still where each token ends in `text`
+    assert with_opener(None, "t", None) == (None, "t", None)
+    assert with_opener("Question: q\n", "t", [1]) == ("Question: q\n", "t", [1])
+
+
+def test_answer_line_stop_waits_for_the_trace_to_close():
+    inside = "Hmm.\nThe answer is: 5\nno, wait\n"
+    assert answer_line_end(inside) is not None  # no trace: the first answer line ends it
+    assert answer_line_end(inside, "<think>") is None  # the prompt opened a trace: keep going
+    assert answer_line_end("<think>\n" + inside) is None  # the text opened it
+    done = inside + "</think>\nStep 1: 3 + 3 = 6.\nThe answer is: 6\nchatter"
+    end = answer_line_end(done, "<think>")
+    assert done[:end].endswith("</think>\nStep 1: 3 + 3 = 6.\nThe answer is: 6\n")
+    assert cut_after_answer(done, "<think>") == done[:end]
+
+
+def test_locate_checks_the_response_only():
+    text = f"<think>\n{TRACE}</think>\n\n{RESPONSE}"
+    a = locate(Q, text, None, "72")
+    assert a.first_faulty_step is None, a.evidence  # the trace's corrected slip is not a fault
+    wrong = text.replace("= 72$", "= 73$").replace("{72}", "{73}")
+    a = locate(Q, wrong, None, "72")
+    assert (a.first_faulty_step, a.error_type) == (1, "execution")
+    a = locate(Q, f"<think>\n{TRACE}", None, "72")
+    assert (a.first_faulty_step, a.error_type, a.evidence) == (None, "reasoning", {"check": "unfinished_thinking"})
+
+
+def test_format_and_thinking_stats():
+    step = "Step 1: 3 + 3 = 6.\nThe answer is: 6\n"
+    assert follows_format(f"<think>\nfree thoughts\n</think>\n{step}") == (True, True)
+    assert follows_format("<think>\nStep 1: 1 + 1 = 2.\nThe answer is: 2\n") == (False, False)
+    rows = [
+        {"text": f"<think>\n1234567</think>\n{step}", "n_tokens": 40, "token_ends": list(range(1, 41))},
+        {"text": "<think>\n123", "n_tokens": 12, "token_ends": list(range(1, 13))},
+        {"text": step, "n_tokens": 20},
+    ]
+    c = compliance(rows, max_new_tokens=12)
+    assert c["thinking"] == {"share": 0.6667, "unfinished": 1, "mean_chars": 6.0, "mean_tokens": 13.0}
+    assert c["truncated"] == 1 and c["answer_stated_share"] == 0.6667
+    assert "thinking" not in compliance(rows[2:], 12)  # no traces: the summary keeps its old keys
+
+
+def test_cells_for_people():
+    from silverbullet.cli import _thinking_cell
+
+    assert _thinking_cell({"thinking": {"mean_tokens": 1234.4, "mean_chars": 5000, "unfinished": 3}}) == "1,234 tok/3"
+    assert _thinking_cell({"thinking": {"mean_tokens": None, "mean_chars": 5000.0, "unfinished": 0}}) == "5,000 chars/0"
+    assert _thinking_cell({}) == "-"
+
+
+def test_a_reasoning_servers_trace_is_put_back():
+    msg = {"content": "Step 1: 3 + 3 = 6.\nThe answer is: 6", "reasoning_content": "hmm 3+3"}
+    assert segment(with_reasoning(msg, msg["content"])).answer == "6"
+    assert segment(with_reasoning(msg, msg["content"])).thinking_span is not None
+    unfinished = with_reasoning({"content": None, "reasoning": "still going"}, "")
+    assert segment(unfinished).thinking_unfinished
+    assert with_reasoning({"content": "x"}, "x") == "x"
+
+
+# -- a real model: a memorizer whose prompt opens the trace, and whose trace has an answer line --
+
+THINK_PROMPT = "Question: think 6\n<think>\n"
+THINK_COMPLETION = "The answer is: 5\nNo: 3 + 3 = 6.\n</think>\nStep 1: 3 + 3 = 6.\nThe answer is: 6\nchatter xx"
+
+
+@pytest.fixture(scope="module")
+def thinker(tmp_path_factory):
+    from tests.conftest import train_memorizer
+
+    d = tmp_path_factory.mktemp("thinker")
+    train_memorizer(d, [THINK_PROMPT + THINK_COMPLETION])
+    return d
+
+
+def test_generation_goes_on_through_the_trace_and_the_record_carries_the_opener(thinker):
+    g = HFGenerator(thinker, tag="think", device="cpu")
+    cfg = GenerationConfig(max_new_tokens=90, margins=True, batch_size=2)
+    out = g.generate([THINK_PROMPT], cfg)[0]
+    assert out.text == THINK_COMPLETION[: THINK_COMPLETION.index("chatter")]  # cut after the response's line
+    [gen] = measure(g, [Problem("p", "think 6", "6")], cfg, render=lambda q: THINK_PROMPT)
+    assert gen.prompt + gen.text == THINK_PROMPT + out.text
+    assert gen.text.startswith("<think>\n") and gen.answer == "6" and gen.correct
+    assert gen.token_ends[-1] == len(gen.text)
+    # the static decoder's stopping rule, per row
+    tok = g.tokenizer
+    ids = tok(THINK_COMPLETION, add_special_tokens=False)["input_ids"]
+    stop = row_stop(tok, {tok.eos_token_id}, g._newline_ids(), ["<think>", ""])
+    assert tok.decode(ids[: stop(ids, 0, 0)]) == out.text
+    assert tok.decode(ids[: stop(ids, 0, 1)]) == "The answer is: 5\n"  # a row without a trace stops early
+
+
+def test_a_reasoning_judges_verdict_is_read_after_its_trace():
+    from silverbullet.attribution.critic import parse_verdict
+
+    assert parse_verdict("<think>\nmaybe \\boxed{0}? no.\n</think>\nStep 2 is wrong. \\boxed{1}", 3).step == 1
+    assert parse_verdict("<think>\nmaybe \\boxed{0}", 3).status == "unparsed"  # never closed: no verdict
+    assert parse_verdict("plain \\boxed{2}", 3).step == 2
