@@ -11,7 +11,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 GPTQ_SITE ?= .gptq-site
 GPTQ_STAMP := $(GPTQ_SITE)/.installed
 
-.PHONY: setup demo test lint reference reference-chat bench bench-repair throughput vllm-env test-vllm gptq-site test-gptq clean
+.PHONY: setup demo test lint reference reference-chat reference-thinking bench bench-repair throughput vllm-env test-vllm gptq-site test-gptq clean
 
 # What the demo needs (runtime + llm-compressor); the test tools come on top, for `make test` only.
 # pip byte-compiles what it installs (on purpose: where PYTHONDONTWRITEBYTECODE is set, as on CI,
@@ -90,6 +90,12 @@ reference: $(STAMP)
 reference-chat: $(STAMP)
 	$(BIN)/silverbullet reference train-chat --base data/reference-model --out data/reference-chat-model
 	$(BIN)/silverbullet reference eval-chat --model data/reference-chat-model --n 200 --json data/reference-chat-model/eval.json
+
+# The thinking reference model: the chat model trained further to think first (R1-style template that
+# opens <think> in the prompt; a trace with a corrected slip and an answer line, then the response).
+reference-thinking: $(STAMP)
+	$(BIN)/silverbullet reference train-thinking --base data/reference-chat-model --out data/reference-thinking-model
+	$(BIN)/silverbullet reference eval-thinking --model data/reference-thinking-model --n 200 --json data/reference-thinking-model/eval.json
 
 bench: $(STAMP)
 	$(BIN)/python bench/quantization.py

@@ -270,7 +270,7 @@ def profile(gen: HFGenerator, tok, batch: int, new_tokens: int, prompt_tokens: i
         dec = StaticDecoder(gen.model, rows, cache_len, compile=mode == "compiled")
 
         def run(dec=dec):
-            return dec.decode(enc["input_ids"], enc["attention_mask"], new_tokens, lambda ids, start: None,
+            return dec.decode(enc["input_ids"], enc["attention_mask"], new_tokens, lambda ids, start, row: None,
                               margins=True)  # fmt: skip
 
         run()  # compiles / warms

@@ -4,7 +4,7 @@ diagnose -> silverbullet.diagnose      locate   -> silverbullet.attribution.batc
 repair   -> silverbullet.repair        check    -> silverbullet.check
 report   -> silverbullet.report        quantize -> silverbullet.quantize
 export   -> silverbullet.results         sensitivity -> silverbullet.sensitivity
-reference train/eval/train-chat/eval-chat -> silverbullet.reference
+reference train/eval/train-chat/eval-chat/train-thinking/eval-thinking -> silverbullet.reference
 """
 
 from __future__ import annotations
@@ -840,6 +840,61 @@ def reference_eval_chat(
         raise UserError(f"--model {model}: its tokenizer has no chat template; is it the chat reference model?")
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     res = chat_eval(lm, tok, n, "cpu", batch=64, start=start)
+    for mode in MODES:
+        r = res[mode]
+        extra = ", ".join(f"{k} {v:.1%}" for k, v in r.items() if k not in ("accuracy", "examples"))
+        out_console.print(f"{mode}: accuracy {r['accuracy']:.1%} ({extra})")
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=1))
+
+
+@reference_app.command("train-thinking")
+def reference_train_thinking(
+    base: str = typer.Option("data/reference-chat-model", help="The chat reference model to start from."),
+    out: str = typer.Option("data/reference-thinking-model", help="Where to save the thinking model."),
+    max_minutes: float = typer.Option(3.0, help="Training time budget; 0: by steps only."),
+    steps: int = typer.Option(20_000, help="Most steps (the time budget usually ends first)."),
+    n_problems: int = typer.Option(200_000, help="Distinct training problems."),
+    final_eval_n: int = typer.Option(1000, help="Eval problems checked in each mode after training (0: none)."),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Train the thinking (R1-style) reference model from the chat reference model (GPU: minutes)."""
+    base = embedded(base)
+    from silverbullet.reference.thinking import ThinkTrainConfig, train_thinking
+
+    _positive("--steps", steps)
+    _positive("--n-problems", n_problems)
+    if not (Path(base) / "config.json").is_file():
+        raise UserError(f"--base {base}: no config.json there; train the chat model first (make reference-chat)")
+    cfg = ThinkTrainConfig(
+        base=base, out=out, max_minutes=max_minutes, steps=steps, n_problems=n_problems,
+        final_eval_n=final_eval_n, device=device,
+    )  # fmt: skip
+    train_thinking(cfg, log=console.print)
+
+
+@reference_app.command("eval-thinking")
+def reference_eval_thinking(
+    model: str = typer.Option("data/reference-thinking-model"),
+    n: int = typer.Option(200, help="Eval-split problems (each is answered in both modes)."),
+    start: int = typer.Option(0, help="Skip this many eval problems first."),
+    json_out: Path | None = typer.Option(None, "--json"),
+) -> None:
+    """Greedy accuracy of the thinking model with and without the step instruction; trace closure."""
+    model = embedded(model)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from silverbullet.reference.thinking import MODES, think_eval
+
+    _positive("--n", n)
+    if not (Path(model) / "config.json").is_file():
+        raise UserError(f"--model {model}: no config.json there")
+    tok = AutoTokenizer.from_pretrained(model)
+    if "<think>" not in (tok.chat_template or ""):
+        raise UserError(f"--model {model}: its chat template does not open a <think> trace; is it the thinking model?")
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    res = think_eval(lm, tok, n, "cpu", batch=64, start=start)
     for mode in MODES:
         r = res[mode]
         extra = ", ".join(f"{k} {v:.1%}" for k, v in r.items() if k not in ("accuracy", "examples"))

@@ -63,7 +63,7 @@ def test_static_cache_decode_matches():
 
     model = _qwen(8, 2)
     ids, mask = _batch()
-    stop = lambda toks, start: None  # noqa: E731  (run to max_new_tokens)
+    stop = lambda toks, start, row: None  # noqa: E731  (run to max_new_tokens)
     before = StaticDecoder(model, 3, 128, compile=False).decode(ids, mask, 10, stop, margins=True)
     gqa_attention.use_for(model)
     after = StaticDecoder(model, 3, 128, compile=False).decode(ids, mask, 10, stop, margins=True)

@@ -153,3 +153,67 @@ def test_a_reasoning_judges_verdict_is_read_after_its_trace():
     assert parse_verdict("<think>\nmaybe \\boxed{0}? no.\n</think>\nStep 2 is wrong. \\boxed{1}", 3).step == 1
     assert parse_verdict("<think>\nmaybe \\boxed{0}", 3).status == "unparsed"  # never closed: no verdict
     assert parse_verdict("plain \\boxed{2}", 3).step == 2
+
+
+def test_lm_eval_samples_of_a_reasoning_model(tmp_path):
+    """lm-eval rows whose prompt opened the trace (R1 template): a quantized trace that never closed is
+    graded wrong even though it wrote the right number in an answer line, and the run says so."""
+    import json
+
+    from conftest import run_main
+
+    def row(i: int, text: str) -> dict:
+        q = f"What is 2 + {i}?"
+        prompt = f"<|User|>{q}<|Assistant|><think>\n"
+        return {"doc_id": i, "doc": {"question": q, "answer": str(2 + i)}, "target": str(2 + i),
+                "arguments": {"gen_args_0": {"arg_0": prompt, "arg_1": {"until": []}}},
+                "resps": [[text]], "filtered_resps": [text], "filter": "none", "metrics": ["exact_match"],
+                "exact_match": 1.0}  # fmt: skip
+
+    def closed(i: int) -> str:
+        return f"So 2 + {i}.\nThe answer is: 99\n</think>\nStep 1: 2 + {i} = {2 + i}.\nThe answer is: {2 + i}\n"
+
+    unfinished = "Let me think. 2 + 1 = 3.\nThe answer is: 3\nBut wait, let me check again, 2 + 1"
+    ts = "2026-01-02T03-04-05.123456"
+    (tmp_path / "r").mkdir()
+    (tmp_path / "q").mkdir()
+    ref = tmp_path / "r" / f"samples_t_{ts}.jsonl"
+    quant = tmp_path / "q" / f"samples_t_{ts}.jsonl"
+    ref.write_text("".join(json.dumps(row(i, closed(i))) + "\n" for i in range(3)))
+    quant.write_text("".join(json.dumps(row(i, closed(i) if i != 1 else unfinished)) + "\n" for i in range(3)))
+    code, out, err = run_main("diagnose", "--reference-samples", ref, "--quantized-samples", quant,
+                              "--out", tmp_path / "run", "--no-confirm")  # fmt: skip
+    assert code in (0, None), err
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["accuracy"] == {"reference": 1.0, "quantized": 0.6667}
+    assert s["format"]["quantized"]["thinking"]["unfinished"] == 1
+    assert s["format"]["reference"]["thinking"]["unfinished"] == 0
+    assert "thinking: length/unfinished" in out
+    gens = [json.loads(line) for line in (tmp_path / "run" / "generations" / "quantized.jsonl").open()]
+    assert all(g["text"].startswith("<think>\n") for g in gens)  # the prompt's opener moved to the text
+    att = [json.loads(line) for line in (tmp_path / "run" / "attribution.jsonl").open()]
+    [wrong] = [a for a in att if a["model"] == "quantized"]
+    assert wrong["evidence"] == {"check": "unfinished_thinking"} and wrong["flip"]
+
+
+def test_the_thinking_reference_models_training_text():
+    """What the thinking model is taught: a trace with a corrected slip and an answer line, closed,
+    then a response the segmenter reads as the solution (and the locator finds right)."""
+    from silverbullet.reference import task
+    from silverbullet.reference.thinking import THINK_TEMPLATE, target_for, trace_for
+
+    problems = list(task.generate("train", 60, seed=7))
+    slips = 0
+    for p in problems:
+        trace = trace_for(p)
+        assert trace.splitlines()[-2] == f"The answer is: {p.answer}"
+        slips += "? No: " in trace
+        for mode in ("steps", "free"):
+            text = "<think>\n" + target_for(p, mode)
+            s = segment(text)
+            assert s.answer == str(p.answer) and not s.thinking_unfinished
+            assert len(s.steps) == p.n_steps if mode == "steps" else s.steps
+            a = locate(p.question, text, None, str(p.answer))
+            assert a.first_faulty_step is None, (text, a.evidence)
+    assert 10 <= slips <= 30  # about a third
+    assert THINK_TEMPLATE.endswith("{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}")

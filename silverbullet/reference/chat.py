@@ -48,7 +48,7 @@ def add_chat_tokens(tok):
     return tok
 
 
-def save_tokenizer(tok, out: Path) -> None:
+def save_tokenizer(tok, out: Path, template: str = CHAT_TEMPLATE) -> None:
     """Save with the template inside tokenizer_config.json (where chat models have carried it),
     not in a separate chat_template.jinja, and `<|im_end|>` as eos, as ChatML instruct models do."""
     tok.eos_token = IM_END
@@ -56,7 +56,7 @@ def save_tokenizer(tok, out: Path) -> None:
     (out / "chat_template.jinja").unlink(missing_ok=True)
     conf_path = out / "tokenizer_config.json"
     conf = json.loads(conf_path.read_text())
-    conf["chat_template"] = CHAT_TEMPLATE
+    conf["chat_template"] = template
     conf_path.write_text(json.dumps(conf, indent=2) + "\n")
 
 
@@ -133,10 +133,9 @@ def _gen_chunk(args: tuple[int, int, int, tuple[float, float, float]]) -> list[t
     return rows
 
 
-def make_chat_data(tok, n: int, workers: int, mix: tuple[float, float, float]):
-    """Token ids (padded), prompt lengths, lengths, combining flags and modes of `n` problems."""
-    import torch
-
+def make_rows(chunk_fn, tok, n: int, workers: int, mix: tuple[float, ...]) -> list:
+    """`n` training rows from `workers` chunks of `chunk_fn((seed, n, offset, mix))` (forked workers
+    share the tokenizer): disjoint seeds per chunk, so rows are distinct problems."""
     global _TOK
     _TOK = tok
     per = math.ceil(n / workers)
@@ -144,14 +143,28 @@ def make_chat_data(tok, n: int, workers: int, mix: tuple[float, float, float]):
     procs = min(workers, mp.cpu_count())
     if procs > 1:
         with mp.get_context("fork").Pool(procs) as pool:
-            parts = pool.map(_gen_chunk, chunks)
+            parts = pool.map(chunk_fn, chunks)
     else:
-        parts = [_gen_chunk(c) for c in chunks]
-    rows = [x for part in parts for x in part][:n]
-    enc_p = tok.backend_tokenizer.encode_batch([r[0] for r in rows], add_special_tokens=False)
-    enc_t = tok.backend_tokenizer.encode_batch([r[1] for r in rows], add_special_tokens=False)
+        parts = [chunk_fn(c) for c in chunks]
+    return [x for part in parts for x in part][:n]
+
+
+def make_chat_data(tok, n: int, workers: int, mix: tuple[float, float, float]):
+    """Token ids (padded), prompt lengths, lengths, combining flags and modes of `n` problems."""
+
+    rows = make_rows(_gen_chunk, tok, n, workers, mix)
     end = {"steps": tok.convert_tokens_to_ids(IM_END), "free": tok.convert_tokens_to_ids(IM_END)}
     end["completion"] = tok.convert_tokens_to_ids(task_eos(tok))
+    return encode_rows(tok, rows, end)
+
+
+def encode_rows(tok, rows: list[tuple[str, str, str, bool]], end: dict[str, int]):
+    """(prompt, target, mode, combining) rows -> padded token ids, prompt lengths, lengths, combining
+    flags and modes; each target closes with its mode's end token."""
+    import torch
+
+    enc_p = tok.backend_tokenizer.encode_batch([r[0] for r in rows], add_special_tokens=False)
+    enc_t = tok.backend_tokenizer.encode_batch([r[1] for r in rows], add_special_tokens=False)
     seqs = [a.ids + b.ids + [end[r[2]]] for a, b, r in zip(enc_p, enc_t, rows)]
     plen = torch.tensor([len(a.ids) for a in enc_p], dtype=torch.int32)
     lens = torch.tensor([len(s) for s in seqs], dtype=torch.int32)
@@ -245,32 +258,14 @@ def chat_eval(model, tok, n: int, device: str, batch: int = 256, start: int = 0)
 # --------------------------------------------------------------------------------------- train
 
 
-def train_chat(cfg: ChatTrainConfig, log=print) -> dict:
-    """Load the base reference model, add the chat tokens, train on the mix, save under `cfg.out`."""
+def train_loop(model, ids, plen, lens, weights, cfg, device: str, log=print) -> tuple[int, list[dict], float]:
+    """The chat models' fine-tuning loop (AdamW, warm-up then cosine over the time budget, bf16 autocast
+    on CUDA), loss on the answer tokens only (positions at or after `plen`). Returns (steps done, loss
+    history, training seconds). Shared by the chat and the thinking reference models."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from silverbullet.reference.train import _lr, _progress, batches
 
-    mix = cfg.mix_tuple()
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    tok = add_chat_tokens(AutoTokenizer.from_pretrained(cfg.base))
-    model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=torch.float32)
-    old_vocab = model.get_input_embeddings().weight.shape[0]
-    model.resize_token_embeddings(len(tok), mean_resizing=True)
-    model.config.eos_token_id = [tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(task_eos(tok))]
-    model.generation_config.eos_token_id = model.config.eos_token_id
-    model.to(device)
-    ids, plen, lens, combine, modes = make_chat_data(tok, cfg.n_problems, cfg.workers, mix)
-    weights = torch.where(combine, cfg.combine_weight, 1.0)
-    log(
-        f"data: {len(ids)} problems ({', '.join(f'{m} {modes.count(m)}' for m in MODES)}), width {ids.shape[1]}, "
-        f"longest {int(lens.max())} tokens, {time.time() - t0:.1f}s; vocab {old_vocab} -> {len(tok)}"
-    )
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -312,7 +307,34 @@ def train_chat(cfg: ChatTrainConfig, log=print) -> dict:
             history.append({"step": step, "loss": round(loss.item(), 5), "seconds": round(time.time() - t_train, 1)})
     else:
         step = cfg.steps
-    train_seconds = time.time() - t_train
+    return step, history, time.time() - t_train
+
+
+def train_chat(cfg: ChatTrainConfig, log=print) -> dict:
+    """Load the base reference model, add the chat tokens, train on the mix, save under `cfg.out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    mix = cfg.mix_tuple()
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    tok = add_chat_tokens(AutoTokenizer.from_pretrained(cfg.base))
+    model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=torch.float32)
+    old_vocab = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tok), mean_resizing=True)
+    model.config.eos_token_id = [tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(task_eos(tok))]
+    model.generation_config.eos_token_id = model.config.eos_token_id
+    model.to(device)
+    ids, plen, lens, combine, modes = make_chat_data(tok, cfg.n_problems, cfg.workers, mix)
+    weights = torch.where(combine, cfg.combine_weight, 1.0)
+    log(
+        f"data: {len(ids)} problems ({', '.join(f'{m} {modes.count(m)}' for m in MODES)}), width {ids.shape[1]}, "
+        f"longest {int(lens.max())} tokens, {time.time() - t0:.1f}s; vocab {old_vocab} -> {len(tok)}"
+    )
+    step, history, train_seconds = train_loop(model, ids, plen, lens, weights, cfg, device, log)
     model.to(torch.bfloat16)  # evaluate the weights as shipped (bf16), computing in fp32
     model.to(torch.float32)
     final = chat_eval(model, tok, cfg.final_eval_n, device) if cfg.final_eval_n else None

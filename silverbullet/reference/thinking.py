@@ -1,0 +1,209 @@
+"""The thinking reference model: the chat reference model trained further to think first, R1-style.
+
+Why: the models people quantize for math now are reasoning models (DeepSeek-R1 distills, QwQ,
+Qwen3). They write a `<think>` trace that explores and corrects itself, then the response, and their
+chat template opens the trace in the prompt. This model has exactly that behaviour, so the project
+proves its reasoning-model path (segmentation's trace rule, the generation stop that waits for
+`</think>`, the trace statistics) on a real model end to end, without a hub.
+
+The trace is the solution's computations written loosely, one per line; on a third of the problems
+one of them is first written wrong and then corrected ("36 - 15 = 22? No: 36 - 15 = 21."), and it
+always ends with a line "The answer is: N" before the trace closes, as R1 traces often state the
+answer before writing it up. A stop at the first answer line, or a checker that read the trace as a
+solution, would both go wrong on it. After `</think>`: the step format when the system message asks
+for it, else the chat model's free style.
+
+`<think>` and `</think>` are ordinary added tokens (not special), as in the R1 distills' and Qwen3's
+tokenizers, so decoding keeps them. Same training loop as the chat model (`chat.train_loop`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from silverbullet.reference import chat, task
+from silverbullet.reference.freestyle import render_free, split_step
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# ChatML whose generation prompt opens the trace, as the DeepSeek-R1 distills' templates do.
+THINK_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}"
+)
+MODES = ("steps", "free")  # the response after the trace: asked for the step format, or not
+MAX_POSITIONS = 768  # trace + response runs past the chat model's 512 positions on long problems
+
+
+def trace_for(problem: task.TaskProblem) -> str:
+    """The thinking trace of a problem (without the tags). Deterministic in the question."""
+    parts = [split_step(s) for s in problem.steps]
+    h = task.question_hash(problem.question)
+    slip = h % len(parts) if h % 3 == 0 else None  # a third of the traces correct one slip
+    lines = ["Let me work through this."]
+    for i, (_words, expr, value) in enumerate(parts):
+        if i == slip:
+            lines.append(f"{expr} = {int(value) + 1}? No: {expr} = {value}.")
+        else:
+            lines.append(f"{expr} = {value}.")
+    lines.append(f"The answer is: {problem.answer}")
+    lines.append("Let me write it up.")
+    return "\n".join(lines)
+
+
+def target_for(problem: task.TaskProblem, mode: str) -> str:
+    """What follows the prompt's `<think>\\n`: the trace, `</think>`, then the response."""
+    response = problem.solution.rstrip("\n") if mode == "steps" else render_free(problem)
+    return f"{trace_for(problem)}\n{THINK_CLOSE}\n\n{response}"
+
+
+def prompt_for(tok, question: str, mode: str) -> str:
+    return tok.apply_chat_template(chat.messages_for(question, mode), tokenize=False, add_generation_prompt=True)
+
+
+def add_think_tokens(tok):
+    """`<think>` / `</think>` as ordinary added tokens, and the template that opens the trace."""
+    tok.add_tokens([THINK_OPEN, THINK_CLOSE])
+    tok.chat_template = THINK_TEMPLATE
+    return tok
+
+
+@dataclass
+class ThinkTrainConfig:
+    """The shipped thinking model's recipe (`silverbullet reference train-thinking` uses these)."""
+
+    base: str = "data/reference-chat-model"
+    out: str = "data/reference-thinking-model"
+    seed: int = 0
+    steps: int = 20_000
+    batch_size: int = 256
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.05
+    warmup: int = 100
+    weight_decay: float = 0.1
+    n_problems: int = 200_000
+    mix: str = "0.5,0.5"  # steps response, free response
+    max_minutes: float = 3.0
+    combine_weight: float = 4.0
+    bucket: int = 32
+    log_every: int = 100
+    final_eval_n: int = 1000
+    device: str = "auto"
+    workers: int = 16
+
+    def mix_tuple(self) -> tuple[float, float]:
+        parts = tuple(float(x) for x in self.mix.split(","))
+        if len(parts) != 2 or min(parts) < 0 or sum(parts) <= 0:
+            raise ValueError(f"mix must be two non-negative weights 'steps,free' (got {self.mix!r})")
+        return parts  # type: ignore[return-value]
+
+
+def mode_of(i: int, mix: tuple[float, ...]) -> str:
+    x = ((i * 0.6180339887498949) % 1.0) * sum(mix)
+    return MODES[0] if x < mix[0] else MODES[1]
+
+
+def _gen_chunk(args: tuple[int, int, int, tuple[float, ...]]) -> list[tuple[str, str, str, bool]]:
+    seed, n, offset, mix = args
+    rows = []
+    for j, p in enumerate(task.generate("train", n, seed=seed + 500)):  # problems the chat model did not see
+        mode = mode_of(offset + j, mix)
+        rows.append(
+            (
+                prompt_for(chat._TOK, p.question, mode),
+                target_for(p, mode),
+                mode,
+                p.ops[-1] in ("together", "difference"),
+            )
+        )
+    return rows
+
+
+def think_eval(model, tok, n: int, device: str, batch: int = 256, start: int = 0) -> dict:
+    """Per mode, on eval problems [start, start+n): accuracy (the response's answer), how often the
+    trace closes, and step-format compliance of the response (steps mode)."""
+    from silverbullet.grading import is_correct
+    from silverbullet.segmentation import segment
+
+    problems = list(task.generate("eval", n, start=start))
+    res: dict = {"n": n, "start": start}
+    for mode in MODES:
+        prompts = [prompt_for(tok, p.question, mode) for p in problems]
+        texts = [THINK_OPEN + "\n" + t for t in chat.generate_texts(model, tok, prompts, device, batch, 600)]
+        segs = [segment(t) for t in texts]
+        entry = {
+            "accuracy": round(sum(is_correct(s.answer, str(p.answer)) for s, p in zip(segs, problems)) / n, 4),
+            "trace_closed": round(sum(not s.thinking_unfinished and s.thinking_span is not None for s in segs) / n, 4),
+        }
+        if mode == "steps":
+            entry["step_format"] = round(sum(chat.step_compliant(t.split(THINK_CLOSE)[-1]) for t in texts) / n, 4)
+        entry["examples"] = texts[:2]
+        res[mode] = entry
+    return res
+
+
+def train_thinking(cfg: ThinkTrainConfig, log=print) -> dict:
+    """Load the chat reference model, add the trace tokens and template, train, save under `cfg.out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    mix = cfg.mix_tuple()
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    tok = add_think_tokens(AutoTokenizer.from_pretrained(cfg.base))
+    model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=torch.float32)
+    old_vocab = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tok), mean_resizing=True)
+    model.config.max_position_embeddings = MAX_POSITIONS
+    model.to(device)
+    rows = chat.make_rows(_gen_chunk, tok, cfg.n_problems, cfg.workers, mix)
+    end = dict.fromkeys(MODES, tok.convert_tokens_to_ids(chat.IM_END))
+    ids, plen, lens, combine, modes = chat.encode_rows(tok, rows, end)
+    if int(lens.max()) > MAX_POSITIONS:
+        raise ValueError(f"a training sequence has {int(lens.max())} tokens, over {MAX_POSITIONS} positions")
+    weights = torch.where(combine, cfg.combine_weight, 1.0)
+    log(
+        f"data: {len(ids)} problems ({', '.join(f'{m} {modes.count(m)}' for m in MODES)}), "
+        f"longest {int(lens.max())} tokens, {time.time() - t0:.1f}s; vocab {old_vocab} -> {len(tok)}"
+    )
+    step, history, train_seconds = chat.train_loop(model, ids, plen, lens, weights, cfg, device, log)
+    model.to(torch.bfloat16)  # evaluate the weights as shipped (bf16), computing in fp32
+    model.to(torch.float32)
+    final = think_eval(model, tok, cfg.final_eval_n, device) if cfg.final_eval_n else None
+    if final is not None:
+        log("final eval: " + json.dumps({m: {k: v for k, v in final[m].items() if k != "examples"} for m in MODES}))
+    model.to(torch.bfloat16).save_pretrained(out, max_shard_size="12MB", safe_serialization=True)
+    chat.save_tokenizer(tok, out, THINK_TEMPLATE)
+    info = {
+        "train_config": asdict(cfg),
+        "base": cfg.base,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab": [old_vocab, len(tok)],
+        "steps_done": step,
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.time() - t0, 1),
+        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}",
+        "torch": torch.__version__,
+        "final_eval": final,
+        "history": history,
+    }
+    (out / "training_log.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+if __name__ == "__main__":  # `python -m silverbullet.reference.thinking KEY=VALUE ...` (used on the GPU box)
+    import sys
+
+    kw = {}
+    for arg in sys.argv[1:]:
+        k, v = arg.split("=", 1)
+        kw[k] = type(getattr(ThinkTrainConfig, k))(v)
+    info = train_thinking(ThinkTrainConfig(**kw), log=lambda m: print(m, flush=True))
+    print(json.dumps({k: v for k, v in info.items() if k != "history"}, indent=1)[:6000])
