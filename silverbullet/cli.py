@@ -417,7 +417,8 @@ def evaluate(
 ) -> None:
     """Accuracy of one model on a benchmark (by number of steps where known)."""
     model = embedded(model)
-    from silverbullet.benchmarks import default_max_new_tokens, default_split, load_benchmark
+    from silverbullet.benchmarks import default_split, load_benchmark
+    from silverbullet.diagnose import budget_for
     from silverbullet.generation.loading import renderer_for_model
     from silverbullet.measure import evaluate_model
     from silverbullet.prompting.formats import PromptSettings
@@ -436,7 +437,7 @@ def evaluate(
     problems = load_benchmark(benchmark, split=split or default_split(benchmark), limit=limit)
     gen_kwargs = {
         "render": renderer,
-        "max_new_tokens": max_new_tokens or default_max_new_tokens(benchmark),
+        "max_new_tokens": max_new_tokens or budget_for(benchmark, renderer),
         "compile": compile,
     }
     with ui.library_output_to(_log_file(json_out.parent if json_out else "runs/_logs")):

@@ -85,6 +85,22 @@ class DiagnoseConfig:
         return {**d, **self.prompt_settings().identity()}
 
 
+def budget_for(benchmark: str, renderer) -> int:
+    """The default generation budget: the benchmark's, times THINKING_BUDGET_FACTOR where the prompt
+    opens a reasoning trace (said once, so a long run is not a surprise)."""
+    from silverbullet.benchmarks import THINKING_BUDGET_FACTOR, default_max_new_tokens
+    from silverbullet.prompting.formats import renders_thinking
+
+    thinking = renders_thinking(renderer)
+    n = default_max_new_tokens(benchmark, thinking)
+    if thinking:
+        ui.note(
+            f"the chat template opens a reasoning trace (<think>): generation budget {n} tokens, "
+            f"{THINKING_BUDGET_FACTOR}x the benchmark's; --max-new-tokens sets it"
+        )
+    return n
+
+
 def demo_quantized_path(reference: str = DEFAULT_REFERENCE) -> str:
     """The demo quantized checkpoint, built on first use (about half a minute on CPU) and built again
     when the reference model's files changed since (a retrained or updated reference)."""
@@ -493,10 +509,6 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     if cfg.quantized is None:
         quantized = cfg.reference if cfg.load_in is not None else demo_quantized_path(cfg.reference)
         cfg = dataclasses.replace(cfg, quantized=quantized)
-    if cfg.max_new_tokens is None:
-        from silverbullet.benchmarks import default_max_new_tokens
-
-        cfg = dataclasses.replace(cfg, max_new_tokens=default_max_new_tokens(cfg.benchmark))
     out = Path(cfg.out)
     if cfg.backend == "hf":  # fail on a bad checkpoint now, not after generating with the other model
         from silverbullet.generation.loading import preflight
@@ -508,6 +520,8 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     # Both models get the same prompts, rendered with the reference model's tokenizer (the quantized
     # checkpoint carries a copy of it); a bad prompt setting fails here, before anything is written.
     renderer = renderer_for_model(cfg.prompt_settings(), cfg.reference, cfg.benchmark)
+    if cfg.max_new_tokens is None:
+        cfg = dataclasses.replace(cfg, max_new_tokens=budget_for(cfg.benchmark, renderer))
     _check_run_dir(out, cfg)
     problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     if not problems:

@@ -217,3 +217,11 @@ def test_the_thinking_reference_models_training_text():
             assert a.first_faulty_step is None, (text, a.evidence)
     assert 10 <= slips <= 30  # about a third
     assert THINK_TEMPLATE.endswith("{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}")
+
+
+def test_a_prompt_that_opens_a_trace_gets_a_reasoning_budget():
+    from silverbullet.benchmarks import THINKING_BUDGET_FACTOR, default_max_new_tokens
+    from silverbullet.diagnose import budget_for
+
+    assert budget_for("gsm8k", lambda q: f"<|User|>{q}<|Assistant|><think>\n") == 512 * THINKING_BUDGET_FACTOR
+    assert budget_for("gsm8k", lambda q: f"Question: {q}\n") == 512 == default_max_new_tokens("gsm8k")

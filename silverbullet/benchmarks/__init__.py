@@ -40,10 +40,15 @@ MAX_NEW_TOKENS = {
     "amc23": 2048,
 }
 DEFAULT_MAX_NEW_TOKENS = 1024  # a JSONL file or hub dataset of unknown difficulty
+# A reasoning model thinks before it answers: its trace is several times a solution's length, and a
+# budget sized for the solution alone would cut most traces (no answer, graded wrong).
+THINKING_BUDGET_FACTOR = 8
 
 
-def default_max_new_tokens(name_or_path: str | Path) -> int:
-    return MAX_NEW_TOKENS.get(str(name_or_path), DEFAULT_MAX_NEW_TOKENS)
+def default_max_new_tokens(name_or_path: str | Path, thinking: bool = False) -> int:
+    """The benchmark's budget; `thinking`: the prompt opens a reasoning trace (x THINKING_BUDGET_FACTOR)."""
+    base = MAX_NEW_TOKENS.get(str(name_or_path), DEFAULT_MAX_NEW_TOKENS)
+    return base * THINKING_BUDGET_FACTOR if thinking else base
 
 
 def known_benchmarks() -> list[str]:

@@ -199,6 +199,14 @@ def make_renderer(settings: PromptSettings, tokenizer: Any, benchmark: str, mode
     return PromptRenderer("completion")
 
 
+def renders_thinking(render) -> bool:
+    """Whether this renderer's prompts open a reasoning trace (an R1-style chat template's
+    `<think>`): the model then thinks before it answers and needs a reasoning budget."""
+    from silverbullet.segmentation import open_thinking_tag
+
+    return bool(open_thinking_tag(render("What is 1 + 1?")))
+
+
 # -------------------------------------------------------------------------------- compliance
 
 

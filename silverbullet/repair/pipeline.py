@@ -223,9 +223,9 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     eval_cfg, reference, quantized = _models(cfg, eval_run)
     renderer = _renderer(cfg, eval_run, reference, eval_cfg["benchmark"])
     if cfg.max_new_tokens is None:
-        from silverbullet.benchmarks import default_max_new_tokens
+        from silverbullet.diagnose import budget_for
 
-        cfg = dataclasses.replace(cfg, max_new_tokens=default_max_new_tokens(eval_cfg["benchmark"]))
+        cfg = dataclasses.replace(cfg, max_new_tokens=budget_for(eval_cfg["benchmark"], renderer))
     problems = [Problem(**p) for p in read_jsonl_rows(eval_run / "problems.jsonl")]
     gens = {
         tag: {r["problem_id"]: r for r in read_jsonl_rows(eval_run / "generations" / f"{tag}.jsonl")}
