@@ -163,8 +163,11 @@ def encode_rows(tok, rows: list[tuple[str, str, str, bool]], end: dict[str, int]
     flags and modes; each target closes with its mode's end token."""
     import torch
 
-    enc_p = tok.backend_tokenizer.encode_batch([r[0] for r in rows], add_special_tokens=False)
-    enc_t = tok.backend_tokenizer.encode_batch([r[1] for r in rows], add_special_tokens=False)
+    bt = tok.backend_tokenizer
+    bt.no_padding()  # a saved tokenizer (the chat model's) can carry padding: encodings must be unpadded
+    bt.no_truncation()
+    enc_p = bt.encode_batch([r[0] for r in rows], add_special_tokens=False)
+    enc_t = bt.encode_batch([r[1] for r in rows], add_special_tokens=False)
     seqs = [a.ids + b.ids + [end[r[2]]] for a, b, r in zip(enc_p, enc_t, rows)]
     plen = torch.tensor([len(a.ids) for a in enc_p], dtype=torch.int32)
     lens = torch.tensor([len(s) for s in seqs], dtype=torch.int32)

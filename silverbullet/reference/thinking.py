@@ -6,12 +6,12 @@ chat template opens the trace in the prompt. This model has exactly that behavio
 proves its reasoning-model path (segmentation's trace rule, the generation stop that waits for
 `</think>`, the trace statistics) on a real model end to end, without a hub.
 
-The trace is the solution's computations written loosely, one per line; on a third of the problems
-one of them is first written wrong and then corrected ("36 - 15 = 22? No: 36 - 15 = 21."), and it
-always ends with a line "The answer is: N" before the trace closes, as R1 traces often state the
-answer before writing it up. A stop at the first answer line, or a checker that read the trace as a
-solution, would both go wrong on it. After `</think>`: the step format when the system message asks
-for it, else the chat model's free style.
+The trace is a draft: the step-format solution the chat model already writes, with its line "The
+answer is: N", then "Let me write it up." and `</think>`, as R1 traces often state the answer before
+writing it up. A stop at the first answer line would end the generation inside the trace, and a
+checker that read the trace as the solution would count every step twice. After `</think>`: the step
+format when the system message asks for it, else the chat model's free style. (A draft that corrects
+itself is covered by the unit tests, not by this model: greedy decoding would not reproduce a slip.)
 
 `<think>` and `</think>` are ordinary added tokens (not special), as in the R1 distills' and Qwen3's
 tokenizers, so decoding keeps them. Same training loop as the chat model (`chat.train_loop`).
@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from silverbullet.reference import chat, task
-from silverbullet.reference.freestyle import render_free, split_step
+from silverbullet.reference.freestyle import render_free
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 # ChatML whose generation prompt opens the trace, as the DeepSeek-R1 distills' templates do.
@@ -40,19 +40,9 @@ MAX_POSITIONS = 768  # trace + response runs past the chat model's 512 positions
 
 
 def trace_for(problem: task.TaskProblem) -> str:
-    """The thinking trace of a problem (without the tags). Deterministic in the question."""
-    parts = [split_step(s) for s in problem.steps]
-    h = task.question_hash(problem.question)
-    slip = h % len(parts) if h % 3 == 0 else None  # a third of the traces correct one slip
-    lines = ["Let me work through this."]
-    for i, (_words, expr, value) in enumerate(parts):
-        if i == slip:
-            lines.append(f"{expr} = {int(value) + 1}? No: {expr} = {value}.")
-        else:
-            lines.append(f"{expr} = {value}.")
-    lines.append(f"The answer is: {problem.answer}")
-    lines.append("Let me write it up.")
-    return "\n".join(lines)
+    """The thinking trace of a problem (without the tags): the step-format draft the chat model already
+    writes, its answer line, and a hand-over to the response."""
+    return f"{problem.solution.rstrip()}\nLet me write it up."
 
 
 def target_for(problem: task.TaskProblem, mode: str) -> str:
@@ -81,7 +71,7 @@ class ThinkTrainConfig:
     seed: int = 0
     steps: int = 20_000
     batch_size: int = 256
-    lr: float = 5e-4
+    lr: float = 3e-4
     min_lr_ratio: float = 0.05
     warmup: int = 100
     weight_decay: float = 0.1
