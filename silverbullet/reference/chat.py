@@ -343,20 +343,29 @@ def train_chat(cfg: ChatTrainConfig, log=print) -> dict:
     final = chat_eval(model, tok, cfg.final_eval_n, device) if cfg.final_eval_n else None
     if final is not None:
         log("final eval: " + json.dumps({m: {k: v for k, v in final[m].items() if k != "examples"} for m in MODES}))
+    run = {"steps_done": step, "train_seconds": train_seconds, "t0": t0, "final_eval": final, "history": history}
+    return save_trained(model, tok, cfg, out, old_vocab, device, run, CHAT_TEMPLATE)
+
+
+def save_trained(model, tok, cfg, out: Path, old_vocab: int, device: str, run: dict, template: str) -> dict:
+    """Save a trained chat-style model as shipped (bf16 shards, the tokenizer with `template`) and its
+    training_log.json (config, sizes, steps, times, device, final eval, loss history)."""
+    import torch
+
     model.to(torch.bfloat16).save_pretrained(out, max_shard_size="12MB", safe_serialization=True)
-    save_tokenizer(tok, out)
+    save_tokenizer(tok, out, template)
     info = {
         "train_config": asdict(cfg),
         "base": cfg.base,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab": [old_vocab, len(tok)],
-        "steps_done": step,
-        "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.time() - t0, 1),
+        "steps_done": run["steps_done"],
+        "train_seconds": round(run["train_seconds"], 1),
+        "total_seconds": round(time.time() - run["t0"], 1),
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}",
         "torch": torch.__version__,
-        "final_eval": final,
-        "history": history,
+        "final_eval": run["final_eval"],
+        "history": run["history"],
     }
     (out / "training_log.json").write_text(json.dumps(info, indent=1))
     return info

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from silverbullet.reference import chat, task
@@ -169,23 +169,8 @@ def train_thinking(cfg: ThinkTrainConfig, log=print) -> dict:
     final = think_eval(model, tok, cfg.final_eval_n, device) if cfg.final_eval_n else None
     if final is not None:
         log("final eval: " + json.dumps({m: {k: v for k, v in final[m].items() if k != "examples"} for m in MODES}))
-    model.to(torch.bfloat16).save_pretrained(out, max_shard_size="12MB", safe_serialization=True)
-    chat.save_tokenizer(tok, out, THINK_TEMPLATE)
-    info = {
-        "train_config": asdict(cfg),
-        "base": cfg.base,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "vocab": [old_vocab, len(tok)],
-        "steps_done": step,
-        "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.time() - t0, 1),
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu x{torch.get_num_threads()}",
-        "torch": torch.__version__,
-        "final_eval": final,
-        "history": history,
-    }
-    (out / "training_log.json").write_text(json.dumps(info, indent=1))
-    return info
+    run = {"steps_done": step, "train_seconds": train_seconds, "t0": t0, "final_eval": final, "history": history}
+    return chat.save_trained(model, tok, cfg, out, old_vocab, device, run, THINK_TEMPLATE)
 
 
 if __name__ == "__main__":  # `python -m silverbullet.reference.thinking KEY=VALUE ...` (used on the GPU box)
