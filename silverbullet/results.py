@@ -22,7 +22,7 @@ import pandas as pd
 from silverbullet.check import SCHEMA, _paired_counts, compare_baseline, load_summary, newcombe_paired, summary_path
 from silverbullet.errors import UserError
 from silverbullet.measure import read_jsonl_rows
-from silverbullet.prompting import STEP_PREFIX_RE, parse_solution
+from silverbullet.prompting import STEP_PREFIX_RE
 from silverbullet.segmentation import segment
 
 ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
@@ -142,8 +142,9 @@ def _margin_stats(margins: Any) -> tuple[float | None, float | None]:
 def format_compliance(text: str) -> dict[str, Any]:
     """How well a solution follows the step format (prompting.py), from its text alone: steps
     counted as `parse_solution` counts them, whether every reasoning line has a "Step k:" prefix,
-    whether those are numbered 1, 2, 3, ..., and whether there is an answer line."""
-    p = parse_solution(text or "")
+    whether those are numbered 1, 2, 3, ..., whether there is an answer line, and the reasoning trace's
+    length (None: no trace) and whether it never closed. One segmentation per row."""
+    p = segment(text or "")
     nums = [STEP_PREFIX_RE.match(s) for s in p.raw_steps]
     prefixed = bool(p.raw_steps) and all(nums)
     in_order = prefixed and [int(m.group(1)) for m in nums if m] == list(range(1, len(nums) + 1))
@@ -153,6 +154,8 @@ def format_compliance(text: str) -> dict[str, Any]:
         "steps_in_order": in_order,
         "has_answer_line": p.has_answer_line,
         "format_ok": prefixed and in_order and p.has_answer_line,
+        "thinking_chars": p.thinking_span[1] - p.thinking_span[0] if p.thinking_span else None,
+        "thinking_unfinished": p.thinking_unfinished,
     }
 
 
@@ -180,11 +183,7 @@ def _generations(rows: list[tuple[str, Path, dict[str, Any]]], order: dict[str, 
         "seconds": _col([r.get("seconds") for _, _, r in rows], "Float64", path, "seconds"),
     }
     for k in format_compliance(""):
-        cols[k] = _col([f[k] for f in fmt], "Int64" if k == "n_steps" else "boolean", path, k)
-    traces = [segment(r.get("text") or "") for _, _, r in rows]  # reasoning traces (segmentation)
-    spans = [t.thinking_span for t in traces]
-    cols["thinking_chars"] = _col([sp[1] - sp[0] if sp else None for sp in spans], "Int64", path, "text")
-    cols["thinking_unfinished"] = pd.array([t.thinking_unfinished for t in traces], dtype="boolean")
+        cols[k] = _col([f[k] for f in fmt], "Int64" if k in ("n_steps", "thinking_chars") else "boolean", path, k)
     cols["has_margins"] = pd.array([s[0] is not None for s in stats], dtype="boolean")
     cols["mean_margin"] = _col([s[0] for s in stats], "Float64", path, "margins")
     cols["min_margin"] = _col([s[1] for s in stats], "Float64", path, "margins")

@@ -223,3 +223,11 @@ def test_a_prompt_that_opens_a_trace_gets_a_reasoning_budget():
 
     assert budget_for("gsm8k", lambda q: f"<|User|>{q}<|Assistant|><think>\n") == 512 * THINKING_BUDGET_FACTOR
     assert budget_for("gsm8k", lambda q: f"Question: {q}\n") == 512 == default_max_new_tokens("gsm8k")
+
+
+def test_the_results_api_has_the_trace_columns():
+    from silverbullet.results import format_compliance
+
+    assert format_compliance("<think>\nab")["thinking_chars"] == 3
+    assert format_compliance("<think>\nab")["thinking_unfinished"] is True
+    assert format_compliance("Step 1: 1 + 1 = 2.\nThe answer is: 2")["thinking_chars"] is None
