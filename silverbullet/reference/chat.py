@@ -313,21 +313,30 @@ def train_loop(model, ids, plen, lens, weights, cfg, device: str, log=print) -> 
     return step, history, time.time() - t_train
 
 
-def train_chat(cfg: ChatTrainConfig, log=print) -> dict:
-    """Load the base reference model, add the chat tokens, train on the mix, save under `cfg.out`."""
+def load_base(cfg, add_tokens) -> tuple:
+    """(device, out dir, tokenizer, fp32 model, old vocab size) for fine-tuning `cfg.base`: the
+    tokenizer gets `add_tokens`' tokens and template, the embeddings grow to match (mean-initialised)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    mix = cfg.mix_tuple()
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    tok = add_chat_tokens(AutoTokenizer.from_pretrained(cfg.base))
+    tok = add_tokens(AutoTokenizer.from_pretrained(cfg.base))
     model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=torch.float32)
     old_vocab = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(len(tok), mean_resizing=True)
+    return device, out, tok, model, old_vocab
+
+
+def train_chat(cfg: ChatTrainConfig, log=print) -> dict:
+    """Load the base reference model, add the chat tokens, train on the mix, save under `cfg.out`."""
+    import torch
+
+    mix = cfg.mix_tuple()
+    t0 = time.time()
+    device, out, tok, model, old_vocab = load_base(cfg, add_chat_tokens)
     model.config.eos_token_id = [tok.convert_tokens_to_ids(IM_END), tok.convert_tokens_to_ids(task_eos(tok))]
     model.generation_config.eos_token_id = model.config.eos_token_id
     model.to(device)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from silverbullet.reference import chat, task
 from silverbullet.reference.freestyle import render_free
@@ -139,18 +138,10 @@ def think_eval(model, tok, n: int, device: str, batch: int = 256, start: int = 0
 def train_thinking(cfg: ThinkTrainConfig, log=print) -> dict:
     """Load the chat reference model, add the trace tokens and template, train, save under `cfg.out`."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     mix = cfg.mix_tuple()
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    tok = add_think_tokens(AutoTokenizer.from_pretrained(cfg.base))
-    model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=torch.float32)
-    old_vocab = model.get_input_embeddings().weight.shape[0]
-    model.resize_token_embeddings(len(tok), mean_resizing=True)
+    device, out, tok, model, old_vocab = chat.load_base(cfg, add_think_tokens)
     model.config.max_position_embeddings = MAX_POSITIONS
     model.to(device)
     rows = chat.make_rows(_gen_chunk, tok, cfg.n_problems, cfg.workers, mix)
