@@ -231,3 +231,10 @@ def test_the_results_api_has_the_trace_columns():
     assert format_compliance("<think>\nab")["thinking_chars"] == 3
     assert format_compliance("<think>\nab")["thinking_unfinished"] is True
     assert format_compliance("Step 1: 1 + 1 = 2.\nThe answer is: 2")["thinking_chars"] is None
+
+
+def test_eval_thinking_on_a_model_without_a_trace_template_is_one_line():
+    from conftest import run_main
+
+    code, _, err = run_main("reference", "eval-thinking", "--model", "data/reference-chat-model", "--n", "1")
+    assert code == 2 and "does not open a <think> trace" in err and "Traceback" not in err
