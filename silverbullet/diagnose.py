@@ -95,7 +95,7 @@ def budget_for(benchmark: str, renderer) -> int:
     n = default_max_new_tokens(benchmark, thinking)
     if thinking:
         ui.note(
-            f"the chat template opens a reasoning trace (<think>): generation budget {n} tokens, "
+            f"the model thinks before it answers (its chat template has <think>): generation budget {n} tokens, "
             f"{THINKING_BUDGET_FACTOR}x the benchmark's; --max-new-tokens sets it"
         )
     return n

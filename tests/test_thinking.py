@@ -225,6 +225,36 @@ def test_a_prompt_that_opens_a_trace_gets_a_reasoning_budget():
     assert budget_for("gsm8k", lambda q: f"Question: {q}\n") == 512 == default_max_new_tokens("gsm8k")
 
 
+QWEN3_LIKE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if '</think>' in m.content %}{{ m.content.split('</think>')[-1] }}{% else %}{{ m.content }}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    "template, thinks",
+    [
+        (QWEN3_LIKE, True),  # the model opens its own trace: the prompt shows nothing
+        (QWEN3_LIKE.replace("{% if enable_thinking is defined and enable_thinking is false %}", "{% if true %}"),
+         False),  # thinking switched off: the prompt pre-fills an empty trace
+        ("{% for m in messages %}{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}A: {% endif %}", False),
+    ],
+)
+def test_a_template_whose_model_opens_its_own_trace_gets_the_budget_too(template, thinks):
+    from transformers import AutoTokenizer
+
+    from silverbullet.benchmarks import THINKING_BUDGET_FACTOR
+    from silverbullet.diagnose import budget_for
+    from silverbullet.prompting.formats import PromptRenderer
+
+    tok = AutoTokenizer.from_pretrained("data/reference-chat-model")
+    tok.chat_template = template
+    render = PromptRenderer("chat", chat_template=template, tokenizer=tok)
+    assert budget_for("gsm8k", render) == 512 * (THINKING_BUDGET_FACTOR if thinks else 1)
+
+
 def test_the_results_api_has_the_trace_columns():
     from silverbullet.results import format_compliance
 
@@ -238,3 +268,32 @@ def test_eval_thinking_on_a_model_without_a_trace_template_is_one_line():
 
     code, _, err = run_main("reference", "eval-thinking", "--model", "data/reference-chat-model", "--n", "1")
     assert code == 2 and "does not open a <think> trace" in err and "Traceback" not in err
+
+
+def test_a_flip_whose_trace_never_closed_is_still_taught_by_its_whole_solution(tmp_path):
+    """No first-fault pair exists where the quantized trace never closed (no step to pair at), but
+    the whole-solution SFT modes still take the problem: before, such flips gave no row at all."""
+    from silverbullet.measure import write_rows
+    from silverbullet.repair.dataset import candidates, sft_rows, unlocated_flips
+
+    prompt = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    ref_text = f"<think>\n{TRACE}</think>\n\nStep 1: 48 / 2 = 24\nStep 2: 48 + 24 = 72\nThe answer is: 72"
+    problems = [{"id": f"p{i}", "question": f"{Q} ({i})", "answer": "72"} for i in range(3)]
+    write_rows(tmp_path / "problems.jsonl", problems)
+    (tmp_path / "generations").mkdir()
+    write_rows(tmp_path / "generations" / "reference.jsonl",
+               [{"problem_id": p["id"], "prompt": prompt, "text": ref_text, "correct": True} for p in problems])
+    write_rows(tmp_path / "generations" / "quantized.jsonl",
+               [{"problem_id": p["id"], "prompt": prompt, "text": "<think>\n48 / 2 = 24. So", "correct": False}
+                for p in problems])  # fmt: skip
+    att = [{"problem_id": p["id"], "question": p["question"], "model": "quantized", "flip": i < 2,
+            "first_faulty_step": None, "error_type": "reasoning", "evidence": {"check": "unfinished_thinking"}}
+           for i, p in enumerate(problems)]  # fmt: skip
+    write_rows(tmp_path / "attribution.jsonl", att)
+
+    assert candidates(tmp_path) == []  # no pair: there is no step
+    assert unlocated_flips(tmp_path) == {"p0", "p1"}  # p2 did not flip
+    rows = sft_rows("flipped-full", [], tmp_path, 10)
+    assert sorted(r["problem_id"] for r in rows) == ["p0", "p1"]
+    assert all(r["completion"] == ref_text and r["prompt"] == prompt for r in rows)
+    assert sft_rows("step", [], tmp_path, 10) == []  # the step set needs a step

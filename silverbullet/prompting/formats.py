@@ -200,11 +200,19 @@ def make_renderer(settings: PromptSettings, tokenizer: Any, benchmark: str, mode
 
 
 def renders_thinking(render) -> bool:
-    """Whether this renderer's prompts open a reasoning trace (an R1-style chat template's
-    `<think>`): the model then thinks before it answers and needs a reasoning budget."""
-    from silverbullet.segmentation import open_thinking_tag
+    """Whether the model will think before it answers, and so needs a reasoning budget: the prompt
+    opens a trace (an R1-style template's `<think>`), or the chat template handles trace tags and the
+    prompt does not close one (Qwen3: the model opens its own trace; a prompt that pre-fills an empty
+    `<think></think>` has switched thinking off)."""
+    from silverbullet.segmentation import THINK_TAGS, open_thinking_tag
 
-    return bool(open_thinking_tag(render("What is 1 + 1?")))
+    prompt = render("What is 1 + 1?")
+    if open_thinking_tag(prompt):
+        return True
+    template = getattr(render, "chat_template", None) if getattr(render, "format", None) == "chat" else None
+    return bool(template) and any(
+        o in template and c in template and c not in prompt for o, c in THINK_TAGS  # type: ignore[operator]
+    )
 
 
 # -------------------------------------------------------------------------------- compliance

@@ -151,7 +151,8 @@ def assert_disjoint(examples: list[dict], eval_questions: set[str]) -> None:
 # What the SFT set teaches (the DPO set is always the first-fault pairs):
 #   step          the Silver Bullet rows: prompt = question + the quantized model's steps before its
 #                 first fault, completion = the reference's continuation from there (the paper's set)
-#   flipped-full  whole reference solutions of the problems that flipped (targeted by problem)
+#   flipped-full  whole reference solutions of the problems that flipped (targeted by problem): those
+#                 behind the first-fault pairs, and flips with no step to pair at (unlocated_flips)
 #   full          the untargeted control: whole reference solutions of random repair-split problems
 #   own           flipped-full's problems, each taught with the quantized model's *own* sampled solution
 #                 when one of `own_samples` samples is right and the step checker refutes none of its
@@ -208,7 +209,8 @@ def sft_rows(
         main = [{**{k: e[k] for k in _PROV}, "prompt": e["prompt"], "completion": e["chosen"]} for e in pairs]
         main = main[:n_main]
     else:
-        main = control_set(run_dir, n_main, seed, only={e["problem_id"] for e in pairs})
+        targeted = {e["problem_id"] for e in pairs} | unlocated_flips(run_dir)
+        main = control_set(run_dir, n_main, seed, only=targeted)
         if mode == "own":
             main = own_solutions(main, run_dir, sample, own_samples)  # type: ignore[arg-type]
     flipped = {e["problem_id"] for e in pairs}
@@ -220,6 +222,20 @@ def sft_rows(
     for e in extra:
         e["error_type"] = "replay"
     return main + anchors + extra
+
+
+def unlocated_flips(run_dir: Path) -> set[str]:
+    """Flipped problems whose fault has no step to pair at: a reasoning model's trace that never
+    closed, a solution with no steps. No first-fault pair can be built for them, but the reference's
+    whole solution still teaches the problem, so whole-solution modes take them too."""
+    att_path = run_dir / "attribution.jsonl"
+    if not att_path.exists():
+        return set()
+    return {
+        a["problem_id"]
+        for a in read_jsonl_rows(att_path)
+        if a["model"] == "quantized" and a.get("flip") and a.get("first_faulty_step") is None
+    }
 
 
 def own_solutions(rows: list[dict], run_dir: Path, sample: Sampler, k: int = 8) -> list[dict]:
