@@ -283,6 +283,32 @@ def margin_row(s: dict[str, Any], t: CheckThresholds) -> CheckRow:
     return _limit_row("min_frontier_margin", None if value is None else float(value), t, "", note, missing)
 
 
+def thinking_rows(s: dict[str, Any], t: CheckThresholds) -> list[CheckRow]:
+    """Reasoning traces (format.<model>.thinking): quantized reasoning models think longer and run
+    out of budget inside the trace more often, a regression accuracy alone may hide on easy problems."""
+    fmt = s.get("format") or {}
+    ref, quant = ((fmt.get(m) or {}).get("thinking") for m in ("reference", "quantized"))
+    none = "no reasoning traces in this run (the quantized model wrote no <think> trace)"
+    if not quant:  # rows only where a trace gate was asked for: a plain model's table stays as it was
+        return [_limit_row(name, None, t, unit, "", none)
+                for name, unit in (("max_unfinished_thinking", "%"), ("max_thinking_ratio", ""))
+                if getattr(t, name) is not None]  # fmt: skip
+    n, k = s["n"], int(quant["unfinished"])
+    lo, hi = wilson(k, n)
+    note = f"{k} of {n} quantized traces never closed (no answer); 95% CI [{lo:.1%}, {hi:.1%}]"
+    if ref:
+        note += f"; reference {ref['unfinished']}"
+    rows = [_limit_row("max_unfinished_thinking", k / n, t, "%", note, "")]
+    unit = "mean_tokens" if quant.get("mean_tokens") is not None and (ref or {}).get("mean_tokens") else "mean_chars"
+    if not ref or not ref.get(unit):
+        rows.append(_limit_row("max_thinking_ratio", None, t, "", "", "the reference wrote no reasoning traces"))
+        return rows
+    what = unit.removeprefix("mean_")
+    note = f"mean trace {quant[unit]:,.1f} {what} (quantized) vs {ref[unit]:,.1f} (reference)"
+    rows.append(_limit_row("max_thinking_ratio", quant[unit] / ref[unit], t, "", note, ""))
+    return rows
+
+
 def compare_baseline(run: Path, s: dict[str, Any], baseline: Path) -> BaselineComparison:
     """Quantized accuracy vs the baseline run: paired on shared problem ids when both have generations."""
     bpath = summary_path(baseline)
@@ -345,7 +371,7 @@ def baseline_row(cmp: BaselineComparison, t: CheckThresholds) -> CheckRow:
 def evaluate(run: Path, s: dict[str, Any], t: CheckThresholds, baseline: Path | None = None) -> CheckResult:
     """All gates over an already-loaded summary (pure: no files written)."""
     path = summary_path(run)
-    rows = accuracy_rows(s, t, path) + error_type_rows(s, t) + [margin_row(s, t)]
+    rows = accuracy_rows(s, t, path) + error_type_rows(s, t) + [margin_row(s, t)] + thinking_rows(s, t)
     cmp = None
     if baseline is not None:
         cmp = compare_baseline(path.parent, s, baseline)

@@ -646,6 +646,12 @@ def check(
     max_execution_share: float | None = typer.Option(None, help="Max share of execution errors (typed faults)."),
     max_method_share: float | None = typer.Option(None, help="Max share of method errors among typed faults."),
     min_frontier_margin: float | None = typer.Option(None, help="Min mean margin on the faulty lines."),
+    max_unfinished_thinking: float | None = typer.Option(
+        None, help="Max share of problems whose quantized reasoning trace never closed (0-1)."
+    ),
+    max_thinking_ratio: float | None = typer.Option(
+        None, help="Max quantized / reference mean reasoning-trace length (1.5: half as long again)."
+    ),
     baseline: Path | None = typer.Option(None, help="Previous release's run dir or summary.json."),
     baseline_tolerance: float | None = typer.Option(None, help="Accepted accuracy drop vs baseline, points."),
     config: Path | None = typer.Option(None, help="Thresholds file (default ./silverbullet.toml)."),
@@ -663,6 +669,8 @@ def check(
             max_execution_share=max_execution_share,
             max_method_share=max_method_share,
             min_frontier_margin=min_frontier_margin,
+            max_unfinished_thinking=max_unfinished_thinking,
+            max_thinking_ratio=max_thinking_ratio,
             baseline_tolerance=baseline_tolerance,
         ),
         config=config,

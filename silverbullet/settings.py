@@ -20,7 +20,8 @@ else:  # pragma: no cover - Python 3.10 only
     import tomli as tomllib
 
 # Fractions (0..1) vs points (0..100): validated differently so "5" for a rate is caught, not ignored.
-FRACTION_KEYS = ("max_flip_rate", "max_execution_share", "max_method_share")
+FRACTION_KEYS = ("max_flip_rate", "max_execution_share", "max_method_share", "max_unfinished_thinking")
+RATIO_KEYS = ("max_thinking_ratio",)
 POINT_KEYS = ("max_accuracy_drop", "baseline_tolerance")
 
 
@@ -39,6 +40,8 @@ class CheckThresholds:
     max_execution_share: float | None = None  # share of typed quantized faults that are execution errors
     max_method_share: float | None = None  # share of typed quantized faults that are method errors
     min_frontier_margin: float | None = None  # mean top-1 minus top-2 log-prob on the faulty lines
+    max_unfinished_thinking: float | None = None  # share of problems whose quantized trace never closed
+    max_thinking_ratio: float | None = None  # quantized mean trace length / the reference's
     baseline_tolerance: float = 1.0  # points of quantized accuracy we accept losing vs the baseline
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # key -> where it came from
 
@@ -58,6 +61,8 @@ def _validate(key: str, value: Any, origin: str) -> float:
     if key in FRACTION_KEYS and not 0.0 <= value <= 1.0:
         hint = f"; did you mean {value / 100:g}?" if 1.0 < value <= 100.0 else ""
         raise UserError(f"{where} is a fraction between 0 and 1, got {value:g}{hint}")
+    if key in RATIO_KEYS and value <= 0:
+        raise UserError(f"{where} is a ratio of mean trace lengths (1.5: half as long again), got {value:g}")
     if key in POINT_KEYS and value < 0:
         raise UserError(f"{where} is in accuracy points and cannot be negative, got {value:g}")
     return value

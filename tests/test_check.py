@@ -116,6 +116,47 @@ def test_missing_measurements_skip_rather_than_fail(tmp_path):
     assert row(res, "max_execution_share").status == "skip" and res.exit_code == 0
 
 
+def _with_traces(run: Path, ref: dict | None, quant: dict | None) -> Path:
+    fmt = {m: {"n": 20, "thinking": th} if th else {"n": 20} for m, th in (("reference", ref), ("quantized", quant))}
+    edit_summary(run, format=fmt)
+    return run
+
+
+def test_reasoning_trace_gates(tmp_path):
+    """A quantized reasoning model that runs out of budget inside its trace, or thinks much longer
+    (format.<model>.thinking of the summary), fails its gates; a plain model's table has no such rows."""
+    ref = {"share": 1.0, "unfinished": 0, "mean_chars": 215.0, "mean_tokens": 121.6}
+    quant = {"share": 1.0, "unfinished": 5, "mean_chars": 430.0, "mean_tokens": 243.2}
+    run = _with_traces(copy_run(RELEASE, tmp_path / "run"), ref, quant)
+    res = run_check(run, CheckThresholds())
+    assert row(res, "max_unfinished_thinking").value == pytest.approx(0.25)  # 5 of n=20
+    assert row(res, "max_thinking_ratio").value == pytest.approx(2.0)  # tokens: both runs kept them
+    assert "5 of 20 quantized traces never closed" in row(res, "max_unfinished_thinking").note
+    for key, passing, failing in (("max_unfinished_thinking", 0.3, 0.2), ("max_thinking_ratio", 2.1, 1.5)):
+        assert row(run_check(run, CheckThresholds(**{key: passing})), key).status == "pass"
+        bad = run_check(run, CheckThresholds(**{key: failing}))
+        assert [r.name for r in bad.failures] == [key] and bad.exit_code == 1
+    # characters where one side has no token offsets
+    _with_traces(run, {**ref, "mean_tokens": None}, quant)
+    assert row(run_check(run, CheckThresholds()), "max_thinking_ratio").value == pytest.approx(2.0)
+    # a plain model: no trace rows unless a trace gate was set, and then skip, never fail
+    plain = copy_run(RELEASE, tmp_path / "plain")
+    assert not any("thinking" in r.name for r in run_check(plain, CheckThresholds()).rows)
+    res = run_check(plain, CheckThresholds(max_unfinished_thinking=0.1))
+    assert row(res, "max_unfinished_thinking").status == "skip" and res.exit_code == 0
+    # the flags, through the real entry point
+    from conftest import cli_in_process
+
+    assert cli_in_process("check", run, "--max-unfinished-thinking", "0.2")[0] == 1
+    assert cli_in_process("check", run, "--max-unfinished-thinking", "0.3", "--max-thinking-ratio", "2.1")[0] == 0
+    code, err = cli_in_process("check", run, "--max-thinking-ratio", "-1")
+    assert code == 2 and "--max-thinking-ratio is a ratio" in err
+    with pytest.raises(UserError, match="did you mean 0.3"):
+        resolve_thresholds({"max_unfinished_thinking": 30})
+    with pytest.raises(UserError, match="max-thinking-ratio is a ratio"):
+        resolve_thresholds({"max_thinking_ratio": 0})
+
+
 def test_run_dir_may_be_the_summary_file():
     assert run_check(RELEASE / "summary.json", CheckThresholds(max_flip_rate=0.5)).exit_code == 0
 
