@@ -622,6 +622,10 @@ def print_repair(s: dict) -> None:
         out_console.print(
             f"checker fallback: {s['checked']['fallbacks']} refuted solutions served by the quantized model's own"
         )
+    fmt = s.get("format") or {}
+    if any((fmt.get(m) or {}).get("thinking") for m in fmt):
+        cells = ", ".join(f"{m} {_thinking_cell(fmt[m])}" for m in ("reference", "quantized", "repaired") if m in fmt)
+        out_console.print(f"reasoning traces (mean length/unfinished): {cells}")
     out_console.print(
         f"adapter {s['adapter_bytes'] / 1e6:.2f} MB next to a {s['base_bytes'] / 1e6:.2f} MB "
         f"quantized base; training {s['timings']['train_seconds']}s"

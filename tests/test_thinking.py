@@ -237,8 +237,10 @@ QWEN3_LIKE = (
     "template, thinks",
     [
         (QWEN3_LIKE, True),  # the model opens its own trace: the prompt shows nothing
-        (QWEN3_LIKE.replace("{% if enable_thinking is defined and enable_thinking is false %}", "{% if true %}"),
-         False),  # thinking switched off: the prompt pre-fills an empty trace
+        (
+            QWEN3_LIKE.replace("{% if enable_thinking is defined and enable_thinking is false %}", "{% if true %}"),
+            False,
+        ),  # thinking switched off: the prompt pre-fills an empty trace
         ("{% for m in messages %}{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}A: {% endif %}", False),
     ],
 )
@@ -281,8 +283,10 @@ def test_a_flip_whose_trace_never_closed_is_still_taught_by_its_whole_solution(t
     problems = [{"id": f"p{i}", "question": f"{Q} ({i})", "answer": "72"} for i in range(3)]
     write_rows(tmp_path / "problems.jsonl", problems)
     (tmp_path / "generations").mkdir()
-    write_rows(tmp_path / "generations" / "reference.jsonl",
-               [{"problem_id": p["id"], "prompt": prompt, "text": ref_text, "correct": True} for p in problems])
+    write_rows(
+        tmp_path / "generations" / "reference.jsonl",
+        [{"problem_id": p["id"], "prompt": prompt, "text": ref_text, "correct": True} for p in problems],
+    )
     write_rows(tmp_path / "generations" / "quantized.jsonl",
                [{"problem_id": p["id"], "prompt": prompt, "text": "<think>\n48 / 2 = 24. So", "correct": False}
                 for p in problems])  # fmt: skip
@@ -297,3 +301,30 @@ def test_a_flip_whose_trace_never_closed_is_still_taught_by_its_whole_solution(t
     assert sorted(r["problem_id"] for r in rows) == ["p0", "p1"]
     assert all(r["completion"] == ref_text and r["prompt"] == prompt for r in rows)
     assert sft_rows("step", [], tmp_path, 10) == []  # the step set needs a step
+
+
+def test_the_repair_summary_says_whether_traces_close_again(capsys):
+    """repair_summary.json `format` has each model's trace figures; the repair table adds one line."""
+    from silverbullet.cli import print_repair
+    from silverbullet.records import Generation
+    from silverbullet.repair.pipeline import repair_format
+
+    closed = f"<think>\n{TRACE}</think>\n\n{RESPONSE}"
+    problems = [Problem(id=f"p{i}", question=Q, answer="72") for i in range(4)]
+    gens = {
+        "reference": {p.id: {"text": closed, "n_tokens": 50} for p in problems},
+        "quantized": {p.id: {"text": "<think>\n48 / 2 = 24. So" if i < 3 else closed, "n_tokens": 700}
+                      for i, p in enumerate(problems)},
+    }  # fmt: skip
+    repaired = [Generation(p.id, "repaired", closed if i else "<think>\nhm", None, bool(i))
+                for i, p in enumerate(problems)]  # fmt: skip
+    fmt = repair_format(problems, gens, repaired, 700)
+    assert [fmt[m]["thinking"]["unfinished"] for m in ("reference", "quantized", "repaired")] == [0, 3, 1]
+    s = {"method": "sft", "examples": 3, "n": 4, "accuracy": {"reference": 1.0, "quantized": 0.25, "repaired": 0.75},
+         "recovery": 0.67, "flips_fixed": 2, "flips_introduced": 0, "flips_introduced_rate": 0.0,
+         "adapter_bytes": 1e5, "base_bytes": 1e6, "timings": {"train_seconds": 1.0}, "format": fmt}  # fmt: skip
+    print_repair(s)
+    out = capsys.readouterr().out
+    assert "reasoning traces (mean length/unfinished)" in out and "quantized" in out and "chars/3" in out
+    print_repair({**s, "format": {m: {k: v for k, v in f.items() if k != "thinking"} for m, f in fmt.items()}})
+    assert "reasoning traces" not in capsys.readouterr().out  # a plain model: no such line

@@ -210,9 +210,9 @@ def renders_thinking(render) -> bool:
     if open_thinking_tag(prompt):
         return True
     template = getattr(render, "chat_template", None) if getattr(render, "format", None) == "chat" else None
-    return bool(template) and any(
-        o in template and c in template and c not in prompt for o, c in THINK_TAGS  # type: ignore[operator]
-    )
+    if not template:
+        return False
+    return any(o in template and c in template and c not in prompt for o, c in THINK_TAGS)
 
 
 # -------------------------------------------------------------------------------- compliance

@@ -330,6 +330,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     write_rows(out / "generations" / "checked.jsonl", checked)
     summary = summarise_repair(problems, gens, repaired, used, train_info, cfg, checked)
     summary["prompt"] = {**renderer.describe(), "max_new_tokens": cfg.max_new_tokens}
+    summary["format"] = repair_format(problems, gens, repaired, cfg.max_new_tokens)
     summary["sets"] = {
         "sft_data": sft_mode,
         "replay": cfg.replay,
@@ -512,6 +513,17 @@ def summarise_repair(
             "config": asdict(cfg.train),
         },
     }
+
+
+def repair_format(problems: list[Problem], gens: dict, repaired: list[Generation], max_new_tokens: int) -> dict:
+    """Format compliance of the three models on the evaluation problems (summary.json's `format`):
+    for reasoning models it says whether the repair taught the quantized model to close its trace."""
+    from silverbullet.prompting.formats import compliance
+    from silverbullet.records import to_dict
+
+    rows = {tag: [gens[tag][p.id] for p in problems] for tag in ("reference", "quantized")}
+    rows["repaired"] = [to_dict(g) for g in repaired]
+    return {tag: compliance(r, max_new_tokens) for tag, r in rows.items()}
 
 
 def flip_stats(ref: list[bool], q: list[bool], r: list[bool]) -> dict:
