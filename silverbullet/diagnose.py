@@ -418,6 +418,7 @@ def summarise(
             "rate": round(sum(conf) / len(conf), 4) if conf else None,
         },
         "judge": judge_summary(flips),
+        **({"trace_faults": tf} if (tf := trace_fault_summary(flips)) else {}),
         "format": fmt,
         # What the quantized model lost of the step format (empty: nothing beyond sampling noise).
         "format_drop": format_drop(fmt, wilson),
@@ -428,6 +429,25 @@ def summarise(
             "transformers": transformers.__version__,
             "python": platform.python_version(),
         },
+    }
+
+
+def trace_fault_summary(flips: list[dict]) -> dict | None:
+    """Where the quantized reasoning traces of the flips went wrong (evidence["trace"], trace.py):
+    how many never closed, of those how many had already stated the right answer (a failure to
+    finish) or first went wrong inside the trace, and by which check. None without traces."""
+    traced = [r for r in flips if "trace" in (r.get("evidence") or {})]
+    if not traced:
+        return None
+    unfinished = [r for r in traced if r["evidence"].get("check") == "unfinished_thinking"]
+    faults = Counter(r["evidence"]["trace"]["fault"]["check"] for r in traced if r["evidence"]["trace"].get("fault"))
+    return {
+        "flips_with_trace": len(traced),
+        "fault_in_trace": sum(faults.values()),
+        "by_check": dict(faults.most_common()),
+        "unfinished": len(unfinished),
+        "unfinished_answered": sum(r["evidence"].get("rule") == "answered_in_trace" for r in unfinished),
+        "unfinished_fault": sum(str(r["evidence"].get("rule", "")).startswith("trace_") for r in unfinished),
     }
 
 
@@ -478,6 +498,7 @@ def locate_wrong(
     rows.sort(key=lambda r: (order.get(r["problem_id"], 0), r["model"]))
     return rows
 
+
 # Below this, the reference model fails too often for "where does the quantized model part from it"
 # to mean much (the shipped 8.5M model scores 0% on GSM8K).
 LOW_REFERENCE_ACCURACY = 0.5
@@ -492,7 +513,6 @@ def reference_warnings(cfg: DiagnoseConfig, ref: dict[str, Generation]) -> list[
         f"the reference model solves only {acc:.1%} of {cfg.benchmark}/{cfg.split}, so first faults located "
         "against it mean little; bring a reference model that solves the task (--reference)"
     ]
-
 
 
 def run_diagnose(cfg: DiagnoseConfig) -> dict:

@@ -80,7 +80,9 @@ def test_locate_checks_the_response_only():
     a = locate(Q, wrong, None, "72")
     assert (a.first_faulty_step, a.error_type) == (1, "execution")
     a = locate(Q, f"<think>\n{TRACE}", None, "72")
-    assert (a.first_faulty_step, a.error_type, a.evidence) == (None, "reasoning", {"check": "unfinished_thinking"})
+    assert (a.first_faulty_step, a.error_type, a.evidence["check"]) == (None, "reasoning", "unfinished_thinking")
+    # the trace's own reading: its slip corrected, its answers all 73 (trace.py; tests/test_trace.py)
+    assert a.evidence["trace"] == {"lines": 3, "corrected": 1, "answer": "73", "right_answer_line": None}
 
 
 def test_format_and_thinking_stats():
@@ -193,7 +195,10 @@ def test_lm_eval_samples_of_a_reasoning_model(tmp_path):
     assert all(g["text"].startswith("<think>\n") for g in gens)  # the prompt's opener moved to the text
     att = [json.loads(line) for line in (tmp_path / "run" / "attribution.jsonl").open()]
     [wrong] = [a for a in att if a["model"] == "quantized"]
-    assert wrong["evidence"] == {"check": "unfinished_thinking"} and wrong["flip"]
+    assert wrong["evidence"]["check"] == "unfinished_thinking" and wrong["flip"]
+    # the right number was in the trace's answer line: it reasoned, and did not finish
+    assert wrong["evidence"]["rule"] == "answered_in_trace" and wrong["evidence"]["trace"]["right_answer_line"] == 1
+    assert s["trace_faults"]["unfinished_answered"] == 1 and "1 had stated the right answer" in out
 
 
 def test_the_thinking_reference_models_training_text():

@@ -46,6 +46,7 @@ from silverbullet.attribution.steps import ParsedSteps, StepInfo, analyse_step, 
 from silverbullet.attribution.symbolic import FAULTY as SYM_FAULTY
 from silverbullet.attribution.symbolic import UNKNOWN as SYM_UNKNOWN
 from silverbullet.attribution.symbolic import SymbolicStep, check_steps
+from silverbullet.attribution.trace import read_trace
 from silverbullet.grading import is_correct, parse_number
 from silverbullet.records import Attribution
 
@@ -379,6 +380,8 @@ def locate(
             found.evidence["reference_text"] = ref.steps[aligned].text if aligned is not None else None
     if found.index is not None:
         found.evidence.setdefault("step_text", steps[found.index].text)
+    if final_ok is not True:
+        _read_trace(candidate_text or "", cand, gold_answer, found)
     prefix = "\n".join(s.text for s in steps[: found.index]) if found.index is not None else ""
     return Attribution(
         problem_id=problem_id,
@@ -391,6 +394,33 @@ def locate(
         fault_in_answer_line=answer_line,
         prefix=prefix,
     )
+
+
+def _read_trace(text: str, cand: ParsedSteps, gold_answer: str | None, found: _Found) -> None:
+    """A reasoning trace's own fault beside the response's (`evidence["trace"]`, trace.py). Where the
+    trace never closed there is no response step to blame: the trace's first fault types the error
+    (an uncorrected false equation: execution; a loop: reasoning), unless the trace had already stated
+    the right answer before it, which makes it a failure to finish (reasoning)."""
+    reading = read_trace(text)
+    if reading is None:
+        return
+    ev = reading.evidence(gold_answer)
+    fault = reading.fault
+    if fault is not None and fault.get("claimed") is not None:
+        claimed = parse_number(fault["claimed"])
+        ev["fault"]["in_response"] = claimed is not None and (
+            claimed == cand.answer_value or any(claimed in s.numbers for s in cand.steps)
+        )
+    found.evidence["trace"] = ev
+    if not cand.thinking_unfinished or not found.evidence.get("check") == "unfinished_thinking":
+        return
+    right = ev.get("right_answer_line")
+    if right is not None and (fault is None or right < fault["line"]):
+        found.evidence["rule"] = "answered_in_trace"
+        found.type = tx.REASONING
+    elif fault is not None:
+        found.evidence["rule"] = f"trace_{fault['check']}"
+        found.type = tx.EXECUTION if fault["check"] == "arithmetic" else tx.REASONING
 
 
 def _prose_view(s: StepInfo) -> StepInfo:

@@ -1,0 +1,137 @@
+"""What went wrong inside a reasoning trace (`<think>` ... `</think>`), read line by line.
+
+The steps and the answer come from the response after the trace (segmentation.py); a quantized
+reasoning model often goes wrong earlier, while thinking, and then carries the slip into its response
+or never writes one. A trace is exploration, so a false equation is not a fault when the trace
+corrects it ("48 + 24 = 73? No, 72"): the true value of the same computation, or the same operands
+recomputed rightly, within `CORRECTION_WINDOW` lines after it. What the trace records:
+
+- `fault`: the first false equation the trace does not correct (`arithmetic`; `used_later`: a later
+  line writes its wrong result), or the line a loop starts at (`repetition`: one line written
+  `LOOP_REPEATS` times, the way a model that cannot close its trace goes round), whichever is first;
+- `answers`: each answer the trace states (answer lines, `\\boxed{}`), so a trace that found the right
+  answer and then never closed reads as a failure to finish, not to reason;
+- `corrected`: how many false equations the trace corrected itself.
+
+Plain arithmetic only (the step checker's grammar; never `eval`): TeX inside a trace is not read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+from silverbullet.attribution.check import FAULTY, OK, check_step
+from silverbullet.attribution.steps import StepInfo, analyse_step
+from silverbullet.segmentation import STEP_PREFIX_RE, boxed_span, clean_answer, match_answer_line, thinking_split
+
+CORRECTION_WINDOW = 3  # lines after a false equation in which the trace may correct it
+LOOP_REPEATS = 3  # a line written this many times is a loop
+_MIN_LOOP_CHARS = 8  # shorter lines ("Wait.", "Hmm.") repeat in healthy traces
+MAX_TRACE_LINES = 2000  # bounded work on a runaway trace
+MAX_ANSWERS = 50
+
+
+@dataclass(frozen=True)
+class TraceReading:
+    lines: int
+    fault: dict | None
+    answers: tuple[tuple[int, str], ...]  # (line, answer) of each answer the trace states, in order
+    corrected: int
+
+    def evidence(self, gold_answer: str | None = None) -> dict:
+        """The attribution's `evidence["trace"]`; with the gold answer, `right_answer_line`: the line
+        where the trace first states it (None: never)."""
+        from silverbullet.grading import is_correct
+
+        out: dict = {"lines": self.lines, "corrected": self.corrected,
+                     "answer": self.answers[-1][1] if self.answers else None}  # fmt: skip
+        if gold_answer is not None:
+            out["right_answer_line"] = next((k for k, a in self.answers if is_correct(a, gold_answer)), None)
+        if self.fault is not None:
+            out["fault"] = self.fault
+        return out
+
+
+def _norm(line: str) -> str:
+    return re.sub(r"\s+", " ", STEP_PREFIX_RE.sub("", line)).strip().lower()
+
+
+def _false_equation(info: StepInfo) -> tuple[Fraction, Fraction, dict] | None:
+    """(true value, claimed value, evidence) of the step's first false equation."""
+    for c in check_step(info).checks:
+        if c.status == FAULTY and c.lhs_value is not None and c.rhs_value is not None:
+            return c.lhs_value, c.rhs_value, c.evidence()
+    return None
+
+
+def _corrects(info: StepInfo, true: Fraction, claimed: Fraction, operands: tuple[Fraction, ...]) -> bool:
+    """Whether a later line takes the slip back: it writes the true value, or recomputes the same
+    operands rightly and without the claimed result. Written numbers only: an equation's evaluated
+    side would hold the true value of the very slip repeated."""
+    if true in info.numbers:
+        return True
+    return (
+        bool(operands) and set(operands) <= set(info.operands) and claimed not in info.numbers
+        and check_step(info).status == OK
+    )  # fmt: skip
+
+
+def _corrected_in_line(line: str, ev: dict, true: Fraction) -> bool:
+    """The true value written after the false claim, on its line ("48 + 24 = 73? No, it is 72")."""
+    rhs = str(ev["equation"]).rsplit("=", 1)[-1].strip()
+    eq = line.find("=")
+    at = line.find(rhs, eq + 1) if rhs and eq >= 0 else -1
+    return at >= 0 and true in analyse_step(line[at + len(rhs) :]).numbers
+
+
+def _answers(lines: list[str]) -> tuple[tuple[int, str], ...]:
+    """Each answer the trace states, in order: answer lines and `\\boxed{}` contents."""
+    out = []
+    for i, line in enumerate(lines):
+        found = match_answer_line(line)
+        box = boxed_span(line)
+        if box is not None:
+            found = clean_answer(line[box[0] : box[1]])
+        if found:
+            out.append((i, found))
+    return tuple(out[:MAX_ANSWERS])
+
+
+def read_trace(text: str) -> TraceReading | None:
+    """The trace of `text` read for faults; None when the text has no trace."""
+    span, _ = thinking_split(text or "")
+    if span is None:
+        return None
+    trace = text[span[0] : span[1]]
+    lines = [ln for ln in trace.split("\n") if ln.strip()][:MAX_TRACE_LINES]
+    infos = [analyse_step(STEP_PREFIX_RE.sub("", ln), i) for i, ln in enumerate(lines)]
+    fault, corrected = None, 0
+    for i, info in enumerate(infos):
+        bad = _false_equation(info)
+        if bad is None:
+            continue
+        true, claimed, ev = bad
+        window = infos[i + 1 : i + 1 + CORRECTION_WINDOW]
+        if _corrected_in_line(lines[i], ev, true) or any(_corrects(w, true, claimed, info.operands) for w in window):
+            corrected += 1
+            continue
+        if fault is None:
+            used = any(claimed in later.numbers for later in infos[i + 1 :])
+            fault = {"line": i, "text": lines[i].strip()[:300], "check": "arithmetic", **ev, "used_later": used}
+    loop = _loop_start(lines)
+    if loop is not None and (fault is None or loop < fault["line"]):
+        fault = {"line": loop, "text": lines[loop].strip()[:300], "check": "repetition"}
+    return TraceReading(len(lines), fault, _answers(lines), corrected)
+
+
+def _loop_start(lines: list[str]) -> int | None:
+    """The first line of the trace that it writes `LOOP_REPEATS` times or more."""
+    seen: dict[str, list[int]] = {}
+    for i, ln in enumerate(lines):
+        key = _norm(ln)
+        if len(key) >= _MIN_LOOP_CHARS:
+            seen.setdefault(key, []).append(i)
+    starts = [at[0] for at in seen.values() if len(at) >= LOOP_REPEATS]
+    return min(starts) if starts else None
