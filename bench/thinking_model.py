@@ -76,6 +76,7 @@ def main() -> None:
         "first_fault_position": s["first_fault_position"]["absolute"],
         "error_types": s["error_types"]["quantized"],
         "confirmation": s["confirmation"],
+        "trace_faults": s.get("trace_faults"),
         "repair": {k: r[k] for k in ("examples", "accuracy", "recovery", "flips_fixed", "flips_introduced")},
         "repaired_format": (r.get("format") or {}).get("repaired"),
         "seconds": {"diagnose": t_diag, "repair": t_rep},
@@ -89,6 +90,7 @@ def main() -> None:
     for k in ("mean_tokens", "mean_chars", "unfinished"):
         print(f"| thinking {k} | {(th['reference'] or {}).get(k)} | {(th['quantized'] or {}).get(k)} |")
     print(f"flips {s['flips']['ref_right_quant_wrong']}; their checks {res['flip_checks']}")
+    print(f"their traces: {res['trace_faults']}")
     print(f"repaired: {r['accuracy']['repaired']:.1%}, recovery {r['recovery']}  ({a.out})")
 
 

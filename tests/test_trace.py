@@ -22,6 +22,10 @@ def test_a_slip_the_trace_corrects_is_not_a_fault():
     for text in (same_line, next_line, recomputed):
         r = read_trace(text)
         assert r is not None and r.fault is None and r.corrected == 1, text
+    # going on from the true value is not noticing the slip: the false equation stands
+    went_on = "<think>\nMay: 48 / 2 = 26\nTotal: 48 + 24 = 72\n</think>\nThe answer is: 72"
+    r = read_trace(went_on)
+    assert r.fault["line"] == 0 and r.fault["used_later"] is False and r.corrected == 0
 
 
 def test_the_first_uncorrected_slip_is_the_trace_fault():

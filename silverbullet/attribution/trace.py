@@ -3,8 +3,9 @@
 The steps and the answer come from the response after the trace (segmentation.py); a quantized
 reasoning model often goes wrong earlier, while thinking, and then carries the slip into its response
 or never writes one. A trace is exploration, so a false equation is not a fault when the trace
-corrects it ("48 + 24 = 73? No, 72"): the true value of the same computation, or the same operands
-recomputed rightly, within `CORRECTION_WINDOW` lines after it. What the trace records:
+corrects it ("48 + 24 = 73? No, 72"): the true value written after the claim on its line, or within
+`CORRECTION_WINDOW` lines after it beside the same operands or a correction word, or the same operands
+recomputed rightly. A line that just goes on from the true value has not noticed the slip. What the trace records:
 
 - `fault`: the first false equation the trace does not correct (`arithmetic`; `used_later`: a later
   line writes its wrong result), or the line a loop starts at (`repetition`: one line written
@@ -66,11 +67,18 @@ def _false_equation(info: StepInfo) -> tuple[Fraction, Fraction, dict] | None:
     return None
 
 
-def _corrects(info: StepInfo, true: Fraction, claimed: Fraction, operands: tuple[Fraction, ...]) -> bool:
-    """Whether a later line takes the slip back: it writes the true value, or recomputes the same
-    operands rightly and without the claimed result. Written numbers only: an equation's evaluated
+_CORRECTION_RE = re.compile(
+    r"\b(?:no|wait|actually|mistake|wrong|oops|incorrect|correction|rather|I mean|recalculate|redo)\b", re.IGNORECASE
+)
+
+
+def _corrects(info: StepInfo, line: str, true: Fraction, claimed: Fraction, operands: tuple[Fraction, ...]) -> bool:
+    """Whether a later line takes the slip back: it writes the true value beside the same operands
+    (a recomputation) or beside a correction word ("no", "wait", "actually"), or recomputes the same
+    operands rightly without the claimed result. A later line that merely goes on from the true value
+    has not noticed the slip: the false equation stands. Written numbers only: an equation's evaluated
     side would hold the true value of the very slip repeated."""
-    if true in info.numbers:
+    if true in info.numbers and (set(operands) <= set(info.numbers) or _CORRECTION_RE.search(line)):
         return True
     return (
         bool(operands) and set(operands) <= set(info.operands) and claimed not in info.numbers
@@ -113,8 +121,10 @@ def read_trace(text: str) -> TraceReading | None:
         if bad is None:
             continue
         true, claimed, ev = bad
-        window = infos[i + 1 : i + 1 + CORRECTION_WINDOW]
-        if _corrected_in_line(lines[i], ev, true) or any(_corrects(w, true, claimed, info.operands) for w in window):
+        later = range(i + 1, min(len(infos), i + 1 + CORRECTION_WINDOW))
+        if _corrected_in_line(lines[i], ev, true) or any(
+            _corrects(infos[j], lines[j], true, claimed, info.operands) for j in later
+        ):
             corrected += 1
             continue
         if fault is None:
