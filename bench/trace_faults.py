@@ -134,8 +134,10 @@ def main() -> None:
         "run": a.run,
         "seed": a.seed,
         "traces": sum(1 for r in refs),
-        "kinds": {k: {"n": totals[k], "right": hits[k], "accuracy": round(hits[k] / totals[k], 4) if totals[k] else None}
-                  for k in KINDS},  # fmt: skip
+        "kinds": {
+            k: {"n": totals[k], "right": hits[k], "accuracy": round(hits[k] / totals[k], 4) if totals[k] else None}
+            for k in KINDS
+        },
         "misses": {k: v for k, v in misses.items() if v},
         "seconds": seconds,
     }
