@@ -240,13 +240,10 @@ def print_summary(s: dict) -> None:
         )
     elif m.get("status"):
         lines.append(f"margins: {m['status']}")
-    tf = s.get("trace_faults")
-    if tf:
-        lines.append(
-            f"reasoning traces of the flips: {tf['fault_in_trace']} of {tf['flips_with_trace']} first go wrong inside "
-            f"the trace; {tf['unfinished']} never close ({tf['unfinished_answered']} had stated the right answer, "
-            f"{tf['unfinished_fault']} went wrong in the trace)"
-        )
+    if s.get("trace_faults"):
+        from silverbullet.report.data import trace_fault_text
+
+        lines.append(f"reasoning traces: {trace_fault_text(s)}")
     if c.get("status", "run") != "run":
         lines.append(f"causal confirmation: {c['status']}")
     elif c.get("n"):

@@ -198,7 +198,11 @@ def test_lm_eval_samples_of_a_reasoning_model(tmp_path):
     assert wrong["evidence"]["check"] == "unfinished_thinking" and wrong["flip"]
     # the right number was in the trace's answer line: it reasoned, and did not finish
     assert wrong["evidence"]["rule"] == "answered_in_trace" and wrong["evidence"]["trace"]["right_answer_line"] == 1
-    assert s["trace_faults"]["unfinished_answered"] == 1 and "1 had stated the right answer" in out
+    assert s["trace_faults"]["unfinished_answered"] == 1 and "1 had stated the right answer" in " ".join(out.split())
+    from silverbullet.report import write_report
+
+    md = next(p for p in write_report(tmp_path / "run") if p.suffix == ".md").read_text()
+    assert "reasoning traces (quantized): mean" in md and "1 never close (1 had stated the right answer" in md
 
 
 def test_the_thinking_reference_models_training_text():

@@ -74,6 +74,37 @@ def repaired_accuracy(repair: dict[str, Any]) -> float | None:
     return None
 
 
+def trace_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) rows on reasoning traces for both reports: each model's mean trace length and
+    unclosed traces, and where the flips' traces went wrong. [] for a model without traces."""
+    rows = []
+    for tag, v in (summary.get("format") or {}).items():
+        th = v.get("thinking") if isinstance(v, dict) else None
+        if th:
+            size = (
+                f"{th['mean_tokens']:,.1f} tokens"
+                if th.get("mean_tokens") is not None
+                else f"{th['mean_chars']:,.1f} chars"
+            )
+            rows.append((f"reasoning traces ({tag})", f"mean {size}; {th['unfinished']} of {v['n']} never closed"))
+    flips = trace_fault_text(summary)
+    if flips:
+        rows.append(("where the flips' traces went wrong", flips))
+    return rows
+
+
+def trace_fault_text(summary: dict[str, Any]) -> str | None:
+    """summary.json `trace_faults` in one sentence (the reports and the diagnose command's lines)."""
+    tf = summary.get("trace_faults")
+    if not tf:
+        return None
+    return (
+        f"{tf['fault_in_trace']} of {tf['flips_with_trace']} flips first go wrong inside the trace; "
+        f"{tf['unfinished']} never close ({tf['unfinished_answered']} had stated the right answer, "
+        f"{tf['unfinished_fault']} went wrong in the trace)"
+    )
+
+
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a torn last line (a run killed mid-write) is skipped, anything else is an error."""
     if not path.is_file():

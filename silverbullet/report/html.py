@@ -13,7 +13,7 @@ from typing import Any
 
 from silverbullet.prompting import step_spans
 from silverbullet.report import plots
-from silverbullet.report.data import RunData, repaired_accuracy
+from silverbullet.report.data import RunData, repaired_accuracy, trace_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1200px;
@@ -173,6 +173,7 @@ def _key_numbers(data: RunData) -> str:
             )
     for lost in s.get("format_drop") or []:
         rows.append(("the quantized model loses the step format", lost))
+    rows += trace_rows(s)
     if isinstance(s.get("prompt"), dict):
         rows.append(("prompt format", f"{s['prompt'].get('format')} (id {s['prompt'].get('id')})"))
     return "<table>" + "".join(f"<tr><th>{esc(a)}</th><td class='num'>{esc(b)}</td></tr>" for a, b in rows) + "</table>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from silverbullet.report.data import repaired_accuracy
+from silverbullet.report.data import repaired_accuracy, trace_rows
 from silverbullet.report.plots import ERROR_KINDS
 
 if TYPE_CHECKING:
@@ -97,6 +97,9 @@ def format_markdown(s: dict) -> list[str]:
     ]
     for lost in s.get("format_drop") or []:
         out += ["", f"**The quantized model loses the step format** ({cell(lost)}): a failure beside accuracy."]
+    traces = trace_rows(s)
+    if traces:
+        out += ["", *[f"- {label}: {cell(text)}" for label, text in traces]]
     return out
 
 
