@@ -201,3 +201,18 @@ def test_the_model_s_own_free_style_steps_line_up_with_the_canonical_steps(chat_
         steps = segment(t).steps
         lined_up += len(steps) == len(values) and all(v in re.findall(r"\d+", s) for v, s in zip(values, steps))
     assert lined_up / len(solved) >= 0.9, f"{lined_up} of {len(solved)}"
+
+
+def test_a_saved_tokenizer_carries_no_padding(tmp_path):
+    """Batched generation turns left padding on at run time; saving after it (the recipes save after
+    their final eval) must not bake it into tokenizer.json, or every later encoding pads."""
+    from transformers import AutoTokenizer
+
+    from silverbullet.reference.chat import save_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(MODEL))
+    tok.backend_tokenizer.enable_padding(direction="left", pad_id=0, pad_token=tok.convert_ids_to_tokens(0))
+    save_tokenizer(tok, tmp_path)
+    assert json.loads((tmp_path / "tokenizer.json").read_text())["padding"] is None
+    short, long = AutoTokenizer.from_pretrained(str(tmp_path))(["a", "a b c d"])["input_ids"]
+    assert len(short) < len(long)  # unpadded

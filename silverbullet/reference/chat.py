@@ -50,8 +50,13 @@ def add_chat_tokens(tok):
 
 def save_tokenizer(tok, out: Path, template: str = CHAT_TEMPLATE) -> None:
     """Save with the template inside tokenizer_config.json (where chat models have carried it),
-    not in a separate chat_template.jinja, and `<|im_end|>` as eos, as ChatML instruct models do."""
+    not in a separate chat_template.jinja, and `<|im_end|>` as eos, as ChatML instruct models do.
+    Without padding: batched generation pads on the left at run time, and a tokenizer.json that
+    carried it would pad every encoding, training targets included."""
     tok.eos_token = IM_END
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_padding()
     tok.save_pretrained(str(out))
     (out / "chat_template.jinja").unlink(missing_ok=True)
     conf_path = out / "tokenizer_config.json"
