@@ -14,7 +14,8 @@ recomputed rightly. A line that just goes on from the true value has not noticed
   answer and then never closed reads as a failure to finish, not to reason;
 - `corrected`: how many false equations the trace corrected itself.
 
-Plain arithmetic only (the step checker's grammar; never `eval`): TeX inside a trace is not read.
+Lines are the trace's non-blank lines, counted from 0 (`fault["line"]`, the answers' lines). Plain
+arithmetic only (the step checker's grammar; never `eval`): TeX inside a trace is not read.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def read_trace(text: str) -> TraceReading | None:
             corrected += 1
             continue
         if fault is None:
-            used = any(claimed in later.numbers for later in infos[i + 1 :])
+            used = any(claimed in nxt.numbers for nxt in infos[i + 1 :])
             fault = {"line": i, "text": lines[i].strip()[:300], "check": "arithmetic", **ev, "used_later": used}
     loop = _loop_start(lines)
     if loop is not None and (fault is None or loop < fault["line"]):
