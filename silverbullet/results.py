@@ -398,6 +398,7 @@ class Run:
             "row": pd.array([r["row"] for r in flat], dtype="Int64"),
             "problem_id": _col([r["problem_id"] for r in flat], "string", path, "problem_id"),
             "step_index": _col([r.get("step_index") for r in flat], "Int64", path, "step_index"),
+            "trace_line": _col([r.get("trace_line") for r in flat], "Int64", path, "trace_line"),
             "error_type": _categorical([r.get("error_type") for r in flat], SET_KINDS),
         }
         for name in ("prompt", "completion", "chosen", "rejected"):

@@ -337,3 +337,59 @@ def test_the_repair_summary_says_whether_traces_close_again(capsys):
     assert "reasoning traces (mean length/unfinished)" in out and "quantized" in out and "chars/3" in out
     print_repair({**s, "format": {m: {k: v for k, v in f.items() if k != "thinking"} for m, f in fmt.items()}})
     assert "reasoning traces" not in capsys.readouterr().out  # a plain model: no such line
+
+
+def test_first_fault_pairs_inside_an_unclosed_trace(tmp_path):
+    """Where a trace never closed, the pair is cut inside it at what locate read there: after the line
+    that had stated the right answer (chosen: the reference closes its trace and answers), or before
+    the trace's first slip (chosen: the reference from the aligned line). No evidence, no pair."""
+    from silverbullet.attribution.locate import locate
+    from silverbullet.measure import write_rows
+    from silverbullet.repair.dataset import candidates, sft_rows
+
+    prompt = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    draft = "Step 1: 48 / 2 = 24\nStep 2: 48 + 24 = 72\nThe answer is: 72"
+    ref_text = f"<think>\n{draft}\nLet me write it up.\n</think>\n\n{draft}"
+    quant = {
+        "answered": f"<think>\n{draft}\nLet m 5 * 5 = 25\nThe answer is: 25",
+        "slipped": "<think>\nStep 1: 48 / 2 = 26\nStep 2: 48 + 26 = 74\nThe answer is: 74\nLet",
+        "silent": "<think>\nStep 1: half of them\nHmm, so",
+    }
+    write_rows(tmp_path / "problems.jsonl", [{"id": k, "question": f"{Q} {k}", "answer": "72"} for k in quant])
+    (tmp_path / "generations").mkdir()
+    write_rows(
+        tmp_path / "generations" / "reference.jsonl",
+        [{"problem_id": k, "prompt": prompt, "text": ref_text, "answer": "72", "correct": True} for k in quant],
+    )
+    write_rows(
+        tmp_path / "generations" / "quantized.jsonl",
+        [{"problem_id": k, "prompt": prompt, "text": t, "correct": False} for k, t in quant.items()],
+    )
+    att = []
+    for k, text in quant.items():
+        a = locate(Q, text, ref_text, "72", problem_id=k)
+        att.append(
+            {
+                "problem_id": k,
+                "question": f"{Q} {k}",
+                "model": "quantized",
+                "flip": True,
+                "first_faulty_step": a.first_faulty_step,
+                "error_type": a.error_type,
+                "evidence": a.evidence,
+            }
+        )
+    write_rows(tmp_path / "attribution.jsonl", att)  # fmt: skip
+
+    pairs = {p["problem_id"]: p for p in candidates(tmp_path)}
+    assert set(pairs) == {"answered", "slipped"}  # the silent trace shows no fault: no pair
+    a = pairs["answered"]
+    assert a["prompt"] == prompt + f"<think>\n{draft}" and a["trace_line"] == 2 and a["step_index"] is None
+    assert a["chosen"] == f"\nLet me write it up.\n</think>\n\n{draft}"  # close the trace, then answer
+    assert a["rejected"] == "\nLet m 5 * 5 = 25\nThe answer is: 25" and a["error_type"] == "reasoning"
+    s = pairs["slipped"]
+    assert s["prompt"] == prompt + "<think>\n" and s["trace_line"] == 0 and s["error_type"] == "execution"
+    assert s["chosen"] == ref_text.removeprefix("<think>\n") and s["rejected"].startswith("Step 1: 48 / 2 = 26")
+    rows = sft_rows("step", list(pairs.values()), tmp_path, 10)
+    assert [r["completion"] for r in rows] == [p["chosen"] for p in pairs.values()]
+    assert all(r["trace_line"] is not None for r in rows)

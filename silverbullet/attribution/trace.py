@@ -108,13 +108,28 @@ def _answers(lines: list[str]) -> tuple[tuple[int, str], ...]:
     return tuple(out[:MAX_ANSWERS])
 
 
-def read_trace(text: str) -> TraceReading | None:
-    """The trace of `text` read for faults; None when the text has no trace."""
+def trace_line_spans(text: str) -> list[tuple[int, int]] | None:
+    """(start, end) in `text` of each non-blank line of its trace (the lines `read_trace` counts);
+    None when the text has no trace. Repair cuts first-fault pairs at these offsets."""
     span, _ = thinking_split(text or "")
     if span is None:
         return None
-    trace = text[span[0] : span[1]]
-    lines = [ln for ln in trace.split("\n") if ln.strip()][:MAX_TRACE_LINES]
+    out, pos = [], span[0]
+    for line in text[span[0] : span[1]].split("\n"):
+        if line.strip():
+            out.append((pos, pos + len(line)))
+            if len(out) == MAX_TRACE_LINES:
+                break
+        pos += len(line) + 1
+    return out
+
+
+def read_trace(text: str) -> TraceReading | None:
+    """The trace of `text` read for faults; None when the text has no trace."""
+    spans = trace_line_spans(text)
+    if spans is None:
+        return None
+    lines = [text[a:b] for a, b in spans]
     infos = [analyse_step(STEP_PREFIX_RE.sub("", ln), i) for i, ln in enumerate(lines)]
     fault, corrected = None, 0
     for i, info in enumerate(infos):

@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from silverbullet.attribution.align import align
 from silverbullet.attribution.check import check_step
 from silverbullet.attribution.steps import analyse_step
+from silverbullet.attribution.trace import read_trace, trace_line_spans
 from silverbullet.errors import UserError
 from silverbullet.grading import is_correct
 from silverbullet.measure import read_jsonl_rows, write_rows
@@ -78,7 +80,12 @@ def candidates(run_dir: Path) -> list[dict]:
     quant = {r["problem_id"]: r for r in read_jsonl_rows(run_dir / "generations" / "quantized.jsonl")}
     out = []
     for a in read_jsonl_rows(att_path):
-        if a["model"] != "quantized" or not a.get("flip") or a.get("first_faulty_step") is None:
+        if a["model"] != "quantized" or not a.get("flip"):
+            continue
+        if a.get("first_faulty_step") is None:
+            pair = trace_pair(a, ref.get(a["problem_id"]), quant.get(a["problem_id"]))
+            if pair is not None:
+                out.append(pair)
             continue
         j, k = a.get("aligned_reference_step"), a["first_faulty_step"]
         r, q = ref.get(a["problem_id"]), quant.get(a["problem_id"])
@@ -103,6 +110,58 @@ def candidates(run_dir: Path) -> list[dict]:
             }
         )
     return out
+
+
+def trace_pair(a: dict, r: dict | None, q: dict | None) -> dict | None:
+    """A first-fault pair inside a reasoning trace that never closed (locate's `evidence["trace"]`):
+    - `answered_in_trace`: the trace had stated the right answer and went on instead of closing: cut
+      after that line; chosen = the reference's text after its own first right answer in its trace
+      (for a reasoning model: closing the trace and writing the response), rejected = what followed;
+    - `trace_arithmetic` / `trace_repetition`: cut before the trace's first fault; chosen = the
+      reference's text from the trace line aligned to it (which must check out), rejected = the
+      quantized model's from its fault on.
+    None when there is no such evidence, no right reference, or the lines do not line up."""
+    ev = a.get("evidence") or {}
+    rule, tr = ev.get("rule"), ev.get("trace") or {}
+    if r is None or q is None or not r.get("correct") or rule not in _TRACE_RULES:
+        return None
+    q_spans, r_spans = trace_line_spans(q["text"]), trace_line_spans(r["text"])
+    if not q_spans or not r_spans:
+        return None
+    q_lines = [analyse_step(STEP_PREFIX_RE.sub("", q["text"][x:y]), i) for i, (x, y) in enumerate(q_spans)]
+    r_lines = [analyse_step(STEP_PREFIX_RE.sub("", r["text"][x:y]), i) for i, (x, y) in enumerate(r_spans)]
+    if rule == "answered_in_trace":
+        k = tr.get("right_answer_line")
+        reading = read_trace(r["text"])
+        answers = reading.answers if reading else ()
+        j = next((line for line, ans in answers if is_correct(ans, str(r.get("answer")))), None)
+        if k is None or j is None or k >= len(q_spans):
+            return None
+        cut_q, cut_r = q_spans[k][1], r_spans[j][1]
+    else:
+        k = (tr.get("fault") or {}).get("line")
+        if k is None or k >= len(q_spans):
+            return None
+        j = align(q_lines, r_lines).mapping[k]
+        if j is None or check_step(r_lines[j]).status == "faulty":
+            return None
+        cut_q, cut_r = q_spans[k][0], r_spans[j][0]
+    chosen, rejected = r["text"][cut_r:], q["text"][cut_q:]
+    if not chosen.strip() or not rejected.strip() or chosen == rejected:
+        return None
+    return {
+        "prompt": _prompt(q, a["question"]) + q["text"][:cut_q],
+        "chosen": chosen,
+        "rejected": rejected,
+        "problem_id": a["problem_id"],
+        "question": a["question"],
+        "step_index": None,
+        "trace_line": k,
+        "error_type": a.get("error_type") or "none",
+    }
+
+
+_TRACE_RULES = ("answered_in_trace", "trace_arithmetic", "trace_repetition")
 
 
 def _prompt(gen_row: dict | None, question: str) -> str:
@@ -206,7 +265,7 @@ def sft_rows(
     n_anchor = round(n * anchor)
     n_main = n - round(n * replay) - n_anchor - round(n * guard)
     if mode == "step":
-        main = [{**{k: e[k] for k in _PROV}, "prompt": e["prompt"], "completion": e["chosen"]} for e in pairs]
+        main = [{**{k: e[k] for k in _PROV if k in e}, "prompt": e["prompt"], "completion": e["chosen"]} for e in pairs]
         main = main[:n_main]
     else:
         targeted = {e["problem_id"] for e in pairs} | unlocated_flips(run_dir)
@@ -225,9 +284,10 @@ def sft_rows(
 
 
 def unlocated_flips(run_dir: Path) -> set[str]:
-    """Flipped problems whose fault has no step to pair at: a reasoning model's trace that never
-    closed, a solution with no steps. No first-fault pair can be built for them, but the reference's
-    whole solution still teaches the problem, so whole-solution modes take them too."""
+    """Flipped problems whose fault has no response step: a reasoning model's trace that never closed,
+    a solution with no steps. A pair inside the trace exists only where the trace shows its fault
+    (trace_pair); the reference's whole solution teaches every one of them, so whole-solution modes
+    take them all."""
     att_path = run_dir / "attribution.jsonl"
     if not att_path.exists():
         return set()
@@ -294,7 +354,7 @@ def anchor_set(run_dir: Path, n: int, seed: int = 0, exclude: set[str] | None = 
     return [_whole_solution(problems[r["problem_id"]], r["text"], "anchor", r) for r in own[:n]]
 
 
-_PROV = ("problem_id", "question", "step_index", "error_type")
+_PROV = ("problem_id", "question", "step_index", "error_type", "trace_line")  # trace_line: trace pairs only
 
 
 def set_paths(out_dir: Path) -> tuple[Path, Path]:
@@ -323,17 +383,23 @@ def grpo_rows(sft: list[dict], run_dir: Path) -> list[dict]:
 def write_sets(sft: list[dict], pairs: list[dict], out_dir: Path) -> tuple[Path, Path]:
     """TRL's standard formats: prompt/completion (SFT) and prompt/chosen/rejected (DPO)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    prov = ("problem_id", "step_index", "error_type")
+    prov = ("problem_id", "step_index", "error_type", "trace_line")
     sft_path, dpo_path = set_paths(out_dir)
     write_rows(
-        sft_path, [{"prompt": e["prompt"], "completion": e["completion"], **{k: e[k] for k in prov}} for e in sft]
+        sft_path,
+        [{"prompt": e["prompt"], "completion": e["completion"], **{k: e[k] for k in prov if k in e}} for e in sft],
     )
     write_rows(
         dpo_path,
         [
-            {"prompt": e["prompt"], "chosen": e["chosen"], "rejected": e["rejected"], **{k: e[k] for k in prov}}
+            {
+                "prompt": e["prompt"],
+                "chosen": e["chosen"],
+                "rejected": e["rejected"],
+                **{k: e[k] for k in prov if k in e},
+            }
             for e in pairs
-        ],
+        ],  # fmt: skip
     )
     return sft_path, dpo_path
 
