@@ -1,6 +1,7 @@
 """The reasoning-model path on the shipped thinking reference model, as a user runs it.
 
     python bench/thinking_model.py [--limit 200] [--max-new-tokens 1024] [--repair-limit 400]
+                                   [--method sft] [--sft-data flipped-full]
                                    [--out bench/results/thinking_model.json]
 
 Runs `silverbullet diagnose --reference data/reference-thinking-model` (its chat template opens
@@ -49,6 +50,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=1024)
     ap.add_argument("--repair-limit", type=int, default=400)
     ap.add_argument("--runs", default="runs/bench-thinking")
+    ap.add_argument("--method", default="sft", help="repair --method (sft, dpo, sft+dpo)")
+    ap.add_argument("--sft-data", default="flipped-full", help="repair --sft-data")
     ap.add_argument("--out", default="bench/results/thinking_model.json")
     a = ap.parse_args()
     runs = Path(a.runs)
@@ -56,7 +59,7 @@ def main() -> None:
     budget = ["--max-new-tokens", str(a.max_new_tokens)]
     t_diag = _cli("diagnose", "--reference", MODEL, "--limit", str(a.limit), "--out", str(run), *budget)
     t_rep = _cli("repair", "--from", str(run), "--out", str(rep), "--repair-limit", str(a.repair_limit), *REPAIR,
-                 *budget)  # fmt: skip
+                 "--method", a.method, "--sft-data", a.sft_data, *budget)  # fmt: skip
     s = json.loads((run / "summary.json").read_text())
     r = json.loads((rep / "repair_summary.json").read_text())
     att = _rows(run / "attribution.jsonl")
@@ -77,7 +80,12 @@ def main() -> None:
         "error_types": s["error_types"]["quantized"],
         "confirmation": s["confirmation"],
         "trace_faults": s.get("trace_faults"),
-        "repair": {k: r[k] for k in ("examples", "accuracy", "recovery", "flips_fixed", "flips_introduced")},
+        "repair": {
+            "method": a.method,
+            "sft_data": a.sft_data,
+            "sets": r.get("sets"),
+            **{k: r[k] for k in ("examples", "accuracy", "recovery", "flips_fixed", "flips_introduced")},
+        },
         "repaired_format": (r.get("format") or {}).get("repaired"),
         "seconds": {"diagnose": t_diag, "repair": t_rep},
     }
