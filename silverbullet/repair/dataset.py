@@ -128,8 +128,6 @@ def trace_pair(a: dict, r: dict | None, q: dict | None) -> dict | None:
     q_spans, r_spans = trace_line_spans(q["text"]), trace_line_spans(r["text"])
     if not q_spans or not r_spans:
         return None
-    q_lines = [analyse_step(STEP_PREFIX_RE.sub("", q["text"][x:y]), i) for i, (x, y) in enumerate(q_spans)]
-    r_lines = [analyse_step(STEP_PREFIX_RE.sub("", r["text"][x:y]), i) for i, (x, y) in enumerate(r_spans)]
     if rule == "answered_in_trace":
         k = tr.get("right_answer_line")
         reading = read_trace(r["text"])
@@ -142,6 +140,8 @@ def trace_pair(a: dict, r: dict | None, q: dict | None) -> dict | None:
         k = (tr.get("fault") or {}).get("line")
         if k is None or k >= len(q_spans):
             return None
+        q_lines, r_lines = ([analyse_step(STEP_PREFIX_RE.sub("", text[x:y]), i) for i, (x, y) in enumerate(spans)]
+                            for text, spans in ((q["text"], q_spans), (r["text"], r_spans)))  # fmt: skip
         j = align(q_lines, r_lines).mapping[k]
         if j is None or check_step(r_lines[j]).status == "faulty":
             return None
