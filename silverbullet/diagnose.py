@@ -19,6 +19,7 @@ from pathlib import Path
 from silverbullet import stats, ui
 from silverbullet.attribution import locate
 from silverbullet.attribution.judge import judge
+from silverbullet.attribution.trace import trace_frontier, trace_line_spans
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator, close_generator
 from silverbullet.generation.loading import renderer_for_model
@@ -219,6 +220,13 @@ def attribute(problem: Problem, gen: Generation, ref_gen: Generation | None) -> 
             a, b = ref_seg.spans[j]
             # in the candidate's own style: "Step k+1: ..." after step lines, the bare step after free text
             row["reference_line"] = renumber_step(ref_text[a:b], k + 1) if seg.style == "steps" else ref_seg.steps[j]
+    elif (fr := trace_frontier(gen.text, att.evidence, ref_text, problem.answer)) is not None:
+        # a trace that never closed: its frontier is a trace line (trace.py), measured and swapped alike
+        a, b = fr["chars"]
+        row.update(prefix=gen.text[:a], faulty_line=gen.text[a:b], frontier_chars=[a, b], trace_line=fr["line"])
+        if fr["reference_chars"] is not None:
+            c, d = fr["reference_chars"]
+            row.update(reference_line=(ref_text or "")[c:d], reference_chars=[c, d])
     else:
         row["prefix"] = gen.text[: spans[-1][1] + 1] if spans else ""
     return row
@@ -270,8 +278,8 @@ def add_margins_and_confirmation(
     todo = [r for r in rows if r.get("faulty_line") and r["model"] == "quantized"]
     for r in todo:
         g = gens[r["problem_id"]]
-        spans = step_spans(g.text)
-        r.update(frontier_margins(g, tuple(r["frontier_chars"]), spans))
+        spans = trace_line_spans(g.text) if r.get("trace_line") is not None else step_spans(g.text)
+        r.update(frontier_margins(g, tuple(r["frontier_chars"]), spans or []))
     if cfg.margins and todo:
         pairs = [(prompt(r) + r["prefix"], r["faulty_line"]) for r in todo]
         scored = _score_batch(ref_gen, pairs)

@@ -343,7 +343,6 @@ def test_first_fault_pairs_inside_an_unclosed_trace(tmp_path):
     """Where a trace never closed, the pair is cut inside it at what locate read there: after the line
     that had stated the right answer (chosen: the reference closes its trace and answers), or before
     the trace's first slip (chosen: the reference from the aligned line). No evidence, no pair."""
-    from silverbullet.attribution.locate import locate
     from silverbullet.measure import write_rows
     from silverbullet.repair.dataset import candidates, sft_rows
 
@@ -365,28 +364,29 @@ def test_first_fault_pairs_inside_an_unclosed_trace(tmp_path):
         tmp_path / "generations" / "quantized.jsonl",
         [{"problem_id": k, "prompt": prompt, "text": t, "correct": False} for k, t in quant.items()],
     )
-    att = []
-    for k, text in quant.items():
-        a = locate(Q, text, ref_text, "72", problem_id=k)
-        att.append(
-            {
-                "problem_id": k,
-                "question": f"{Q} {k}",
-                "model": "quantized",
-                "flip": True,
-                "first_faulty_step": a.first_faulty_step,
-                "error_type": a.error_type,
-                "evidence": a.evidence,
-            }
-        )
-    write_rows(tmp_path / "attribution.jsonl", att)  # fmt: skip
+    from silverbullet.diagnose import attribute
+    from silverbullet.records import Generation
+
+    ref_gen = Generation("x", "reference", ref_text, "72", True)
+    att = [
+        attribute(Problem(id=k, question=f"{Q} {k}", answer="72"), Generation(k, "quantized", t, None, False), ref_gen)
+        for k, t in quant.items()
+    ]
+    write_rows(tmp_path / "attribution.jsonl", att)
+    # diagnose puts the frontier on a trace line: measured (margins) and swapped (confirmation) there
+    by_id = {r["problem_id"]: r for r in att}
+    assert by_id["answered"]["faulty_line"] == "Let m 5 * 5 = 25" and by_id["answered"]["trace_line"] == 3
+    assert by_id["answered"]["reference_line"] == "Let me write it up."
+    assert by_id["slipped"]["faulty_line"] == "Step 1: 48 / 2 = 26" and by_id["slipped"]["trace_line"] == 0
+    assert by_id["slipped"]["reference_line"] == "Step 1: 48 / 2 = 24"
+    assert by_id["silent"]["faulty_line"] is None and "trace_line" not in by_id["silent"]
 
     pairs = {p["problem_id"]: p for p in candidates(tmp_path)}
     assert set(pairs) == {"answered", "slipped"}  # the silent trace shows no fault: no pair
     a = pairs["answered"]
-    assert a["prompt"] == prompt + f"<think>\n{draft}" and a["trace_line"] == 2 and a["step_index"] is None
-    assert a["chosen"] == f"\nLet me write it up.\n</think>\n\n{draft}"  # close the trace, then answer
-    assert a["rejected"] == "\nLet m 5 * 5 = 25\nThe answer is: 25" and a["error_type"] == "reasoning"
+    assert a["prompt"] == prompt + f"<think>\n{draft}\n" and a["trace_line"] == 3 and a["step_index"] is None
+    assert a["chosen"] == f"Let me write it up.\n</think>\n\n{draft}"  # close the trace, then answer
+    assert a["rejected"] == "Let m 5 * 5 = 25\nThe answer is: 25" and a["error_type"] == "reasoning"
     s = pairs["slipped"]
     assert s["prompt"] == prompt + "<think>\n" and s["trace_line"] == 0 and s["error_type"] == "execution"
     assert s["chosen"] == ref_text.removeprefix("<think>\n") and s["rejected"].startswith("Step 1: 48 / 2 = 26")

@@ -419,7 +419,7 @@ def _read_trace(text: str, cand: ParsedSteps, gold_answer: str | None, found: _F
         found.evidence["rule"] = "answered_in_trace"
         found.type = tx.REASONING
     elif fault is not None:
-        found.evidence["rule"] = f"trace_{fault['check']}"
+        found.evidence["rule"] = f"trace_{fault['check']}"  # trace.TRACE_RULES
         found.type = tx.EXECUTION if fault["check"] == "arithmetic" else tx.REASONING
 
 

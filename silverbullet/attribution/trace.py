@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from silverbullet.attribution.align import align
 from silverbullet.attribution.check import FAULTY, OK, check_step
 from silverbullet.attribution.steps import StepInfo, analyse_step
 from silverbullet.segmentation import STEP_PREFIX_RE, boxed_span, clean_answer, match_answer_line, thinking_split
@@ -161,3 +162,39 @@ def _loop_start(lines: list[str]) -> int | None:
             seen.setdefault(key, []).append(i)
     starts = [at[0] for at in seen.values() if len(at) >= LOOP_REPEATS]
     return min(starts) if starts else None
+
+
+def trace_frontier(text: str, evidence: dict, reference_text: str | None, gold_answer: str | None) -> dict | None:
+    """Where the first fault of a trace that never closed sits, as a line to measure and swap: the
+    trace's fault line (`trace_arithmetic`, `trace_repetition`), or the line after the one that had
+    stated the right answer (`answered_in_trace`: where it should have closed). With a reference that
+    has a trace, `reference_chars` is its line for the same place: the line aligned to the fault (when
+    it checks out), or the line after its own right answer. None without such evidence.
+    {"line": k, "chars": (start, end), "reference_chars": (start, end) | None}."""
+    rule, tr = evidence.get("rule"), evidence.get("trace") or {}
+    spans = trace_line_spans(text)
+    if not spans or rule not in TRACE_RULES:
+        return None
+    ref_spans = trace_line_spans(reference_text or "")
+    if rule == "answered_in_trace":
+        k = (tr.get("right_answer_line") or 0) + 1
+        ref = read_trace(reference_text or "")
+        j = ref.evidence(gold_answer).get("right_answer_line") if ref is not None and gold_answer is not None else None
+        j = None if j is None else j + 1
+    else:
+        k = (tr.get("fault") or {}).get("line")
+        j = None
+        if ref_spans and k is not None and k < len(spans):
+            mine, theirs = ([analyse_step(STEP_PREFIX_RE.sub("", t[a:b]), i) for i, (a, b) in enumerate(s)]
+                            for t, s in ((text, spans), (reference_text or "", ref_spans)))  # fmt: skip
+            j = align(mine, theirs).mapping[k]
+            if j is not None and check_step(theirs[j]).status == FAULTY:
+                j = None
+    if k is None or k >= len(spans):
+        return None
+    ref_chars = ref_spans[j] if ref_spans and j is not None and j < len(ref_spans) else None
+    return {"line": k, "chars": spans[k], "reference_chars": ref_chars}
+
+
+# locate's rules for a trace that never closed (locate._read_trace), each with a frontier line
+TRACE_RULES = ("answered_in_trace", "trace_arithmetic", "trace_repetition")

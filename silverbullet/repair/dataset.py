@@ -17,10 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from silverbullet.attribution.align import align
 from silverbullet.attribution.check import check_step
 from silverbullet.attribution.steps import analyse_step
-from silverbullet.attribution.trace import read_trace, trace_line_spans
 from silverbullet.errors import UserError
 from silverbullet.grading import is_correct
 from silverbullet.measure import read_jsonl_rows, write_rows
@@ -113,39 +111,16 @@ def candidates(run_dir: Path) -> list[dict]:
 
 
 def trace_pair(a: dict, r: dict | None, q: dict | None) -> dict | None:
-    """A first-fault pair inside a reasoning trace that never closed (locate's `evidence["trace"]`):
-    - `answered_in_trace`: the trace had stated the right answer and went on instead of closing: cut
-      after that line; chosen = the reference's text after its own first right answer in its trace
-      (for a reasoning model: closing the trace and writing the response), rejected = what followed;
-    - `trace_arithmetic` / `trace_repetition`: cut before the trace's first fault; chosen = the
-      reference's text from the trace line aligned to it (which must check out), rejected = the
-      quantized model's from its fault on.
-    None when there is no such evidence, no right reference, or the lines do not line up."""
-    ev = a.get("evidence") or {}
-    rule, tr = ev.get("rule"), ev.get("trace") or {}
-    if r is None or q is None or not r.get("correct") or rule not in _TRACE_RULES:
+    """A first-fault pair inside a reasoning trace that never closed, cut where diagnose put its
+    frontier (`trace_line`, trace.trace_frontier): before the trace's first slip, or after the line
+    that had stated the right answer. Chosen = the reference's text from its line for that place (the
+    aligned line, or the line after its own right answer: closing the trace and answering), rejected =
+    the quantized model's from its frontier line on. None without a frontier or a reference line."""
+    if r is None or q is None or not r.get("correct") or a.get("trace_line") is None:
         return None
-    q_spans, r_spans = trace_line_spans(q["text"]), trace_line_spans(r["text"])
-    if not q_spans or not r_spans:
+    if not a.get("frontier_chars") or not a.get("reference_chars"):
         return None
-    if rule == "answered_in_trace":
-        k = tr.get("right_answer_line")
-        reading = read_trace(r["text"])
-        answers = reading.answers if reading else ()
-        j = next((line for line, ans in answers if is_correct(ans, str(r.get("answer")))), None)
-        if k is None or j is None or k >= len(q_spans):
-            return None
-        cut_q, cut_r = q_spans[k][1], r_spans[j][1]
-    else:
-        k = (tr.get("fault") or {}).get("line")
-        if k is None or k >= len(q_spans):
-            return None
-        q_lines, r_lines = ([analyse_step(STEP_PREFIX_RE.sub("", text[x:y]), i) for i, (x, y) in enumerate(spans)]
-                            for text, spans in ((q["text"], q_spans), (r["text"], r_spans)))  # fmt: skip
-        j = align(q_lines, r_lines).mapping[k]
-        if j is None or check_step(r_lines[j]).status == "faulty":
-            return None
-        cut_q, cut_r = q_spans[k][0], r_spans[j][0]
+    cut_q, cut_r = a["frontier_chars"][0], a["reference_chars"][0]
     chosen, rejected = r["text"][cut_r:], q["text"][cut_q:]
     if not chosen.strip() or not rejected.strip() or chosen == rejected:
         return None
@@ -156,12 +131,9 @@ def trace_pair(a: dict, r: dict | None, q: dict | None) -> dict | None:
         "problem_id": a["problem_id"],
         "question": a["question"],
         "step_index": None,
-        "trace_line": k,
+        "trace_line": a["trace_line"],
         "error_type": a.get("error_type") or "none",
     }
-
-
-_TRACE_RULES = ("answered_in_trace", "trace_arithmetic", "trace_repetition")
 
 
 def _prompt(gen_row: dict | None, question: str) -> str:
