@@ -196,6 +196,8 @@ ATTRIBUTION_FIELDS = {  # column -> dtype, as in attribution.jsonl (docs/run-for
     "first_faulty_step": "Int64",
     "error_type": "error_type",
     "evidence_check": "string",
+    "evidence_rule": "string",
+    "trace_line": "Int64",
     "aligned_reference_step": "Int64",
     "n_steps": "Int64",
     "final_answer_correct": "boolean",
@@ -227,6 +229,7 @@ def _attributions(rows: list[dict[str, Any]], path: Path, order: dict[str, int])
             {
                 **r,
                 "evidence_check": ev.get("check") if isinstance(ev, dict) else None,
+                "evidence_rule": ev.get("rule") if isinstance(ev, dict) else None,
                 "frontier_start": chars[0] if len(chars) == 2 else None,
                 "frontier_end": chars[1] if len(chars) == 2 else None,
             }

@@ -79,3 +79,13 @@ def test_an_unclosed_traces_fault_is_measured_and_swapped_on_its_trace_line(run)
         )
     swapped = [a for a in traced if a.get("reference_line") and a["flip"]]
     assert swapped and all(a.get("confirmed") is not None for a in swapped)
+    # the results API carries the trace line and the rule
+    from silverbullet.results import open_run
+
+    frame = open_run(out).attributions
+    on_trace = frame[frame["trace_line"].notna()]
+    assert len(on_trace) == len(traced) and set(on_trace["evidence_rule"]) <= {
+        "answered_in_trace",
+        "trace_arithmetic",
+        "trace_repetition",
+    }
