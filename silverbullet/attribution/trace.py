@@ -125,13 +125,18 @@ def trace_line_spans(text: str) -> list[tuple[int, int]] | None:
     return out
 
 
+def _analysed(text: str, spans: list[tuple[int, int]]) -> list[StepInfo]:
+    """The trace's lines as the step checker reads them (a `Step k:` prefix dropped)."""
+    return [analyse_step(STEP_PREFIX_RE.sub("", text[a:b]), i) for i, (a, b) in enumerate(spans)]
+
+
 def read_trace(text: str) -> TraceReading | None:
     """The trace of `text` read for faults; None when the text has no trace."""
     spans = trace_line_spans(text)
     if spans is None:
         return None
     lines = [text[a:b] for a, b in spans]
-    infos = [analyse_step(STEP_PREFIX_RE.sub("", ln), i) for i, ln in enumerate(lines)]
+    infos = _analysed(text, spans)
     fault, corrected = None, 0
     for i, info in enumerate(infos):
         bad = _false_equation(info)
@@ -185,8 +190,7 @@ def trace_frontier(text: str, evidence: dict, reference_text: str | None, gold_a
         k = (tr.get("fault") or {}).get("line")
         j = None
         if ref_spans and k is not None and k < len(spans):
-            mine, theirs = ([analyse_step(STEP_PREFIX_RE.sub("", t[a:b]), i) for i, (a, b) in enumerate(s)]
-                            for t, s in ((text, spans), (reference_text or "", ref_spans)))  # fmt: skip
+            mine, theirs = _analysed(text, spans), _analysed(reference_text or "", ref_spans)
             j = align(mine, theirs).mapping[k]
             if j is not None and check_step(theirs[j]).status == FAULTY:
                 j = None
