@@ -47,6 +47,18 @@ def _log_file(run_dir: str | Path) -> Path:
     return Path(run_dir) / "log.txt"
 
 
+def _model(path: str | None, log_dir: str | Path, gguf_file: str | None = None) -> str | None:
+    """A model argument as the folder every stage loads: the embedded default mapped to the project's
+    copy, a GGUF file checked and converted once (generation/gguf.py), anything else as given."""
+    if path is None:
+        return None
+    from silverbullet.generation.gguf import resolve_gguf
+
+    path = embedded(path)
+    with ui.library_output_to(_log_file(log_dir)):
+        return resolve_gguf(path, gguf_file, log=ui.note)
+
+
 def _positive(name: str, value: int | None) -> None:
     if value is not None and value <= 0:
         raise UserError(f"{name} must be a positive number, got {value}")
@@ -109,9 +121,12 @@ MAX_NEW_HELP = "Generation budget (default per benchmark: synthetic 320, GSM8K 5
 @app.command()
 def diagnose(
     reference: str | None = typer.Option(
-        None, help="Full-precision model: local path or hub id (default data/reference-model when generating)."
+        None,
+        help="Full-precision model: local path, hub id or .gguf file (default data/reference-model when generating).",
     ),
-    quantized: str | None = typer.Option(None, help="Quantized model (default: the demo quantized reference)."),
+    quantized: str | None = typer.Option(
+        None, help="Quantized model: local path, hub id or .gguf file (default: the demo quantized reference)."
+    ),
     benchmark: str | None = typer.Option(
         None, help="Benchmark name (synthetic, gsm8k, math, ...) or JSONL path (default synthetic when generating)."
     ),
@@ -162,8 +177,8 @@ def diagnose(
         raise UserError("--samples-fields needs --reference-samples and --quantized-samples")
     _positive("--max-new-tokens", max_new_tokens)
     cfg = DiagnoseConfig(
-        reference=embedded(reference or DEFAULT_REFERENCE) if (reference or not from_files) else None,
-        quantized=embedded(quantized) if quantized else None,
+        reference=_model(reference or DEFAULT_REFERENCE, out) if (reference or not from_files) else None,
+        quantized=_model(quantized, out),
         load_in=_load_in(load_in_4bit, load_in_8bit),
         benchmark=benchmark if (benchmark or from_files) else "synthetic",
         split=split or default_split(benchmark or "synthetic"),
@@ -357,7 +372,8 @@ def _locate_table(s: dict, input: Path) -> Table:
 
 @app.command()
 def quantize(
-    model: str = typer.Option("data/reference-model", help="Model to quantize (local path or hub id)."),
+    model: str = typer.Option("data/reference-model", help="Model to quantize (local path, hub id or .gguf file)."),
+    gguf_file: str | None = typer.Option(None, help="The GGUF file to use when --model is a folder of several."),
     method: str = typer.Option(
         "gptq",
         help="llm-compressor: rtn, gptq, awq, smoothquant (W8A8); other formats: bnb-nf4, bnb-int8, autoround, "
@@ -374,7 +390,7 @@ def quantize(
     iters: int = typer.Option(0, help="AutoRound tuning iterations (0: its RTN mode, fast on CPU)."),
 ) -> None:
     """Quantize a model: llm-compressor (compressed-tensors), bitsandbytes, AutoRound or GPTQModel."""
-    model = embedded(model)
+    model = _model(model, Path(out).parent if out else "runs/_models", gguf_file)
     from silverbullet.quantize import QuantizeConfig
     from silverbullet.quantize import quantize as run
 
@@ -401,7 +417,8 @@ def quantize(
 
 @app.command()
 def evaluate(
-    model: str = typer.Option("data/reference-model", help="Model path or hub id."),
+    model: str = typer.Option("data/reference-model", help="Model path, hub id or .gguf file."),
+    gguf_file: str | None = typer.Option(None, help="The GGUF file to use when --model is a folder of several."),
     benchmark: str = typer.Option("synthetic"),
     split: str | None = typer.Option(None, help="Benchmark split (default: its evaluation split, eval or test)."),
     limit: int | None = typer.Option(1000),
@@ -420,7 +437,7 @@ def evaluate(
     max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
 ) -> None:
     """Accuracy of one model on a benchmark (by number of steps where known)."""
-    model = embedded(model)
+    model = _model(model, json_out.parent if json_out else "runs/_logs", gguf_file)
     from silverbullet.benchmarks import default_split, load_benchmark
     from silverbullet.diagnose import budget_for
     from silverbullet.generation.loading import renderer_for_model
@@ -545,7 +562,8 @@ def repair(
     ),
 ) -> None:
     """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
-    reference = embedded(reference)
+    reference = _model(reference, out)
+    quantized = _model(quantized, out)
     from silverbullet.repair.pipeline import RepairConfig, run_repair
     from silverbullet.repair.train import RepairTrainConfig
 

@@ -181,6 +181,20 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def _model_entry(path: str | None, fingerprint: str | None) -> dict:
+    """A model as summary.json names it; a folder converted from a GGUF file also carries the file's
+    name, sha256 and llama.cpp quantization type (Q4_K_M, ...): the release level the user passed."""
+    from silverbullet.generation.gguf import gguf_source
+
+    entry: dict = {"path": path, "fingerprint": fingerprint}
+    src = gguf_source(path) if path else None
+    if src:
+        g = src.get("gguf", {})
+        name = Path(str(g.get("path", ""))).name
+        entry["gguf"] = {"file": name, "sha256": src.get("sha256"), "type": g.get("file_type")}
+    return entry
+
+
 def wilson(k: int, n: int) -> list[float]:
     """95% Wilson interval as summary.json stores it (rounded to 4 places)."""
     return [round(x, 4) for x in stats.wilson(k, n, z=1.96)]
@@ -397,8 +411,8 @@ def summarise(
         "prompt": {**(prompt or PromptRenderer("completion").describe()), "max_new_tokens": cfg.max_new_tokens},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "models": {
-            "reference": {"path": cfg.reference, "fingerprint": fingerprints["reference"]},
-            "quantized": {"path": cfg.quantized, "fingerprint": fingerprints["quantized"]},
+            "reference": _model_entry(cfg.reference, fingerprints["reference"]),
+            "quantized": _model_entry(cfg.quantized, fingerprints["quantized"]),
         },
         "accuracy": {"reference": round(k_ref / n, 4) if n else 0.0, "quantized": round(k_q / n, 4) if n else 0.0},
         "accuracy_ci": {"reference": wilson(k_ref, n), "quantized": wilson(k_q, n)},

@@ -58,7 +58,11 @@ class QuantizeConfig:
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        return Path("runs/_models") / f"{Path(self.model).name}-{self.tag()}"
+        from silverbullet.generation.gguf import gguf_source
+
+        src = gguf_source(self.model)  # a converted GGUF file: named after the file, not its cache folder
+        name = Path(str(src["gguf"]["path"])).stem if src and src.get("gguf", {}).get("path") else Path(self.model).name
+        return Path("runs/_models") / f"{name}-{self.tag()}"
 
 
 def _weight_args(cfg: QuantizeConfig):

@@ -134,6 +134,11 @@ def check_model_dir(path: Path) -> dict:
     if not path.exists():
         raise UserError(f"model path {path} does not exist")
     if not path.is_dir():
+        if path.suffix.lower() == ".gguf":
+            raise UserError(
+                f"model path {path} is a GGUF file: the CLI converts it once; in Python, pass it through "
+                "silverbullet.generation.gguf.resolve_gguf first"
+            )
         raise UserError(f"model path {path} is not a directory (expected a saved model folder)")
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
