@@ -170,3 +170,28 @@ def test_hub_probe(monkeypatch):
     assert not loading.hub_offline() and len(calls) == 1  # behind a proxy: no probe, not offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert loading.hub_offline()
+
+
+def test_auto_dtype_on_cpu_is_bf16_only_for_large_models_on_bf16_cpus(tmp_path, monkeypatch):
+    import torch
+
+    from silverbullet.generation import loading
+
+    big, small = tmp_path / "big", tmp_path / "small"
+    for d, size in ((big, loading.CPU_BF16_MIN_WEIGHT_BYTES), (small, 17_000_000)):
+        d.mkdir()
+        with (d / "model.safetensors").open("wb") as f:
+            f.truncate(size)  # sparse: only the size is read
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    assert loading.resolve_dtype("auto", "cpu", big) == torch.bfloat16
+    assert loading.resolve_dtype("auto", "cpu", small) == torch.float32
+    assert loading.resolve_dtype("auto", "cpu") == torch.float32
+    assert loading.resolve_dtype("fp32", "cpu", big) == torch.float32  # an explicit dtype wins
+    assert loading.resolve_dtype("auto", "cuda", small) == torch.bfloat16
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
+    assert loading.resolve_dtype("auto", "cpu", big) == torch.float32
+    # the cache key follows the dtype the model will run in
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    with_bf16 = loading.fingerprint_model_source(big, device="cpu")
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)
+    assert loading.fingerprint_model_source(big, device="cpu") != with_bf16

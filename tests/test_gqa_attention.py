@@ -76,3 +76,20 @@ def test_static_cache_decode_matches():
 def test_left_alone_without_groups_or_sdpa(heads, kv_heads, attn):
     model = _qwen(heads, kv_heads, attn)
     assert not gqa_attention.use_for(model) and model.config._attn_implementation == attn
+
+
+def test_cpu_generation_uses_it_without_compile(tiny_model_dir):
+    """On CPU the plain (uncompiled) path decodes through it too, and writes the same solutions as
+    transformers' own sdpa does."""
+    from silverbullet.generation.base import GenerationConfig
+    from silverbullet.generation.hf import HFGenerator
+
+    prompts = ["Q: 12 + 30 = ?\nA:", "Tell me: 7 * 6\n", "x"]
+    cfg = GenerationConfig(max_new_tokens=12, batch_size=3)
+    gen = HFGenerator(tiny_model_dir, device="cpu")
+    assert gen.model.config.num_key_value_heads < gen.model.config.num_attention_heads
+    fast = [o.text for o in gen.generate(prompts, cfg)]
+    assert gen.model.config._attn_implementation == gqa_attention.NAME
+    gen.model.set_attn_implementation("sdpa")
+    gen._gqa_checked = True  # keep transformers' sdpa for the comparison
+    assert [o.text for o in gen.generate(prompts, cfg)] == fast

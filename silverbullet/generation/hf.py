@@ -406,7 +406,9 @@ class HFGenerator:
         tok, model = self.tokenizer, self.model
         n_real = len(prompts)
         compiled = self.compiles(config)
-        if compiled and not self._gqa_checked:  # grouped KV heads: decode attention without K/V copies
+        # Grouped KV heads: decode attention without K/V copies, on CUDA with --compile and always on
+        # CPU (a 1.5B GQA model decodes 1.9x faster there: docs/real-model.md)
+        if (compiled or str(model.device) == "cpu") and not self._gqa_checked:
             self._gqa_checked = True
             gqa_attention.use_for(model)
         if compiled:  # one batch shape for every batch: no recompile for a short last batch

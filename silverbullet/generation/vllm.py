@@ -437,13 +437,16 @@ class VLLMGenerator:
         return cfg.is_file() and is_compressed_tensors(json.loads(cfg.read_text()))
 
     def _resolve_dtype(self, dtype: str) -> str:
-        """'auto' -> as HF: float32 on CPU, bfloat16 on GPU; but vLLM's CPU kernels for
+        """'auto' -> as HF (bfloat16 on GPU; on CPU float32, or bfloat16 for a large model on a CPU with
+        native bf16); but vLLM's CPU kernels for
         compressed-tensors weight-only checkpoints (W4A16 ...) run in bfloat16 only."""
         if dtype not in (None, "auto"):
             return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
         if self.device.startswith("cuda") or self._quantized():
             return "bfloat16"
-        return "float32"
+        from silverbullet.generation.loading import resolve_dtype
+
+        return str(resolve_dtype("auto", "cpu", self.path_or_id)).removeprefix("torch.")
 
     # -- identity ----------------------------------------------------------------------------------
     @property
