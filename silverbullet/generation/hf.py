@@ -31,6 +31,7 @@ from silverbullet.generation.loading import (
     load_causal_lm,
     resolve_device,
 )
+from silverbullet.generation.pruning_decode import prune_decode
 from silverbullet.generation.static_decode import RowStop, StaticDecoder, supports_static_decode
 from silverbullet.prompting import ANSWER_LINE_RES
 from silverbullet.segmentation import open_thinking_tag, thinking_split
@@ -230,6 +231,9 @@ class HFGenerator:
     """Generator over a transformers causal LM. Loads lazily, so a fully cached run never loads
     the model; pass `model`/`tokenizer` to wrap one already in memory (after training, say)."""
 
+    # Greedy CPU batches drop rows once they have stopped (pruning_decode); False: generate() as on GPU
+    prune_on_cpu = True
+
     def __init__(
         self,
         path_or_id: str | os.PathLike | None = None,
@@ -426,6 +430,8 @@ class HFGenerator:
         if compiled and config.greedy and supports_static_decode(model):
             # the step is compiled where it pays (CUDA graphs); elsewhere, only in tests, it runs eager
             return self._generate_static(enc, n_real, config, tags, compile=str(model.device).startswith("cuda"))
+        if self.prune_on_cpu and config.greedy and str(model.device) == "cpu" and not model.config.is_encoder_decoder:
+            return self._generate_pruned(enc, n_real, config, tags)
         processors = LogitsProcessorList()
         recorder = None
         if config.margins:
@@ -475,6 +481,20 @@ class HFGenerator:
         stop = row_stop(self.tokenizer, set(self._eos_ids()) | {self.tokenizer.pad_token_id}, self._newline_ids(), tags)
         out = decoders[key].decode(
             enc["input_ids"], enc["attention_mask"], config.max_new_tokens, stop, margins=config.margins
+        )
+        seconds = (time.perf_counter() - t0) / n_real
+        return [
+            self._finish(out.tokens[r], out.margins[r] if out.margins is not None else None, seconds, config, tags[r])
+            for r in range(n_real)
+        ]
+
+    def _generate_pruned(self, enc: Any, n_real: int, config: GenerationConfig, tags: Sequence[str]) -> list[GenOutput]:
+        """Greedy decode on CPU through `prune_decode`: rows that stopped leave the batch, so a few long
+        solutions no longer hold the rest (`row_stop` is the plain path's stopping rule)."""
+        t0 = time.perf_counter()
+        stop = row_stop(self.tokenizer, set(self._eos_ids()) | {self.tokenizer.pad_token_id}, self._newline_ids(), tags)
+        out = prune_decode(
+            self.model, enc["input_ids"], enc["attention_mask"], config.max_new_tokens, stop, margins=config.margins
         )
         seconds = (time.perf_counter() - t0) / n_real
         return [
