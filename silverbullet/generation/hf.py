@@ -2,8 +2,10 @@
 
 Prompts are sorted by length and left-padded into batches (so a batch wastes little compute),
 decoded greedily with the KV cache, stopped at the answer line (eos or "The answer is: ...\\n"),
-and cut right after it. Margins (top-1 minus top-2 log-prob) are recorded per step by a logits
-processor instead of `output_logits`, which would keep steps x batch x vocab floats alive.
+and cut right after it. On CPU, greedy batches drop each row once it has stopped (pruning_decode),
+so a few long solutions no longer keep the rest computing; elsewhere `generate()` runs them, and
+margins (top-1 minus top-2 log-prob) are recorded per step by a logits processor instead of
+`output_logits`, which would keep steps x batch x vocab floats alive.
 
 `GenerationConfig(compile=True)` (CLI `--compile`), on CUDA: transformers' static KV cache
 (`cache_implementation="static"`), whose decode step `generate()` runs through `torch.compile`
