@@ -971,6 +971,7 @@ def reference_eval(
     _positive("--n", n)
     evaluate(
         model=model,
+        gguf_file=None,
         benchmark="synthetic",
         split="eval",
         limit=n,
@@ -979,6 +980,7 @@ def reference_eval(
         json_out=json_out,
         load_in_4bit=False,
         load_in_8bit=False,
+        compile=False,
         prompt_format="completion",
         system_prompt=None,
         prompt_template=None,
