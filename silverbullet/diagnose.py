@@ -250,6 +250,17 @@ def _mean(xs: list[float]) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
 
 
+def span_margins(margins: list[float], ends: list[int], span: list[int] | tuple[int, int]) -> list[float]:
+    """The margins of the tokens whose middle falls in `span` (character offsets): the rule
+    frontier_margins reads the quantized model's own tokens by."""
+    out, start = [], 0
+    for m, end in zip(margins, ends):
+        if span[0] <= (start + end) / 2 < span[1]:
+            out.append(m)
+        start = end
+    return out
+
+
 def frontier_margins(gen: Generation, span: tuple[int, int], spans: list[tuple[int, int]]) -> dict:
     """Margins on the faulty line vs the other step lines: the mean over tokens, and the minimum
     (the step's most uncertain decision, where a flip happens) averaged over the other steps."""
@@ -294,18 +305,19 @@ def add_margins_and_confirmation(
         g = gens[r["problem_id"]]
         spans = trace_line_spans(g.text) if r.get("trace_line") is not None else step_spans(g.text)
         r.update(frontier_margins(g, tuple(r["frontier_chars"]), spans or []))
-    if cfg.margins and todo:
-        pairs = [(prompt(r) + r["prefix"], r["faulty_line"]) for r in todo]
-        scored = _score_batch(ref_gen, pairs)
-        for r, s in zip(todo, scored):
-            r["reference_margin_at_frontier"] = _mean(list(s.margins))
-    judged = [r for r in rows if r["model"] == "quantized" and gens.get(r["problem_id"]) is not None]
+    # One reference-model pass per flip: the whole quantized solution teacher-forced under the
+    # full-precision model gives both the judge's verdict and the reference's margin on the faulty
+    # line (its tokens, read by the rule frontier_margins uses). Flips only: the summary reads these
+    # on flips, and on a 1.5B model on CPU a second pass, and passes over the solutions both models
+    # got wrong, were most of the attribution time.
+    judged = [r for r in rows if r["model"] == "quantized" and r["flip"] and gens.get(r["problem_id"]) is not None]
     if cfg.margins and ref_gen is not None and judged:
-        # the full-precision model as judge: the whole quantized solution, teacher-forced under it
         scored = _score_batch(ref_gen, [(prompt(r), gens[r["problem_id"]].text) for r in judged])
         for r, s in zip(judged, scored):
             v = judge(s.logprobs, s.top_logprobs, s.token_ends, segment(gens[r["problem_id"]].text).spans)
             r["judge_step"], r["judge_gap"] = v.step, v.gap
+            if r.get("frontier_chars"):
+                r["reference_margin_at_frontier"] = _mean(span_margins(s.margins, s.token_ends, r["frontier_chars"]))
     confirmable = [r for r in todo if r.get("reference_line") and r["flip"]]
     if cfg.confirm and confirmable:
         texts = [prompt(r) + r["prefix"] + r["reference_line"] + "\n" for r in confirmable]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from silverbullet.diagnose import DiagnoseConfig, run_diagnose, wilson
+from silverbullet.diagnose import DiagnoseConfig, run_diagnose, span_margins, wilson
 from silverbullet.errors import UserError
 from silverbullet.quantize import QuantizeConfig, quantize
 
@@ -76,8 +76,12 @@ def test_diagnose_end_to_end(tmp_path, quantized):
     assert all(_text(q_rows, a).startswith(a["prefix"]) for a in located)
     assert s["margins"]["n"] > 0 and s["confirmation"]["n"] > 0
     assert sum(s["first_fault_position"]["absolute"].values()) == len(flips)
-    # the full-precision judge ran on every quantized wrong solution; its steps index the same steps
-    assert all("judge_step" in a for a in atts if a["model"] == "quantized") and s["judge"]["n"] == len(flips)
+    # the full-precision judge ran on every flip, and only there (one reference pass per flip gives
+    # the judge and the reference's margin on the faulty line); its steps index the same steps
+    assert all(("judge_step" in a) == a["flip"] for a in atts if a["model"] == "quantized")
+    assert s["judge"]["n"] == len(flips)
+    assert all(a["reference_margin_at_frontier"] is not None for a in located)
+    assert s["margins"]["reference_at_frontier_mean"] is not None
     assert all(a["judge_step"] is None or 0 <= a["judge_step"] < a["n_steps"] for a in flips)
     assert s["judge"]["flagged"] > 0
 
@@ -90,6 +94,15 @@ def test_run_dir_from_another_config_is_refused(tmp_path, quantized):
     run_diagnose(_cfg(tmp_path, quantized, limit=4, confirm=False))
     with pytest.raises(UserError, match="another config"):
         run_diagnose(_cfg(tmp_path, quantized, limit=5, confirm=False))
+
+
+def test_span_margins_reads_the_tokens_whose_middle_is_in_the_span():
+    # tokens "ab" [0,2) "cd" [2,4) "e" [4,5) "fgh" [5,8)
+    margins, ends = [1.0, 2.0, 3.0, 4.0], [2, 4, 5, 8]
+    assert span_margins(margins, ends, [2, 5]) == [2.0, 3.0]
+    assert span_margins(margins, ends, [3, 8]) == [2.0, 3.0, 4.0]  # "cd"'s middle, 3.0, is in [3, 8)
+    assert span_margins(margins, ends, [4, 8]) == [3.0, 4.0]
+    assert span_margins(margins, ends, [8, 9]) == []
 
 
 def test_wilson_interval():

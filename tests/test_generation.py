@@ -74,6 +74,28 @@ def test_score_batch_equals_single(gen):
     assert many[0].token_ends[-1] == len(pairs[0][1])
 
 
+def test_score_batch_sorts_by_length_and_keeps_order(gen):
+    # prompts of different lengths, longest first, over several batches: the length sort and the
+    # logits kept only from the earliest continuation token must not shift any row's scores
+    long_prompt = PROMPTS[0] + " Show every step of the work, and check the answer twice. " * 3
+    pairs = [
+        (long_prompt, "Step 1: 7 - 3 = 4.\nThe answer is: 4\n"),
+        (PROMPTS[1], "Step 1: 1 + 1 = 2.\n"),
+        (PROMPTS[2][:12], "9"),
+        (PROMPTS[0], "The answer is: 12\n"),
+        (long_prompt, ""),
+    ]
+    many = gen.score_batch(pairs, batch_size=2)
+    assert len(many) == len(pairs)
+    for (p, c), m in zip(pairs, many, strict=True):
+        one = gen.score(p, c)
+        assert m.token_ids == one.token_ids
+        assert m.logprobs == pytest.approx(one.logprobs, abs=1e-4)
+        assert m.margins == pytest.approx(one.margins, abs=1e-4)
+        assert m.top_logprobs == pytest.approx(one.top_logprobs, abs=1e-4)
+        assert m.token_ends == one.token_ends
+
+
 def test_sampling_is_seeded(gen):
     cfg = GenerationConfig(max_new_tokens=16, temperature=1.0, seed=3, margins=True)
     a, b = gen.generate(PROMPTS[:2], cfg), gen.generate(PROMPTS[:2], cfg)

@@ -526,7 +526,10 @@ class HFGenerator:
         return self.score_batch([(prompt, continuation)])[0]
 
     def score_batch(self, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[ScoreOutput]:
-        """`score` for many (prompt, continuation) pairs, right-padded into batches."""
+        """`score` for many (prompt, continuation) pairs, right-padded into batches. Pairs are batched
+        by length (less padding) and the vocabulary projection runs only from the batch's earliest
+        continuation token on: on a 1.5B model on CPU the prompt's logits were a tenth of the work
+        and most of the memory (batch x length x 152k floats). Results come back in input order."""
         import torch
 
         tok, model = self.tokenizer, self.model
@@ -539,36 +542,40 @@ class HFGenerator:
                 raise ValueError("score() needs a non-empty prompt (the first token needs a context)")
             c_ids = tok(cont, add_special_tokens=False)["input_ids"] if cont else []
             rows.append((p_ids, c_ids, cont))
-        outs: list[ScoreOutput] = []
+        outs: list[ScoreOutput | None] = [None] * len(rows)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            chunk = [rows[i] for i in idx]
             width = max(len(p) + len(c) for p, c, _ in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             att = torch.zeros((len(chunk), width), dtype=torch.long)
             for r, (p, c, _) in enumerate(chunk):
                 ids[r, : len(p) + len(c)] = torch.tensor(p + c)
                 att[r, : len(p) + len(c)] = 1
+            # logits for positions first..width-1, where `first` predicts the earliest continuation token
+            first = min(len(p) for p, _, _ in chunk) - 1
             with torch.inference_mode():
-                logits = model(input_ids=ids.to(model.device), attention_mask=att.to(model.device)).logits
-            for r, (p, c, cont) in enumerate(chunk):
+                logits = model(
+                    input_ids=ids.to(model.device), attention_mask=att.to(model.device), logits_to_keep=width - first
+                ).logits
+            for r, (i, (p, c, cont)) in enumerate(zip(idx, chunk)):
                 if not c:
-                    outs.append(ScoreOutput([], [], [], []))
+                    outs[i] = ScoreOutput([], [], [], [])
                     continue
-                lg = logits[r, len(p) - 1 : len(p) + len(c) - 1].float()
+                lg = logits[r, len(p) - 1 - first : len(p) + len(c) - 1 - first].float()
                 logp = torch.log_softmax(lg, dim=-1)
                 target = torch.tensor(c, device=lg.device)
                 top = lg.topk(2, dim=-1).values
-                outs.append(
-                    ScoreOutput(
-                        token_ids=list(c),
-                        logprobs=logp.gather(1, target[:, None])[:, 0].cpu().tolist(),
-                        margins=(top[:, 0] - top[:, 1]).cpu().tolist(),
-                        token_ends=token_ends(tok, c, limit=len(cont)),
-                        top_logprobs=logp.max(dim=-1).values.cpu().tolist(),
-                    )
+                outs[i] = ScoreOutput(
+                    token_ids=list(c),
+                    logprobs=logp.gather(1, target[:, None])[:, 0].cpu().tolist(),
+                    margins=(top[:, 0] - top[:, 1]).cpu().tolist(),
+                    token_ends=token_ends(tok, c, limit=len(cont)),
+                    top_logprobs=logp.max(dim=-1).values.cpu().tolist(),
                 )
-        return outs
+        return [o for o in outs if o is not None]
 
 
 def compile_settings(prompt_len: int, max_new_tokens: int) -> dict:
