@@ -92,3 +92,31 @@ F = Fraction
 )  # fmt: skip
 def test_classify_divergence_rules(cand, ref, own, question, same, expected) -> None:
     assert tx.classify_divergence(cand, ref, own, question, same_quantities=same) == expected
+
+
+# ---------------------------------------------------------------------------------- unexecuted plans
+
+
+def test_a_plan_never_computed_is_an_execution_error_at_its_first_step():
+    # what a 3-bit Qwen2.5-1.5B wrote for 38 of 100 GSM8K problems: the steps, then the placeholder
+    text = steps("Calculate how many marbles Tom has.", "Subtract the marbles he gives away.",
+                 "Divide the rest among the friends.", answer="<answer>")  # fmt: skip
+    for ref in (REF, None):
+        a = locate(Q, text, reference_text=ref, gold_answer="10")
+        assert (a.first_faulty_step, a.error_type) == (0, tx.EXECUTION), ref
+        assert a.evidence["rule"] == "planned_not_computed"
+
+
+def test_the_plan_starts_where_the_computing_stops():
+    text = steps("Tom has 3 * 24 = 72 marbles.", "Subtract the marbles he gives away.",
+                 "Divide the rest among the friends.", answer="<answer>")  # fmt: skip
+    a = locate(Q, text, reference_text=REF, gold_answer="10")
+    assert (a.first_faulty_step, a.error_type, a.evidence["rule"]) == (1, tx.EXECUTION, "planned_not_computed")
+    assert a.evidence["computed_steps"] == 1
+
+
+def test_a_solution_cut_mid_step_is_not_a_plan():
+    # computed, then cut at the token limit: no placeholder, so not an unexecuted plan
+    text = "Step 1: Tom has 3 * 24 = 72 marbles.\nStep 2: Now we need to find how many"
+    a = locate(Q, text, reference_text=REF, gold_answer="10")
+    assert a.evidence.get("rule") != "planned_not_computed"

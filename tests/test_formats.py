@@ -397,3 +397,16 @@ def test_autoround_checkpoint_quantizes_loads_generates_and_repairs_on_cpu(tmp_p
     assert isinstance(served.base_model.model.model.layers[0].self_attn.q_proj, GPTQLoraLinear)
     with torch.no_grad():
         assert (served(ids).logits - g.model(ids).logits).abs().max() > 1e-4
+
+
+def test_compliance_counts_answers_that_copy_the_placeholder():
+    from silverbullet.prompting.formats import ANSWER_PLACEHOLDER, STEP_FORMAT_INSTRUCTION, compliance
+
+    assert ANSWER_PLACEHOLDER in STEP_FORMAT_INSTRUCTION  # one owner: the instruction's own stand-in
+    rows = [
+        {"text": "Step 1: Work out the total.\nThe answer is: <answer>", "n_tokens": 12},
+        {"text": "Step 1: Work out the total.\nStep 2: The answer is: <answer>.", "n_tokens": 14},
+        {"text": "Step 1: 2 + 3 = 5.\nThe answer is: 5", "n_tokens": 12},
+        {"text": "Step 1: <answer> is what we want.\nThe answer is: 5", "n_tokens": 12},
+    ]
+    assert compliance(rows, 512)["placeholder_answers"] == 2

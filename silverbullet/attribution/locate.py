@@ -48,6 +48,7 @@ from silverbullet.attribution.symbolic import UNKNOWN as SYM_UNKNOWN
 from silverbullet.attribution.symbolic import SymbolicStep, check_steps
 from silverbullet.attribution.trace import read_trace
 from silverbullet.grading import is_correct, parse_number
+from silverbullet.prompting.formats import is_placeholder_answer
 from silverbullet.records import Attribution
 
 _NORM_RE = re.compile(r"\W+")
@@ -370,7 +371,9 @@ def locate(
         _divergence(steps, ref, qnums, gold, found, flow, question or "", written)
     answer_line = False
     if final_ok is False and found.index is None:
-        answer_line = _blame_end(cand, ref, gold, found, without_evidence == "earliest_used")
+        answer_line = _blame_end(
+            cand, ref, gold, found, without_evidence == "earliest_used", qnums, is_placeholder_answer(candidate_text or "")
+        )
     aligned = None
     if found.index is not None and ref is not None:
         aligned = found.evidence.get("reference_step")
@@ -429,12 +432,40 @@ def _prose_view(s: StepInfo) -> StepInfo:
     return s if text == s.text else analyse_step(text, s.index)
 
 
+def _computes(s: StepInfo, qnums: frozenset[Fraction]) -> bool:
+    """The step works something out: an equation, or a number the question does not give."""
+    return bool(s.equations) or any(v not in qnums for v in s.numbers)
+
+
 def _blame_end(
-    cand: ParsedSteps, ref: ParsedSteps | None, gold: Fraction | None, found: _Found, prior: bool = True
+    cand: ParsedSteps,
+    ref: ParsedSteps | None,
+    gold: Fraction | None,
+    found: _Found,
+    prior: bool = True,
+    qnums: frozenset[Fraction] = frozenset(),
+    placeholder: bool = False,
 ) -> bool:
     """Wrong answer, every step checks out: blame the answer line if it does not follow from the
-    steps, else the last step (it stops early or answers another question). True: answer line."""
+    steps, else the last step (it stops early or answers another question). True: answer line.
+
+    A solution with no number for an answer whose steps name calculations without doing them ("Step 1:
+    Calculate the total cost.", then "The answer is: <answer>", the instruction's placeholder) was
+    planned and never carried out: the first step of the non-computing tail is the fault, an execution
+    error (the plan may be right; it was not executed). Only where nothing is computed at all, or the
+    answer is the placeholder: a solution cut at the token limit mid-sentence is not a plan."""
     steps = cand.steps
+    if cand.answer_value is None and steps:
+        tail = len(steps)
+        while tail > 0 and not _computes(steps[tail - 1], qnums):
+            tail -= 1
+        if tail < len(steps) and (tail == 0 or placeholder):
+            found.offer(
+                tail,
+                tx.EXECUTION,
+                {"check": "no_computation", "rule": "planned_not_computed", "computed_steps": tail},
+            )
+            return False
     stated: set[Fraction] = set()
     for s in steps:
         stated.update(s.values)

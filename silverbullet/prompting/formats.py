@@ -30,6 +30,9 @@ STEP_FORMAT_INSTRUCTION = (
     'Solve the problem step by step. Write each step on its own line as "Step k: ...", '
     'and end with a line "The answer is: <answer>".'
 )
+# The instruction's stand-in for the answer. A model that copies it ("The answer is: <answer>") has
+# planned a solution without computing it: a 3-bit Qwen2.5-1.5B did so in 38 of 100 GSM8K answers.
+ANSWER_PLACEHOLDER = "<answer>"
 FORMATS = ("auto", "completion", "chat", "fewshot")
 DEFAULT_FEWSHOT = 4
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
@@ -238,17 +241,27 @@ def follows_format(text: str) -> tuple[bool, bool]:
     return bool(lines) and all(STEP_PREFIX_RE.match(ln) for ln in lines), answer
 
 
+def is_placeholder_answer(text: str) -> bool:
+    """The last answer line states the instruction's placeholder (`The answer is: <answer>`)."""
+    found = None
+    for line in text.split("\n"):
+        line = STEP_PREFIX_RE.sub("", line, count=1)  # "Step 3: The answer is: <answer>"
+        if (m := ANSWER_LINE_RES[0].match(line)) is not None:
+            found = m.group(1)
+    return found is not None and found.strip().rstrip(".").strip() == ANSWER_PLACEHOLDER
+
+
 def compliance(rows: list[dict], max_new_tokens: int) -> dict:
     """Per model: share of solutions in the step format, share with the format's `The answer is:`
     line, share stating an answer in any form a reader would accept (answer line, `\\boxed{}`,
     `####`, a closing "the answer is" sentence: what free-style solutions have), and how many were cut
-    at the token limit (n_tokens >= max_new_tokens and no answer stated: the model never stopped).
-    Where solutions carry reasoning traces, `thinking`: the share with one, how many never closed, and
+    at the token limit (n_tokens >= max_new_tokens and no answer stated: the model never stopped),
+    and how many answer with the instruction's placeholder itself (`placeholder_answers`). Where solutions carry reasoning traces, `thinking`: the share with one, how many never closed, and
     their mean length (characters; tokens where token offsets were kept)."""
     from silverbullet.segmentation import segment
 
     n = len(rows)
-    steps = answers = stated = cut = 0
+    steps = answers = stated = cut = placeholder = 0
     traces: list[int] = []  # trace length in characters, per row with a reasoning trace
     trace_tokens: list[int] = []
     unfinished = 0
@@ -261,6 +274,7 @@ def compliance(rows: list[dict], max_new_tokens: int) -> dict:
         answers += a
         stated += any_answer
         cut += bool(not any_answer and (r.get("n_tokens") or 0) >= max_new_tokens)
+        placeholder += is_placeholder_answer(text)
         if seg.thinking_span is not None:
             lo, hi = seg.thinking_span
             traces.append(hi - lo)
@@ -274,6 +288,7 @@ def compliance(rows: list[dict], max_new_tokens: int) -> dict:
         "answer_line_share": round(answers / n, 4) if n else 0.0,
         "answer_stated_share": round(stated / n, 4) if n else 0.0,
         "truncated": cut,
+        "placeholder_answers": placeholder,
     }
     if traces:  # reasoning models: quantized ones are reported to think longer and to not finish
         out["thinking"] = {
