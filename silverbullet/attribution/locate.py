@@ -371,9 +371,8 @@ def locate(
         _divergence(steps, ref, qnums, gold, found, flow, question or "", written)
     answer_line = False
     if final_ok is False and found.index is None:
-        answer_line = _blame_end(
-            cand, ref, gold, found, without_evidence == "earliest_used", qnums, is_placeholder_answer(candidate_text or "")
-        )
+        placeholder = is_placeholder_answer(candidate_text or "")
+        answer_line = _blame_end(cand, ref, gold, found, without_evidence == "earliest_used", qnums, placeholder)
     aligned = None
     if found.index is not None and ref is not None:
         aligned = found.evidence.get("reference_step")

@@ -256,7 +256,8 @@ def compliance(rows: list[dict], max_new_tokens: int) -> dict:
     line, share stating an answer in any form a reader would accept (answer line, `\\boxed{}`,
     `####`, a closing "the answer is" sentence: what free-style solutions have), and how many were cut
     at the token limit (n_tokens >= max_new_tokens and no answer stated: the model never stopped),
-    and how many answer with the instruction's placeholder itself (`placeholder_answers`). Where solutions carry reasoning traces, `thinking`: the share with one, how many never closed, and
+    and how many answer with the instruction's placeholder itself (`placeholder_answers`).
+    Where solutions carry reasoning traces, `thinking`: the share with one, how many never closed, and
     their mean length (characters; tokens where token offsets were kept)."""
     from silverbullet.segmentation import segment
 
