@@ -287,7 +287,7 @@ def locate(
     judge: str | None = typer.Option(
         None,
         help="A model asked for each solution's earliest wrong step: an OpenAI-compatible URL "
-        "(http://host:8000/v1) or local weights (path or hub id). docs/judge.md.",
+        "(http://host:8000/v1) or local weights (path, hub id, or a .gguf file). docs/judge.md.",
     ),
     judge_model: str | None = typer.Option(
         None, help="The served model's name at a --judge URL (default: the first listed)."
@@ -317,6 +317,8 @@ def locate(
         raise UserError("--judge-model goes with --judge URL")
     log = out.parent / f"{out.name}.log" if judge else None  # a local judge's library output
     with ui.library_output_to(log):
+        if judge and not judge.startswith(("http://", "https://")):
+            judge = _model(judge, out.parent)  # local weights: a .gguf is checked and converted once
         critic = make_critic(judge, judge_model, device) if judge else None
         if critic is not None:
             ui.note(f"judging every solution of {input} with {judge} (replies cached: a rerun resumes)")

@@ -72,11 +72,13 @@ def build_gguf(
     w.add_token_types([3 if t in added else 1 for t in tokens])
     merges = tok["model"].get("merges", [])
     w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
-    if cfg.get("eos_token_id") is not None:
-        w.add_eos_token_id(cfg["eos_token_id"])
+    eos = cfg.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) else eos  # the chat model stops on [<|im_end|>, </s>]: GGUF has one
+    if eos is not None:
+        w.add_eos_token_id(eos)
         # transformers' GGUF tokenizer reader needs a bos id beside the eos (5.17 reads the eos through
         # it); one that differs from the eos, as in Qwen's files, so the tests see that mix-up
-        bos = next((cfg[k] for k in ("bos_token_id", "pad_token_id") if cfg.get(k) is not None), cfg["eos_token_id"])
+        bos = next((cfg[k] for k in ("bos_token_id", "pad_token_id") if cfg.get(k) is not None), eos)
         w.add_bos_token_id(bos)
     if cfg.get("pad_token_id") is not None:
         w.add_pad_token_id(cfg["pad_token_id"])

@@ -175,8 +175,8 @@ def test_server_error_is_one_line(tmp_path: Path, server) -> None:
         locate_file(_rows(tmp_path), tmp_path / "o.jsonl", "q", "s", critic=make_critic(url, "m", cache=tmp_path / "c"))
 
 
-def _cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SILVERBULLET_CACHE": str(cache)}
+def _cli(*args: str, cache: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SILVERBULLET_CACHE": str(cache), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "silverbullet.cli", "locate", *args],
         capture_output=True,
@@ -233,3 +233,29 @@ def test_local_weights_judge_end_to_end(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert sum(summary["judge"][k] for k in ("error", "correct", "unparsed", "out_of_range")) == 3
     assert (tmp_path / "o.jsonl.log").exists()  # library output went to the log, not the terminal
+
+
+def test_local_judge_from_a_gguf_file(tmp_path: Path) -> None:
+    """`--judge X.gguf`: the file is checked and converted once (generation/gguf.py), with the chat
+    template it carries, then judged with as local weights are."""
+    from gguf_build import build_gguf
+
+    chat = ROOT / "data" / "reference-chat-model"
+    template = json.loads((chat / "tokenizer_config.json").read_text())["chat_template"]
+    gguf_path = build_gguf(chat, tmp_path / "judge.gguf", chat_template=template)
+    src = _rows(tmp_path)
+    out = tmp_path / "o.jsonl"
+    args = ["--input", str(src), "--question-field", "q", "--candidate-field", "s", "--answer-field", "gold"]
+    args += ["--out", str(out), "--judge", str(gguf_path), "--judge-max-tokens", "16", "--device", "cpu"]
+    env_models = {"SILVERBULLET_MODELS": str(tmp_path / "models")}
+    r = _cli(*args, cache=tmp_path / "c", env=env_models)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(r_["judge_reply"] for r_ in rows)
+    converted = [p for p in (tmp_path / "models").iterdir() if p.name.startswith("gguf-")]
+    assert len(converted) == 1 and (converted[0] / "gguf_source.json").is_file()
+    # a truncated file is refused in one line, before anything loads
+    bad = tmp_path / "short.gguf"
+    bad.write_bytes(gguf_path.read_bytes()[: gguf_path.stat().st_size // 2])
+    r = _cli(*args[:-6], "--judge", str(bad), cache=tmp_path / "c", env=env_models)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "short.gguf" in r.stderr
