@@ -1,4 +1,4 @@
-"""Write the formats table from bench/results/formats.json into README.md and docs/formats.md (between markers)."""
+"""Write the formats table from bench/results/formats.json into docs/formats.md (between markers)."""
 
 import json
 import re
@@ -60,7 +60,7 @@ missing = [o for o in order if not any(r["format"].startswith(o) for r in d["row
 if missing:
     lines += ["", "Not measured (the bench run did not reach them in the time available): " + ", ".join(missing) + "."]
 table = "\n".join(lines)
-for f in ("README.md", "docs/formats.md"):
+for f in ("docs/formats.md",):
     p = Path(f)
     s = p.read_text()
     s = re.sub(
