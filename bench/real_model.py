@@ -153,7 +153,7 @@ def claims(doc: dict, run_name: str) -> list[dict]:
             "shows": f"lowest margin in the faulty step {m['frontier_min_mean']:.2f} vs {m['elsewhere_min_mean']:.2f} "
                      f"in the other steps (means over {m['n']} flips); mean margin {m['frontier_mean']:.2f} vs "
                      f"{m['elsewhere_mean']:.2f}; the reference's own margin on the faulty line "
-                     f"{m.get('reference_at_frontier_mean')}",
+                     f"{_num(m.get('reference_at_frontier_mean'))}",
             "criterion": "agrees if the faulty step's lowest margin is under half the other steps'",
             "verdict": "agrees" if m.get("collapse") else "disagrees",
         })  # fmt: skip
@@ -274,12 +274,102 @@ def main() -> None:
     out_path.write_text(json.dumps(doc, indent=1) + "\n")
     doc["claims"] = {name: claims(doc, name) for name in doc["runs"]}
     out_path.write_text(json.dumps(doc, indent=1) + "\n")
+    write_sections(doc)
     print_table(doc)
     for name, rows in doc["claims"].items():
         print(f"\n{name}: the paper's claims")
         for c in rows:
             print(f"  [{c['verdict']}] {c['claim']}\n      {c['shows']}")
     print(f"-> {out_path}")
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _ci(r: dict, tag: str) -> str:
+    lo, hi = (r.get("accuracy_ci") or {}).get(tag) or (None, None)
+    return f"{_pct(r['accuracy'][tag])} [{lo:.0%}, {hi:.0%}]" if lo is not None else _pct(r["accuracy"][tag])
+
+
+def markdown(doc: dict, full: bool) -> str:
+    """The bench as Markdown: one row per run, the paper-claims table per run, the repairs. `full`
+    (docs/real-model.md) adds format compliance, the segmenter's reading and timings."""
+    m = doc.get("meta", {})
+    hw = m.get("hardware", {})
+    cpu = hw.get("cpu", {})
+    flags = [f for f in cpu.get("vector_flags", []) if f.startswith(("amx", "avx512_bf16", "avx512f"))]
+    lines = [
+        f"Measured by `python bench/real_model.py` (last run at commit {str(m.get('commit', '?'))[:7]}; "
+        f"{cpu.get('model', '?')}, {hw.get('cpus', '?')} cores, {' '.join(flags) or 'no AVX-512'}), "
+        "`bench/results/real_model.json`. Reference: the de-quantized Q4_K_M release; GSM8K test, chat "
+        "template, greedy, 512 new tokens.",
+        "",
+        "| run | reference (95% CI) | quantized (95% CI) | flips r->w / w->r | first fault: median step, fraction | "
+        "exec / method / concept / reason (flips) | min margin: fault / other steps | confirmed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in doc["runs"].items():
+        fp, mg, c = r["flip_positions"], r["margins"] or {}, r["confirmation"] or {}
+        et = fp.get("error_types", {})
+        types = " / ".join(str(et.get(k, 0)) for k in ("execution", "method", "conceptual", "reasoning"))
+        margin = (
+            f"{mg['frontier_min_mean']:.2f} / {mg['elsewhere_min_mean']:.2f}"
+            if mg.get("frontier_min_mean") is not None and mg.get("elsewhere_min_mean") is not None
+            else "-"
+        )
+        lines.append(
+            f"| {name} | {_ci(r, 'reference')} | {_ci(r, 'quantized')} | {r['flips']['ref_right_quant_wrong']} / "
+            f"{r['flips']['ref_wrong_quant_right']} | {fp['step_index_median']}, {fp['fraction_median']} | {types} | "
+            f"{margin} | {c.get('confirmed', '-')}/{c.get('n', '-')} |"
+        )
+    for name, rep in doc.get("repairs", {}).items():
+        s, a = rep["summary"], rep["args"]
+        lines += [
+            "",
+            f"Repair of {name} (`--repair-limit {a['repair_limit']}` train problems, {s['examples']} examples, "
+            f"{a['epochs']} epochs, lr {a['learning_rate']}, batch {a['train_batch_size']}; {rep['seconds'] / 60:.0f} "
+            f"min in all on these cores, training {s.get('timings', {}).get('train_seconds', '?')} s): accuracy "
+            f"{_pct(s['accuracy']['quantized'])} -> {_pct(s['accuracy']['repaired'])} (reference "
+            f"{_pct(s['accuracy']['reference'])}), recovery {s.get('recovery')}, {s['flips_fixed']} flips fixed, "
+            f"{s['flips_introduced']} introduced.",
+        ]
+    for name, rows in doc.get("claims", {}).items():
+        if not rows:
+            continue
+        lines += ["", f"The paper's claims against {name}:", "",
+                  "| the paper's claim | what this model shows | verdict |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {c['claim']} | {c['shows']} | {c['verdict']} ({c['criterion']}) |" for c in rows]
+    if full:
+        lines += ["", "| run | model | answer stated | step format | placeholder answers | cut at budget | "
+                  "steps per solution (mean) | answers the segmenter found | tokens (mean) |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, r in doc["runs"].items():
+            for tag in ("reference", "quantized"):
+                f, sg = (r.get("format") or {}).get(tag, {}), r["segmenter"][tag]
+                lines.append(
+                    f"| {name} | {tag} | {_pct(f.get('answer_stated_share'))} | {_pct(f.get('step_prefix_share'))} | "
+                    f"{f.get('placeholder_answers', '-')} | {f.get('truncated', '-')} | {sg['steps_mean']} | "
+                    f"{sg['answer_found']}/{sg['n']} | {sg['tokens_mean']} |"
+                )
+    return "\n".join(lines)
+
+
+def write_sections(doc: dict) -> None:
+    """The bench's Markdown between `<!-- real-model -->` markers in the README (short) and in
+    docs/real-model.md (full), as bench/formats_table.py does for the formats table."""
+    import re
+
+    for path, full in ((ROOT / "README.md", False), (ROOT / "docs" / "real-model.md", True)):
+        text = path.read_text()
+        block = "<!-- real-model -->\n" + markdown(doc, full) + "\n<!-- /real-model -->"
+        text, n = re.subn(r"<!-- real-model -->.*?<!-- /real-model -->", lambda _, b=block: b, text, flags=re.S)
+        if n:
+            path.write_text(text)
 
 
 def print_table(doc: dict) -> None:
