@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass
@@ -76,6 +76,9 @@ class ScoreOutput:
     # log p of the model's own top-1 token at each position (None where a backend does not report it):
     # with `logprobs`, how far the forced token falls below what the model would have written
     top_logprobs: list[float] | None = None
+    # the model's hidden state after reading each continuation token (float32, len x hidden), from
+    # the layer `score_batch(hidden_layer=...)` asked for; None unless asked (attribution/reader.py)
+    hidden: Any = None
 
 
 @runtime_checkable

@@ -525,11 +525,15 @@ class HFGenerator:
         """How the model rates `continuation` after `prompt`, token by token (teacher-forced)."""
         return self.score_batch([(prompt, continuation)])[0]
 
-    def score_batch(self, pairs: list[tuple[str, str]], batch_size: int = 16) -> list[ScoreOutput]:
+    def score_batch(
+        self, pairs: list[tuple[str, str]], batch_size: int = 16, hidden_layer: int | None = None
+    ) -> list[ScoreOutput]:
         """`score` for many (prompt, continuation) pairs, right-padded into batches. Pairs are batched
         by length (less padding) and the vocabulary projection runs only from the batch's earliest
         continuation token on: on a 1.5B model on CPU the prompt's logits were a tenth of the work
-        and most of the memory (batch x length x 152k floats). Results come back in input order."""
+        and most of the memory (batch x length x 152k floats). Results come back in input order.
+        `hidden_layer`: also the hidden states of that layer (0 = embeddings, -1 = last) over the
+        continuation's tokens, in `ScoreOutput.hidden`."""
         import torch
 
         tok, model = self.tokenizer, self.model
@@ -557,12 +561,17 @@ class HFGenerator:
             # logits for positions first..width-1, where `first` predicts the earliest continuation token
             first = min(len(p) for p, _, _ in chunk) - 1
             with torch.inference_mode():
-                logits = model(
-                    input_ids=ids.to(model.device), attention_mask=att.to(model.device), logits_to_keep=width - first
-                ).logits
+                out = model(
+                    input_ids=ids.to(model.device),
+                    attention_mask=att.to(model.device),
+                    logits_to_keep=width - first,
+                    output_hidden_states=hidden_layer is not None,
+                )
+            logits = out.logits
+            states = out.hidden_states[hidden_layer] if hidden_layer is not None else None
             for r, (i, (p, c, cont)) in enumerate(zip(idx, chunk)):
                 if not c:
-                    outs[i] = ScoreOutput([], [], [], [])
+                    outs[i] = ScoreOutput([], [], [], [], hidden=None)
                     continue
                 lg = logits[r, len(p) - 1 - first : len(p) + len(c) - 1 - first].float()
                 logp = torch.log_softmax(lg, dim=-1)
@@ -574,6 +583,7 @@ class HFGenerator:
                     margins=(top[:, 0] - top[:, 1]).cpu().tolist(),
                     token_ends=token_ends(tok, c, limit=len(cont)),
                     top_logprobs=logp.max(dim=-1).values.cpu().tolist(),
+                    hidden=states[r, len(p) : len(p) + len(c)].float().cpu().numpy() if states is not None else None,
                 )
         return [o for o in outs if o is not None]
 
