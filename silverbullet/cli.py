@@ -296,7 +296,17 @@ def locate(
         "earlier", help="Combine judge and checker: earlier | fallback (checker first) | judge (judge only) | checker."
     ),
     judge_max_tokens: int = typer.Option(1024, help="Longest judge reply, in tokens."),
-    device: str = typer.Option("auto", help="Device for local --judge weights: auto, cpu, cuda, cuda:N."),
+    judge_gold: bool = typer.Option(
+        False, help="Show the --judge the row's reference solution too (--reference-field), to compare against."
+    ),
+    reader: str | None = typer.Option(
+        None,
+        help="A model reading each solution teacher-forced (path, hub id or .gguf; question and reference "
+        "solution first): its first step above --surprise-threshold joins the checker's by --reader-rule.",
+    ),
+    reader_rule: str = typer.Option("earlier", help="Combine the reader's step: earlier | fallback | judge | checker."),
+    surprise_threshold: float = typer.Option(3.0, help="Reader: nats between its top-1 token and the one written."),
+    device: str = typer.Option("auto", help="Device for local --judge / --reader weights: auto, cpu, cuda, cuda:N."),
     peers: bool = typer.Option(
         True,
         help="A row with a gold answer and no reference is checked against the right-answer solutions of "
@@ -308,18 +318,28 @@ def locate(
     from silverbullet.attribution.batch import locate_file
     from silverbullet.attribution.critic import RULES, make_critic
 
-    if judge_rule not in RULES:
-        raise UserError(f"--judge-rule {judge_rule!r} is not known; use one of {', '.join(RULES)}")
+    for flag, rule in (("--judge-rule", judge_rule), ("--reader-rule", reader_rule)):
+        if rule not in RULES:
+            raise UserError(f"{flag} {rule!r} is not known; use one of {', '.join(RULES)}")
     _positive("--judge-max-tokens", judge_max_tokens)
     if not input.is_file():  # before a judge model loads
         raise UserError(f"{input}: no such file; pass an existing JSONL file with --input")
     if judge is None and judge_model is not None:
         raise UserError("--judge-model goes with --judge URL")
-    log = out.parent / f"{out.name}.log" if judge else None  # a local judge's library output
+    log = out.parent / f"{out.name}.log" if judge or reader else None  # a local model's library output
     with ui.library_output_to(log):
         if judge and not judge.startswith(("http://", "https://")):
             judge = _model(judge, out.parent)  # local weights: a .gguf is checked and converted once
         critic = make_critic(judge, judge_model, device) if judge else None
+        reading = None
+        if reader:
+            from silverbullet.attribution.reader import Reader
+            from silverbullet.generation.loading import preflight
+
+            reader = _model(reader, out.parent)
+            preflight(reader)
+            reading = Reader(reader, device=device)
+            ui.note(f"reading every solution of {input} with {reader} (readings cached: a rerun resumes)")
         if critic is not None:
             ui.note(f"judging every solution of {input} with {judge} (replies cached: a rerun resumes)")
         summary = locate_file(
@@ -334,6 +354,10 @@ def locate(
             judge_rule=judge_rule,
             judge_max_tokens=judge_max_tokens,
             peers=peers,
+            judge_gold=judge_gold,
+            reader=reading,
+            reader_rule=reader_rule,
+            surprise_threshold=surprise_threshold,
         )
     if json_out:
         json_out.write_text(json.dumps(summary, indent=1))
@@ -369,6 +393,10 @@ def _locate_table(s: dict, input: Path) -> Table:
         verdicts = f"{j['error']} / {j['correct']} / {j['unparsed']}"
         t.add_row(f"judge ({j['rule']}): error / correct / unparsed", verdicts)
         t.add_row("judge moved the checker's step", f"{j['moved']:,}")
+    if "reader" in s:
+        r = s["reader"]
+        t.add_row(f"reader ({r['rule']}, > {r['threshold']} nats): flagged", f"{r['flagged']:,}")
+        t.add_row("reader moved the step", f"{r['moved']:,}")
     return t
 
 

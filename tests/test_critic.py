@@ -259,3 +259,40 @@ def test_local_judge_from_a_gguf_file(tmp_path: Path) -> None:
     bad.write_bytes(gguf_path.read_bytes()[: gguf_path.stat().st_size // 2])
     r = _cli(*args[:-6], "--judge", str(bad), cache=tmp_path / "c", env=env_models)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "short.gguf" in r.stderr
+
+
+def test_judge_gold_puts_the_reference_solution_in_the_prompt(tmp_path: Path, server) -> None:
+    url, _ = server
+    gold_text = "Tom has 3 * 24 = 72 marbles.\nHe keeps 72 - 15 = 57.\n#### 57"
+    src = tmp_path / "sols.jsonl"
+    src.write_text("".join(json.dumps({"q": QUESTION, "s": s, "ref": gold_text}) + "\n" for s in (SEMANTIC, CLEAN)))
+    for gold in (False, True):
+        _Judge.requests = []
+        s = locate_file(src, tmp_path / f"o{gold}.jsonl", "q", "s", reference_field="ref",
+                        critic=make_critic(url, "m", cache=tmp_path / f"c{gold}"), judge_gold=gold)  # fmt: skip
+        prompts = [r["messages"][-1]["content"] for r in _Judge.requests]
+        assert len(prompts) == 2 and all(("He keeps 72 - 15 = 57.\n#### 57" in p) == gold for p in prompts)
+        assert all(p.index("Problem:") < p.index("Solution, split into steps") for p in prompts)
+        assert s["judge"]["gold"] is gold
+
+
+def test_reader_through_the_cli_on_the_chat_model(tmp_path: Path) -> None:
+    """`locate --reader` with the shipped chat model (its chat template frames the solution as the
+    reply): every row gets the reader's step and gap, the summary says what it moved; a rerun is read
+    from the cache. The plumbing only: this model was never trained to read other solutions."""
+    src = _rows(tmp_path)
+    args = ["--input", str(src), "--question-field", "q", "--candidate-field", "s", "--answer-field", "gold"]
+    args += ["--reader", "data/reference-chat-model", "--surprise-threshold", "0.5", "--device", "cpu"]
+    for run in (1, 2):
+        out = tmp_path / f"o{run}.jsonl"
+        r = _cli(*args, "--out", str(out), "--json", str(tmp_path / f"s{run}.json"), cache=tmp_path / "c")
+        assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "o1.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all("reader_step" in r_ and "checker_step" in r_ for r_ in rows)
+    assert any(r_["reader_step"] is not None for r_ in rows)  # at 0.5 nats a random-ish reader flags something
+    summary = json.loads((tmp_path / "s1.json").read_text())
+    assert summary["reader"]["threshold"] == 0.5 and summary["reader"]["flagged"] >= 1
+    assert (tmp_path / "o2.jsonl").read_text() == (tmp_path / "o1.jsonl").read_text()
+    assert list((tmp_path / "reader").glob("*.npz")), "readings were cached beside the generation cache"
+    r = _cli(*args, "--out", str(tmp_path / "o3.jsonl"), "--reader-rule", "nope", cache=tmp_path / "c")
+    assert r.returncode == 2 and "--reader-rule 'nope'" in r.stderr

@@ -13,9 +13,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from silverbullet.attribution.critic import DEFAULT_RULE, apply_verdict, ask_critic
+from silverbullet.attribution.critic import DEFAULT_RULE, apply_reading, apply_verdict, ask_critic
+from silverbullet.attribution.judge import DEFAULT_THRESHOLD
 from silverbullet.attribution.locate import locate
 from silverbullet.attribution.peers import locate_with_peers, right_peers
+from silverbullet.attribution.reader import surprise_verdict
 from silverbullet.errors import UserError
 from silverbullet.measure import write_rows
 from silverbullet.records import to_dict
@@ -70,6 +72,10 @@ def locate_file(
     judge_rule: str = DEFAULT_RULE,
     judge_max_tokens: int = 1024,
     peers: bool = True,
+    judge_gold: bool = False,
+    reader: Any = None,
+    reader_rule: str = DEFAULT_RULE,
+    surprise_threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, Any]:
     """Locate the first faulty step of each row's candidate solution; one output row per input row.
 
@@ -77,7 +83,11 @@ def locate_file(
     candidates of other rows with the same question (attribution/peers.py), when there are any.
 
     `critic`: (judge generator, prompt renderer) from `critic.make_critic`; its verdict on every row
-    is combined with the checker's by `judge_rule` (attribution/critic.py).
+    is combined with the checker's by `judge_rule` (attribution/critic.py); `judge_gold` shows it the
+    row's reference solution too.
+
+    `reader`: a `reader.Reader`; each row's first step whose surprise is above `surprise_threshold`
+    (nats) is combined with the step found so far by `reader_rule`.
     Returns a summary: rows, flagged, error-type counts, position histogram, answer accuracy.
     """
     src = Path(input_path)
@@ -128,7 +138,7 @@ def locate_file(
         for k, (_, values) in enumerate(parsed):
             by_question[_question_key(values["question"] or "")].append(k)
     out_rows: list[dict[str, Any]] = []
-    texts: list[tuple[str, str]] = []  # (question, candidate) per output row, for the judge
+    texts: list[tuple[str, str, str | None]] = []  # (question, candidate, reference) per row, for the judges
     n_peered = 0
     right: dict[int, bool] = {}
     for k, (lineno, values) in enumerate(parsed):
@@ -150,21 +160,37 @@ def locate_file(
         rec = to_dict(att)
         rec["line"] = lineno
         out_rows.append(rec)
-        texts.append((question, candidate))
+        texts.append((question, candidate, values["reference"]))
     judged: Counter = Counter()
     if critic is not None:
         gen, render = critic
-        verdicts = ask_critic(gen, texts, render, judge_max_tokens)
+        asked = texts if judge_gold else [(q, c) for q, c, _ in texts]
+        verdicts = ask_critic(gen, asked, render, judge_max_tokens)
         for rec, verdict in zip(out_rows, verdicts, strict=True):
             apply_verdict(rec, verdict, judge_rule)
             judged[verdict.status] += 1
             judged["moved"] += rec["first_faulty_step"] != rec["checker_step"]
+    read: Counter = Counter()
+    if reader is not None:
+        for rec, reading in zip(out_rows, reader.read(texts), strict=True):
+            before = rec["first_faulty_step"]
+            apply_reading(rec, surprise_verdict(reading, surprise_threshold), reader_rule)
+            read["flagged"] += rec["reader_step"] is not None
+            read["moved"] += rec["first_faulty_step"] != before
     write_rows(Path(out_path), out_rows)
     summary = _summary(out_rows)
     if critic is not None:
         summary["judge"] = {
             "rule": judge_rule,
+            "gold": judge_gold,
             **{k: judged[k] for k in ("error", "correct", "unparsed", "out_of_range", "moved")},
+        }
+    if reader is not None:
+        summary["reader"] = {
+            "rule": reader_rule,
+            "threshold": surprise_threshold,
+            "layer": reader.layer,
+            **{k: read[k] for k in ("flagged", "moved")},
         }
     if peers:
         summary["located_against_peers"] = n_peered

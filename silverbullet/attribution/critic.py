@@ -33,14 +33,19 @@ class CriticVerdict:
     reply: str = ""  # the tail of the judge's text
 
 
-def critic_prompt(question: str, steps: Sequence[str], answer: str | None = None) -> str:
-    """The question, the steps indexed from 0 (the numbering `locate` reports), the request."""
+def critic_prompt(question: str, steps: Sequence[str], answer: str | None = None, gold: str | None = None) -> str:
+    """The question, a gold solution when given (`locate --judge-gold`: the critic compares instead of
+    solving), the steps indexed from 0 (the numbering `locate` reports), the request."""
     lines = [
         "You are checking a solution to a math problem, one step at a time.",
         "",
         "Problem:",
         question.strip(),
         "",
+    ]
+    if gold:
+        lines += ["A correct solution, for reference (other correct routes exist):", gold.strip(), ""]
+    lines += [
         "Solution, split into steps numbered from 0:",
     ]
     lines += [f"[{i}] {s.strip()}" for i, s in enumerate(steps)]
@@ -97,16 +102,38 @@ def apply_verdict(rec: dict[str, Any], verdict: CriticVerdict, rule: str) -> Non
     rec["evidence"] = {"check": "judge", "checker_step": checker} if step is not None else {}
 
 
+def apply_reading(rec: dict[str, Any], verdict: Any, rule: str) -> None:
+    """Fold a reader's surprise verdict (reader.surprise_verdict) into a `locate` output row, as
+    `apply_verdict` does a critic's: `reader_step` / `reader_gap` kept, the checker's step kept as
+    `checker_step`, `first_faulty_step` combined with the step found so far by `rule`."""
+    current = rec.get("first_faulty_step")
+    rec.setdefault("checker_step", current)
+    rec["reader_step"], rec["reader_gap"] = verdict.step, verdict.gap
+    if rule == "checker":
+        return
+    step = verdict.step if rule == "judge" else combine(current, verdict.step, rule)
+    if step == current:
+        return
+    rec["first_faulty_step"] = step
+    rec["error_type"] = None
+    rec["fault_in_answer_line"] = False
+    rec["evidence"] = {"check": "reader", "checker_step": rec["checker_step"]} if step is not None else {}
+
+
 def ask_critic(
     gen: Generator,
-    items: Sequence[tuple[str, str]],
+    items: Sequence[tuple[str, str] | tuple[str, str, str | None]],
     render: Any = None,
     max_new_tokens: int = 1024,
 ) -> list[CriticVerdict]:
-    """One verdict per (question, solution). `render` turns the request into the model's prompt
-    (a chat template for local weights; None: the text as is, for an endpoint that applies its own)."""
-    segs = [segment(sol) for _, sol in items]
-    prompts = [critic_prompt(q, seg.steps, seg.answer) for (q, _), seg in zip(items, segs, strict=True)]
+    """One verdict per (question, solution[, gold solution]). `render` turns the request into the
+    model's prompt (a chat template for local weights; None: the text as is, for an endpoint that
+    applies its own)."""
+    segs = [segment(it[1]) for it in items]
+    prompts = [
+        critic_prompt(it[0], seg.steps, seg.answer, it[2] if len(it) > 2 else None)
+        for it, seg in zip(items, segs, strict=True)
+    ]
     if render is not None:
         prompts = [render(p) for p in prompts]
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=8)
