@@ -306,6 +306,11 @@ def locate(
     ),
     reader_rule: str = typer.Option("earlier", help="Combine the reader's step: earlier | fallback | judge | checker."),
     surprise_threshold: float = typer.Option(3.0, help="Reader: nats between its top-1 token and the one written."),
+    verifier: Path | None = typer.Option(
+        None, help="A step verifier (`silverbullet train-verifier`): its first flagged step joins by --verifier-rule."
+    ),
+    verifier_rule: str = typer.Option("earlier", help="Combine its step: earlier | fallback | judge | checker."),
+    verifier_threshold: float | None = typer.Option(None, help="Verifier: probability above which a step is wrong."),
     device: str = typer.Option("auto", help="Device for local --judge / --reader weights: auto, cpu, cuda, cuda:N."),
     peers: bool = typer.Option(
         True,
@@ -318,7 +323,8 @@ def locate(
     from silverbullet.attribution.batch import locate_file
     from silverbullet.attribution.critic import RULES, make_critic
 
-    for flag, rule in (("--judge-rule", judge_rule), ("--reader-rule", reader_rule)):
+    rules = (("--judge-rule", judge_rule), ("--reader-rule", reader_rule), ("--verifier-rule", verifier_rule))
+    for flag, rule in rules:
         if rule not in RULES:
             raise UserError(f"{flag} {rule!r} is not known; use one of {', '.join(RULES)}")
     _positive("--judge-max-tokens", judge_max_tokens)
@@ -326,7 +332,12 @@ def locate(
         raise UserError(f"{input}: no such file; pass an existing JSONL file with --input")
     if judge is None and judge_model is not None:
         raise UserError("--judge-model goes with --judge URL")
-    log = out.parent / f"{out.name}.log" if judge or reader else None  # a local model's library output
+    probe = None
+    if verifier is not None:
+        from silverbullet.attribution.verifier import StepProbe
+
+        probe = StepProbe.load(verifier)  # before any model loads
+    log = out.parent / f"{out.name}.log" if judge or reader or probe else None  # a local model's library output
     with ui.library_output_to(log):
         if judge and not judge.startswith(("http://", "https://")):
             judge = _model(judge, out.parent)  # local weights: a .gguf is checked and converted once
@@ -340,6 +351,16 @@ def locate(
             preflight(reader)
             reading = Reader(reader, device=device)
             ui.note(f"reading every solution of {input} with {reader} (readings cached: a rerun resumes)")
+        checking = None
+        if probe is not None:
+            from silverbullet.attribution.reader import Reader
+
+            checking = (Reader(probe.meta["reader"], device=device, layer=probe.meta["layer"]), probe)
+            if checking[0].gen.fingerprint != probe.meta.get("reader_fingerprint"):
+                raise UserError(
+                    f"--verifier {verifier} was trained on {probe.meta['reader']} as it was then; those files "
+                    "changed. Train it again with `silverbullet train-verifier`"
+                )
         if critic is not None:
             ui.note(f"judging every solution of {input} with {judge} (replies cached: a rerun resumes)")
         summary = locate_file(
@@ -358,6 +379,9 @@ def locate(
             reader=reading,
             reader_rule=reader_rule,
             surprise_threshold=surprise_threshold,
+            verifier=checking,
+            verifier_rule=verifier_rule,
+            verifier_threshold=verifier_threshold,
         )
     if json_out:
         json_out.write_text(json.dumps(summary, indent=1))
@@ -397,6 +421,10 @@ def _locate_table(s: dict, input: Path) -> Table:
         r = s["reader"]
         t.add_row(f"reader ({r['rule']}, > {r['threshold']} nats): flagged", f"{r['flagged']:,}")
         t.add_row("reader moved the step", f"{r['moved']:,}")
+    if "verifier" in s:
+        v = s["verifier"]
+        t.add_row(f"verifier ({v['rule']}, p > {v['threshold']}): flagged", f"{v['flagged']:,}")
+        t.add_row("verifier moved the step", f"{v['moved']:,}")
     return t
 
 
@@ -443,6 +471,43 @@ def quantize(
     with ui.library_output_to(log_file):
         path = run(qcfg, log=out_console.print)
     out_console.print(str(path))
+
+
+@app.command("train-verifier")
+def train_verifier_cmd(
+    reader: str = typer.Option(..., help="The reader model whose hidden states the probe reads (path, hub id, .gguf)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the verifier (probe.safetensors, probe.json)."),
+    benchmark: str = typer.Option("gsm8k", help="Benchmark with gold solutions in <<expr=result>> form."),
+    split: str = typer.Option("train", help="Its split: never the one you measure the locator on."),
+    problems: int = typer.Option(400, help="Problems: each gives a clean and a faulted solution."),
+    layer: int | None = typer.Option(None, help="Hidden layer to probe (default: three quarters of the way up)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+) -> None:
+    """Train a step verifier for `locate --verifier`: a linear probe on the reader's hidden state at each
+    step's end, from faults injected into gold solutions (docs/judge.md)."""
+    from silverbullet.attribution.reader import Reader
+    from silverbullet.attribution.verifier import train_verifier
+    from silverbullet.benchmarks import load_benchmark
+    from silverbullet.generation.loading import preflight
+
+    _positive("--problems", problems)
+    rows = load_benchmark(benchmark, split=split, limit=problems, seed=seed)
+    if not any(p.solution for p in rows):
+        raise UserError(f"{benchmark}/{split} has no gold solutions to inject faults into; use gsm8k")
+    with ui.library_output_to(_log_file(out)):
+        spec = _model(reader, out)
+        preflight(spec)
+        rd = Reader(spec, device=device, layer=layer)
+        with ui.stage(f"reading {len(rows)} problems' clean and faulted solutions", True) as st:
+            probe = train_verifier(rd, rows, seed=seed, progress=ui.progress_callback(st))
+        probe.save(out)
+    h = probe.meta["held_out"]
+    out_console.print(
+        f"step verifier -> {out}: layer {probe.meta['layer']}, threshold {probe.threshold}; held-out "
+        f"training problems: exact {h['exact_erroneous']:.1%}, clean passed {h['clean_passed']:.1%}, F1 {h['f1']:.3f}",
+        highlight=False,
+    )
 
 
 @app.command("fetch-model")

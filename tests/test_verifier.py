@@ -101,3 +101,46 @@ def test_train_verifier_end_to_end_on_a_tiny_reader(tiny_model_dir, tmp_path):
     assert 0.0 < probe.threshold < 1.0 and set(probe.meta["held_out"]) == {"exact_erroneous", "clean_passed", "f1"}
     back = StepProbe.load(probe.save(tmp_path / "v"))
     assert back.weight.shape == (reader.gen.model.config.hidden_size,)
+
+
+def test_train_verifier_and_locate_verifier_through_the_cli(tmp_path):
+    """`train-verifier` on a JSONL benchmark with gold solutions, then `locate --verifier`, with the
+    shipped chat model as reader (the plumbing: no quality is claimed for so small a reader); a
+    verifier whose reader files changed, and a folder that is not one, are refused in one line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bench = tmp_path / "train.jsonl"
+    bench.write_text("".join(json.dumps({"question": p.question, "answer": p.answer, "solution": p.solution}) + "\n"
+                             for p in _problems(12)))  # fmt: skip
+    env = {**os.environ, "SILVERBULLET_CACHE": str(tmp_path / "cache")}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "silverbullet.cli", *args], capture_output=True, text=True,
+                              env=env, cwd=root, timeout=300)  # fmt: skip
+
+    v = tmp_path / "verifier"
+    r = cli("train-verifier", "--reader", "data/reference-chat-model", "--out", str(v), "--benchmark", str(bench),
+            "--problems", "12", "--device", "cpu")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "step verifier ->" in r.stdout and (v / "probe.safetensors").is_file()
+    src = tmp_path / "sols.jsonl"
+    answers = {p.question: p.answer for p in _problems(3)}
+    rows = [{"q": q, "s": t, "gold": answers[q]} for q, t, _ in injected_examples(_problems(3))]
+    src.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    base = ["locate", "--input", str(src), "--question-field", "q", "--candidate-field", "s", "--answer-field", "gold"]
+    r = cli(*base, "--out", str(tmp_path / "o.jsonl"), "--verifier", str(v), "--json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert len(out) == len(rows) >= 3 and all("verifier_step" in x for x in out)
+    assert json.loads((tmp_path / "s.json").read_text())["verifier"]["threshold"] == json.loads(
+        (v / "probe.json").read_text())["threshold"]  # fmt: skip
+    meta = json.loads((v / "probe.json").read_text())
+    (v / "probe.json").write_text(json.dumps({**meta, "reader_fingerprint": "other"}))
+    r = cli(*base, "--out", str(tmp_path / "o2.jsonl"), "--verifier", str(v))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "Train it again" in r.stderr
+    r = cli(*base, "--out", str(tmp_path / "o3.jsonl"), "--verifier", str(tmp_path))
+    assert r.returncode == 2 and "not a step verifier" in r.stderr

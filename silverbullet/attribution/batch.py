@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from silverbullet.attribution.critic import DEFAULT_RULE, apply_reading, apply_verdict, ask_critic
-from silverbullet.attribution.judge import DEFAULT_THRESHOLD
+from silverbullet.attribution.judge import DEFAULT_THRESHOLD, JudgeVerdict
 from silverbullet.attribution.locate import locate
 from silverbullet.attribution.peers import locate_with_peers, right_peers
 from silverbullet.attribution.reader import surprise_verdict
@@ -76,6 +76,9 @@ def locate_file(
     reader: Any = None,
     reader_rule: str = DEFAULT_RULE,
     surprise_threshold: float = DEFAULT_THRESHOLD,
+    verifier: tuple[Any, Any] | None = None,
+    verifier_rule: str = DEFAULT_RULE,
+    verifier_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Locate the first faulty step of each row's candidate solution; one output row per input row.
 
@@ -88,6 +91,9 @@ def locate_file(
 
     `reader`: a `reader.Reader`; each row's first step whose surprise is above `surprise_threshold`
     (nats) is combined with the step found so far by `reader_rule`.
+
+    `verifier`: (reader, verifier.StepProbe); the probe's first step above `verifier_threshold` (its
+    own when None) on the reader's reading without the reference is combined by `verifier_rule`.
     Returns a summary: rows, flagged, error-type counts, position histogram, answer accuracy.
     """
     src = Path(input_path)
@@ -177,8 +183,21 @@ def locate_file(
             apply_reading(rec, surprise_verdict(reading, surprise_threshold), reader_rule)
             read["flagged"] += rec["reader_step"] is not None
             read["moved"] += rec["first_faulty_step"] != before
+    checked: Counter = Counter()
+    if verifier is not None:
+        v_reader, probe = verifier
+        threshold = probe.threshold if verifier_threshold is None else verifier_threshold
+        for rec, reading in zip(out_rows, v_reader.read([(q, c, None) for q, c, _ in texts]), strict=True):
+            before = rec["first_faulty_step"]
+            step = probe.first_faulty(reading.states, threshold)
+            apply_reading(rec, JudgeVerdict(step, None, []), verifier_rule, prefix="verifier")
+            checked["flagged"] += step is not None
+            checked["moved"] += rec["first_faulty_step"] != before
     write_rows(Path(out_path), out_rows)
     summary = _summary(out_rows)
+    if verifier is not None:
+        counts = {k: checked[k] for k in ("flagged", "moved")}
+        summary["verifier"] = {"rule": verifier_rule, "threshold": threshold, **counts}
     if critic is not None:
         summary["judge"] = {
             "rule": judge_rule,

@@ -102,13 +102,16 @@ def apply_verdict(rec: dict[str, Any], verdict: CriticVerdict, rule: str) -> Non
     rec["evidence"] = {"check": "judge", "checker_step": checker} if step is not None else {}
 
 
-def apply_reading(rec: dict[str, Any], verdict: Any, rule: str) -> None:
-    """Fold a reader's surprise verdict (reader.surprise_verdict) into a `locate` output row, as
-    `apply_verdict` does a critic's: `reader_step` / `reader_gap` kept, the checker's step kept as
-    `checker_step`, `first_faulty_step` combined with the step found so far by `rule`."""
+def apply_reading(rec: dict[str, Any], verdict: Any, rule: str, prefix: str = "reader") -> None:
+    """Fold a reader's verdict (reader.surprise_verdict, or a step verifier's step with `prefix`
+    "verifier") into a `locate` output row, as `apply_verdict` does a critic's: `<prefix>_step` (and
+    `reader_gap`) kept, the checker's step kept as `checker_step`, `first_faulty_step` combined with
+    the step found so far by `rule`."""
     current = rec.get("first_faulty_step")
     rec.setdefault("checker_step", current)
-    rec["reader_step"], rec["reader_gap"] = verdict.step, verdict.gap
+    rec[f"{prefix}_step"] = verdict.step
+    if prefix == "reader":
+        rec["reader_gap"] = verdict.gap
     if rule == "checker":
         return
     step = verdict.step if rule == "judge" else combine(current, verdict.step, rule)
@@ -117,7 +120,7 @@ def apply_reading(rec: dict[str, Any], verdict: Any, rule: str) -> None:
     rec["first_faulty_step"] = step
     rec["error_type"] = None
     rec["fault_in_answer_line"] = False
-    rec["evidence"] = {"check": "reader", "checker_step": rec["checker_step"]} if step is not None else {}
+    rec["evidence"] = {"check": prefix, "checker_step": rec["checker_step"]} if step is not None else {}
 
 
 def ask_critic(
