@@ -322,8 +322,9 @@ def test_margins_and_confirmation_use_the_stored_prompt():
     }
     problems = {"p": Problem("p", "q", "5")}
     add_margins_and_confirmation([row], problems, {"p": g}, Fake(), Fake(), DiagnoseConfig(max_new_tokens=8))
-    # margins at the frontier, the full-precision judge on the whole solution, then confirmation
-    assert seen == [g.prompt, g.prompt, g.prompt + "Step 1: 2 + 3 = 5.\n"] and row["confirmed"] is True
+    # one reference pass on the whole solution (the judge and the margin at the frontier), then confirmation
+    assert seen == [g.prompt, g.prompt + "Step 1: 2 + 3 = 5.\n"] and row["confirmed"] is True
+    assert row["reference_margin_at_frontier"] == 1.0 and "judge_step" in row
 
 
 # -------------------------------------------------------------------------------- end to end
