@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _meta import run_meta  # noqa: E402
 
 from silverbullet.generation.hf import HFGenerator  # noqa: E402
-from silverbullet.measure import read_jsonl_rows  # noqa: E402
 from silverbullet.prompting import build_prompt  # noqa: E402
 from silverbullet.repair.fallback import failed_step, use_base  # noqa: E402
+from silverbullet.run.jsonl import read_jsonl_rows  # noqa: E402
 
 MEASURES = ("min_margin", "mean_margin", "mean_logprob")
 

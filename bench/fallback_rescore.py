@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _meta import run_meta  # noqa: E402
 
-from silverbullet.measure import read_jsonl_rows  # noqa: E402
 from silverbullet.records import Generation  # noqa: E402
 from silverbullet.repair.fallback import checker_fallback  # noqa: E402
 from silverbullet.repair.pipeline import flip_stats  # noqa: E402
+from silverbullet.run.jsonl import read_jsonl_rows  # noqa: E402
 
 
 def rescore(split: Path, run: Path) -> dict:

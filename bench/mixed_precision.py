@@ -37,10 +37,11 @@ from _meta import run_meta  # noqa: E402
 
 from silverbullet.generation.base import GenerationConfig  # noqa: E402
 from silverbullet.generation.hf import HFGenerator  # noqa: E402
-from silverbullet.measure import measure, read_jsonl_rows  # noqa: E402
+from silverbullet.measure import measure  # noqa: E402
 from silverbullet.quantize import QuantizeConfig, quantize, write_recipe  # noqa: E402
 from silverbullet.records import Problem  # noqa: E402
 from silverbullet.report.plots import precision_curve  # noqa: E402
+from silverbullet.run.jsonl import read_jsonl_rows  # noqa: E402
 from silverbullet.sensitivity import linear_modules, module_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

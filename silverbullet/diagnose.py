@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
 import time
 from collections import Counter
@@ -24,10 +23,12 @@ from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, Generator, close_generator
 from silverbullet.generation.loading import renderer_for_model
 from silverbullet.grading import is_correct
-from silverbullet.measure import append_rows, measure, read_jsonl_rows, repair_torn_tail
+from silverbullet.measure import measure
 from silverbullet.prompting import build_prompt, extract_answer, renumber_step, segment, step_spans
 from silverbullet.prompting.formats import PromptRenderer, PromptSettings, compliance, format_drop
 from silverbullet.records import Generation, Problem, to_dict
+from silverbullet.run.identity import prepare_run_dir
+from silverbullet.run.jsonl import append_rows, read_jsonl_rows, repair_torn_tail, write_text_atomic
 
 ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")
 DEFAULT_REFERENCE = "data/reference-model"
@@ -152,33 +153,8 @@ def _vllm_preflight(cfg: DiagnoseConfig) -> None:
 
 
 def _check_run_dir(out: Path, cfg: DiagnoseConfig) -> None:
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        try:
-            old = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{cfg_path} is not valid JSON ({e}); delete the run directory or use --out") from e
-        mine = cfg.identity()
-        diff = [k for k in mine if k in old and old[k] != mine[k]]
-        # A directory with no results yet (an earlier attempt failed on a typo) is simply reused.
-        has_rows = any(f.stat().st_size for f in [*out.glob("generations/*.jsonl"), *out.glob("attribution.jsonl")])
-        if diff and has_rows:
-            k = diff[0]
-            raise UserError(
-                f"{out} holds a run made with another config ({k}: {old[k]!r} there, {mine[k]!r} now); "
-                f"use --out with a new directory, or delete {out}"
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(cfg_path, json.dumps({**asdict(cfg), **cfg.identity()}, indent=1))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    """Create or resume the run directory for `cfg` (run/identity.py)."""
+    prepare_run_dir(out, cfg.identity(), {**asdict(cfg), **cfg.identity()})
 
 
 def _model_entry(path: str | None, fingerprint: str | None) -> dict:
@@ -580,7 +556,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     if not problems:
         raise UserError(f"benchmark {cfg.benchmark!r} split {cfg.split!r} has no problems; check --benchmark/--split")
-    _atomic_write(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
+    write_text_atomic(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
     if cfg.compile and cfg.backend != "hf":
         ui.note(f"--compile ignored: it is for --backend hf, and --backend {cfg.backend} compiles its own decode")
     gen_cfg = GenerationConfig(
@@ -633,5 +609,5 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
         close_generator(g)
     summary = summarise(cfg, problems, gens, rows, timings, fps, prompt=renderer.describe())
     summary["warnings"] = warnings
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary

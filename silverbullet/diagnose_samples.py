@@ -19,7 +19,6 @@ from pathlib import Path
 from silverbullet.benchmarks import default_max_new_tokens
 from silverbullet.diagnose import (
     DiagnoseConfig,
-    _atomic_write,
     _check_run_dir,
     close_generator,
     locate_wrong,
@@ -29,9 +28,9 @@ from silverbullet.diagnose import (
 from silverbullet.errors import UserError
 from silverbullet.generation.samples import Pairing, SampleRow, SampleSet, pair_samples, question_hash, read_samples
 from silverbullet.grading import is_correct
-from silverbullet.measure import read_jsonl_rows, write_rows
 from silverbullet.prompting import extract_answer
 from silverbullet.records import Generation, Problem, to_dict
+from silverbullet.run.jsonl import read_jsonl_rows, write_rows, write_text_atomic
 from silverbullet.segmentation import with_opener
 
 TAGS = ("reference", "quantized")
@@ -159,7 +158,7 @@ def run_from_samples(cfg: DiagnoseConfig) -> dict:
 
     out = Path(cfg.out)
     _check_run_dir(out, cfg)
-    _atomic_write(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
+    write_text_atomic(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
     gens: dict[str, dict[str, Generation]] = {}
     stale = False
     for i, tag in enumerate(TAGS):
@@ -203,7 +202,7 @@ def run_from_samples(cfg: DiagnoseConfig) -> dict:
     prompt = {"format": "samples", "id": hashlib.sha256(asked.encode()).hexdigest()[:16]}
     summary = summarise(shown, problems, gens, rows, timings, fps, prompt=prompt)
     _samples_summary(summary, cfg, sets, pairing, problems, pairs, gens, run_cfg)
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 

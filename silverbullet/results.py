@@ -21,8 +21,8 @@ import pandas as pd
 
 from silverbullet.check import SCHEMA, _paired_counts, compare_baseline, load_summary, newcombe_paired, summary_path
 from silverbullet.errors import UserError
-from silverbullet.measure import read_jsonl_rows
 from silverbullet.prompting import STEP_PREFIX_RE
+from silverbullet.run.jsonl import read_jsonl_rows
 from silverbullet.segmentation import segment
 
 ERROR_TYPES = ("execution", "method", "conceptual", "reasoning")

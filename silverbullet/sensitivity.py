@@ -28,9 +28,9 @@ from typing import Any
 from silverbullet import ui
 from silverbullet.errors import UserError
 from silverbullet.grading import is_correct
-from silverbullet.measure import read_jsonl_rows
 from silverbullet.prompting import build_prompt, extract_answer
 from silverbullet.quantize import with_fused_siblings, write_recipe
+from silverbullet.run.jsonl import read_jsonl_rows
 
 SKIP = ("lm_head",)  # kept out of every quantization recipe here (the embedding is tied)
 _BLOCK_RE = re.compile(r"\.layers\.(\d+)\.")

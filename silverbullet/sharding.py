@@ -27,8 +27,8 @@ from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig
 from silverbullet.generation.hf import cpu_cores
 from silverbullet.generation.loading import resolve_device
-from silverbullet.measure import append_rows, read_jsonl_rows, repair_torn_tail
 from silverbullet.records import Generation, Problem, to_dict
+from silverbullet.run.jsonl import append_rows, read_jsonl_rows, repair_torn_tail
 
 FAIL_AFTER_ENV = "SILVERBULLET_SHARD_FAIL_AFTER"  # "k:n": worker k dies after n rows (tests of resume)
 

@@ -276,7 +276,7 @@ def test_failed_attempt_leaves_a_reusable_run_dir(bad, quantized, tmp_path):
 
 def test_malformed_row_in_the_middle_of_a_run_file_names_the_line(tmp_path):
     from silverbullet.errors import UserError
-    from silverbullet.measure import read_jsonl_rows
+    from silverbullet.run.jsonl import read_jsonl_rows
 
     p = tmp_path / "reference.jsonl"
     p.write_text('{"problem_id": "a"}\n{garbage\n{"problem_id": "c"}\n')

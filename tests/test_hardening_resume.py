@@ -188,8 +188,9 @@ def test_measure_batches_by_prompt_length_and_writes_problem_order(tmp_path):
     together); the finished file lists problems in their order; a resumed run generates only what
     is missing."""
     from silverbullet.generation.base import GenerationConfig, GenOutput
-    from silverbullet.measure import measure, read_jsonl_rows
+    from silverbullet.measure import measure
     from silverbullet.records import Problem
+    from silverbullet.run.jsonl import read_jsonl_rows
 
     class Echo:
         tag = "echo"

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "silverbullet"
 
 # bottom to top: a package may import from its own layer and the ones below
 LAYERS = [
-    ("errors", "paths", "settings", "ui", "stats", "records", "grading", "startup"),
+    ("errors", "paths", "settings", "ui", "stats", "records", "grading", "startup", "run"),
     ("segmentation",),
     ("prompting", "benchmarks"),
     ("generation",),

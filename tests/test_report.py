@@ -154,7 +154,7 @@ def test_bad_runs_are_user_errors(run, tmp_path):
     with (other / "attribution.jsonl").open("a") as f:
         f.write("{not json\n")
         f.write('{"problem_id": "x"}\n')
-    with pytest.raises(UserError, match=r"attribution.jsonl:\d+ is not valid JSON"):
+    with pytest.raises(UserError, match=r"attribution.jsonl:\d+: malformed JSON"):
         write_report(other)
 
 

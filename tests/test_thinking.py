@@ -284,8 +284,8 @@ def test_eval_thinking_on_a_model_without_a_trace_template_is_one_line():
 def test_a_flip_whose_trace_never_closed_is_still_taught_by_its_whole_solution(tmp_path):
     """No first-fault pair exists where the quantized trace never closed (no step to pair at), but
     the whole-solution SFT modes still take the problem: before, such flips gave no row at all."""
-    from silverbullet.measure import write_rows
     from silverbullet.repair.dataset import candidates, sft_rows, unlocated_flips
+    from silverbullet.run.jsonl import write_rows
 
     prompt = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
     ref_text = f"<think>\n{TRACE}</think>\n\nStep 1: 48 / 2 = 24\nStep 2: 48 + 24 = 72\nThe answer is: 72"
@@ -343,8 +343,8 @@ def test_first_fault_pairs_inside_an_unclosed_trace(tmp_path):
     """Where a trace never closed, the pair is cut inside it at what locate read there: after the line
     that had stated the right answer (chosen: the reference closes its trace and answers), or before
     the trace's first slip (chosen: the reference from the aligned line). No evidence, no pair."""
-    from silverbullet.measure import write_rows
     from silverbullet.repair.dataset import candidates, sft_rows
+    from silverbullet.run.jsonl import write_rows
 
     prompt = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
     draft = "Step 1: 48 / 2 = 24\nStep 2: 48 + 24 = 72\nThe answer is: 72"

@@ -19,8 +19,8 @@ from silverbullet.attribution.locate import locate
 from silverbullet.attribution.peers import locate_with_peers, right_peers
 from silverbullet.attribution.reader import surprise_verdict
 from silverbullet.errors import UserError
-from silverbullet.measure import write_rows
 from silverbullet.records import to_dict
+from silverbullet.run.jsonl import write_rows
 
 # spaces within the line only: `^\s*` also ran over newlines, from every line start (quadratic)
 _GOLD_RE = re.compile(r"^[ \t]*(?:####|A[ \t]*:)[ \t]*(.+?)[ \t]*$", re.MULTILINE)

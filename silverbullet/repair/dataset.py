@@ -21,7 +21,6 @@ from silverbullet.attribution.check import check_step
 from silverbullet.attribution.steps import analyse_step
 from silverbullet.errors import UserError
 from silverbullet.grading import is_correct
-from silverbullet.measure import read_jsonl_rows, write_rows
 from silverbullet.prompting import (
     ANSWER_LINE_RES,
     STEP_PREFIX_RE,
@@ -32,6 +31,7 @@ from silverbullet.prompting import (
     step_spans,
 )
 from silverbullet.repair.fallback import failed_step
+from silverbullet.run.jsonl import read_jsonl_rows, write_rows
 
 PAPER_SIZE = 332  # the paper's Silver Bullet set size
 

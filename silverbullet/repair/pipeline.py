@@ -26,7 +26,7 @@ from silverbullet.diagnose import (
 from silverbullet.errors import UserError
 from silverbullet.generation.base import GenerationConfig, close_generator
 from silverbullet.generation.loading import renderer_for_model
-from silverbullet.measure import measure, read_jsonl_rows, write_rows
+from silverbullet.measure import measure
 from silverbullet.prompting.formats import PromptSettings, same_prompts_or_refuse
 from silverbullet.records import Generation, Problem
 from silverbullet.repair.dataset import (
@@ -51,6 +51,7 @@ from silverbullet.repair.train import (
     leave_process_group,
     train_or_reuse,
 )
+from silverbullet.run.jsonl import read_jsonl_rows, write_rows
 
 
 @dataclass

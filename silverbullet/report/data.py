@@ -10,6 +10,7 @@ from typing import Any
 
 from silverbullet.check import get_key, load_summary, summary_path
 from silverbullet.errors import UserError
+from silverbullet.run.jsonl import read_jsonl_rows
 from silverbullet.stats import wilson
 
 REPORT_KEYS = (
@@ -106,21 +107,9 @@ def trace_fault_text(summary: dict[str, Any]) -> str | None:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (a run killed mid-write) is skipped, anything else is an error."""
-    if not path.is_file():
-        return []
-    rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                continue
-            raise UserError(f"{path}:{i + 1} is not valid JSON; re-run `silverbullet diagnose` on this run") from None
-    return rows
+    """Rows of a run file (run/jsonl.py: a torn last line, from a run killed mid-write, is skipped);
+    the report never writes to the run, so the torn line stays."""
+    return read_jsonl_rows(path) if path.is_file() else []
 
 
 def load_run(run_dir: Path) -> RunData:
