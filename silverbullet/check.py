@@ -20,6 +20,7 @@ from typing import Any
 
 from silverbullet.errors import UserError
 from silverbullet.prompting.formats import same_prompts_or_refuse
+from silverbullet.run.files import GENERATIONS, SUMMARY, generations_file
 from silverbullet.settings import CheckThresholds
 from silverbullet.stats import newcombe_paired, newcombe_unpaired, wilson
 
@@ -54,10 +55,10 @@ def summary_path(run: Path) -> Path:
         raise UserError(f"{run} is a file; pass a run directory (the --out of `silverbullet diagnose`)")
     if not run.exists():
         raise UserError(f"run directory {run} does not exist; pass the --out directory of `silverbullet diagnose`")
-    path = run / "summary.json"
+    path = run / SUMMARY
     if path.is_file():
         return path
-    gens = run / "generations"
+    gens = run / GENERATIONS
     if gens.is_dir() and any(gens.glob("*.jsonl")):
         raise UserError(
             f"{run} has generations but no summary.json: the diagnosis is still running or was stopped. "
@@ -111,7 +112,7 @@ def load_summary(path: Path, required: tuple[str, ...] = CHECK_KEYS) -> dict[str
 
 def read_correctness(run: Path, tag: str = "quantized") -> dict[str, bool]:
     """problem_id -> correct from generations/<tag>.jsonl ({} when absent). Torn lines are skipped."""
-    path = run / "generations" / f"{tag}.jsonl"
+    path = generations_file(run, tag)
     out: dict[str, bool] = {}
     if not path.is_file():
         return out

@@ -27,6 +27,7 @@ from silverbullet.measure import measure
 from silverbullet.prompting import build_prompt, extract_answer, renumber_step, segment, step_spans
 from silverbullet.prompting.formats import PromptRenderer, PromptSettings, compliance, format_drop
 from silverbullet.records import Generation, Problem, to_dict
+from silverbullet.run.files import ATTRIBUTION, PROBLEMS, SUMMARY, generations_file
 from silverbullet.run.identity import prepare_run_dir
 from silverbullet.run.jsonl import append_rows, read_jsonl_rows, repair_torn_tail, write_text_atomic
 
@@ -556,7 +557,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     problems = load_benchmark(cfg.benchmark, split=cfg.split, limit=cfg.limit, seed=cfg.seed)
     if not problems:
         raise UserError(f"benchmark {cfg.benchmark!r} split {cfg.split!r} has no problems; check --benchmark/--split")
-    write_text_atomic(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
+    write_text_atomic(out / PROBLEMS, "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
     if cfg.compile and cfg.backend != "hf":
         ui.note(f"--compile ignored: it is for --backend hf, and --backend {cfg.backend} compiles its own decode")
     gen_cfg = GenerationConfig(
@@ -579,7 +580,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
 
                 load_in = None if tag == "reference" else cfg.load_in
                 out_gens = generate_sharded(
-                    paths[tag], tag, problems, renderer, gen_cfg, out / "generations" / f"{tag}.jsonl",
+                    paths[tag], tag, problems, renderer, gen_cfg, generations_file(out, tag),
                     cfg.devices, load_in=load_in, on_progress=ui.progress_callback(st),
                 )  # fmt: skip
             else:
@@ -587,7 +588,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
                     gen,
                     problems,
                     gen_cfg,
-                    out / "generations" / f"{tag}.jsonl",
+                    generations_file(out, tag),
                     chunk=cfg.batch_size,
                     on_progress=ui.progress_callback(st),
                     render=renderer,
@@ -601,7 +602,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
         ui.warn(w)
 
     t0 = time.time()
-    rows = locate_wrong(out / "attribution.jsonl", problems, gens, generators, cfg)
+    rows = locate_wrong(out / ATTRIBUTION, problems, gens, generators, cfg)
     timings["attribution_seconds"] = round(time.time() - t0, 1)
     timings["total_seconds"] = round(time.time() - t_start, 1)
     fps = {tag: g.fingerprint for tag, g in generators.items()}
@@ -609,5 +610,5 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
         close_generator(g)
     summary = summarise(cfg, problems, gens, rows, timings, fps, prompt=renderer.describe())
     summary["warnings"] = warnings
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1))
     return summary

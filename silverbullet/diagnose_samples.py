@@ -30,6 +30,7 @@ from silverbullet.generation.samples import Pairing, SampleRow, SampleSet, pair_
 from silverbullet.grading import is_correct
 from silverbullet.prompting import extract_answer
 from silverbullet.records import Generation, Problem, to_dict
+from silverbullet.run.files import ATTRIBUTION, PROBLEMS, SUMMARY, generations_file
 from silverbullet.run.jsonl import read_jsonl_rows, write_rows, write_text_atomic
 from silverbullet.segmentation import with_opener
 
@@ -158,17 +159,17 @@ def run_from_samples(cfg: DiagnoseConfig) -> dict:
 
     out = Path(cfg.out)
     _check_run_dir(out, cfg)
-    write_text_atomic(out / "problems.jsonl", "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
+    write_text_atomic(out / PROBLEMS, "".join(json.dumps(to_dict(p)) + "\n" for p in problems))
     gens: dict[str, dict[str, Generation]] = {}
     stale = False
     for i, tag in enumerate(TAGS):
         made = [_generation(p, pair[i], tag) for p, pair in zip(problems, pairs)]
-        path = out / "generations" / f"{tag}.jsonl"
+        path = generations_file(out, tag)
         new = [to_dict(g) for g in made]
         stale |= read_jsonl_rows(path) != new
         write_rows(path, new)
         gens[tag] = {g.problem_id: g for g in made}
-    att_path = out / "attribution.jsonl"
+    att_path = out / ATTRIBUTION
     if stale:  # other files than the run was made from: its attribution rows are not theirs
         att_path.unlink(missing_ok=True)
 
@@ -202,7 +203,7 @@ def run_from_samples(cfg: DiagnoseConfig) -> dict:
     prompt = {"format": "samples", "id": hashlib.sha256(asked.encode()).hexdigest()[:16]}
     summary = summarise(shown, problems, gens, rows, timings, fps, prompt=prompt)
     _samples_summary(summary, cfg, sets, pairing, problems, pairs, gens, run_cfg)
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1))
     return summary
 
 

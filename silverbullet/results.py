@@ -22,6 +22,17 @@ import pandas as pd
 from silverbullet.check import SCHEMA, _paired_counts, compare_baseline, load_summary, newcombe_paired, summary_path
 from silverbullet.errors import UserError
 from silverbullet.prompting import STEP_PREFIX_RE
+from silverbullet.run.files import (
+    ATTRIBUTION,
+    CONFIG,
+    EVAL_SPLIT,
+    GENERATIONS,
+    PROBLEMS,
+    REPAIR_SUMMARY,
+    SFT_SET,
+    SUMMARY,
+    generations_file,
+)
 from silverbullet.run.jsonl import read_jsonl_rows
 from silverbullet.segmentation import segment
 
@@ -172,7 +183,7 @@ def _generations(rows: list[tuple[str, Path, dict[str, Any]]], order: dict[str, 
     rows = sorted(rows, key=rank)
     fmt = [format_compliance(r.get("text") or "") for _, _, r in rows]
     stats = [_margin_stats(r.get("margins")) for _, _, r in rows]
-    path = rows[0][1].parent if rows else Path("generations")
+    path = rows[0][1].parent if rows else Path(GENERATIONS)
     cols: dict[str, Any] = {
         "problem_id": _col([r["problem_id"] for _, _, r in rows], "string", path, "problem_id"),
         "model": _categorical([t for t, _, _ in rows], MODELS),
@@ -251,36 +262,36 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     """(diagnose dir, repair dir or None) of a run path: a diagnose run, a repair run (its
     evaluation diagnose is `eval-split/` inside it or the `eval_run` it names), or either's summary."""
     path = Path(path)
-    if path.is_file() and path.name in ("summary.json", "repair_summary.json"):
+    if path.is_file() and path.name in (SUMMARY, REPAIR_SUMMARY):
         path = path.parent
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a run directory (the --out of `silverbullet diagnose` or repair)")
     if not path.is_dir():
         raise UserError(f"{path} is not a run directory; pass the --out of `silverbullet diagnose` or `repair`")
-    repair = path if (path / "repair_summary.json").is_file() and _has_repair_files(path) else None
-    if (path / "summary.json").is_file():
+    repair = path if (path / REPAIR_SUMMARY).is_file() and _has_repair_files(path) else None
+    if (path / SUMMARY).is_file():
         return path, repair
-    if (path / "repair_summary.json").is_file():
-        rs_path = path / "repair_summary.json"
+    if (path / REPAIR_SUMMARY).is_file():
+        rs_path = path / REPAIR_SUMMARY
         rs = _json(rs_path)
         _check_schema(rs_path, rs)
-        tries = [path / "eval-split"]
+        tries = [path / EVAL_SPLIT]
         if isinstance(rs.get("eval_run"), str):
             named = Path(rs["eval_run"])
             tries += [named] if named.is_absolute() else [named, path.parent / named, path / named]
         for t in tries:
-            if (t / "summary.json").is_file():
+            if (t / SUMMARY).is_file():
                 return t, path
         raise UserError(
             f"{path} is a repair run but its evaluation diagnose ({rs.get('eval_run', path / 'eval-split')}) "
             "is not found; open it from the directory it was run in, or pass the diagnose run itself"
         )
-    if (path / "eval-split" / "summary.json").is_file():
+    if (path / EVAL_SPLIT / SUMMARY).is_file():
         raise UserError(
             f"{path} is a repair run that has not finished (no repair_summary.json); re-run `silverbullet repair "
             f"--out {path}` (it resumes), or open {path / 'eval-split'} for its evaluation diagnose"
         )
-    if (path / "generations").is_dir() or (path / "problems.jsonl").is_file():
+    if (path / GENERATIONS).is_dir() or (path / PROBLEMS).is_file():
         summary_path(path)  # check.py's message for a diagnosis still running or stopped
     raise UserError(
         f"{path} is not a silverbullet run (no summary.json or repair_summary.json); "
@@ -289,7 +300,7 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
 
 
 def _has_repair_files(path: Path) -> bool:
-    return any((path / "generations" / f"{t}.jsonl").is_file() for t in REPAIR_TAGS) or any(
+    return any((generations_file(path, t)).is_file() for t in REPAIR_TAGS) or any(
         (path / f"silverbullet_{k}.jsonl").is_file() for k in ("sft", "dpo")
     )
 
@@ -317,7 +328,7 @@ class Run:
 
     @cached_property
     def _problem_rows(self) -> list[dict[str, Any]]:
-        return _rows(self.diagnose_dir / "problems.jsonl", ("id",))
+        return _rows(self.diagnose_dir / PROBLEMS, ("id",))
 
     @cached_property
     def _order(self) -> dict[str, int]:
@@ -325,7 +336,7 @@ class Run:
 
     @cached_property
     def problems(self) -> pd.DataFrame:
-        rows, path = self._problem_rows, self.diagnose_dir / "problems.jsonl"
+        rows, path = self._problem_rows, self.diagnose_dir / PROBLEMS
         cols: dict[str, Any] = {"problem_id": _col([p["id"] for p in rows], "string", path, "id")}
         for name in ("question", "answer", "solution", "source"):
             cols[name] = _col([p.get(name) for p in rows], "string", path, name)
@@ -341,7 +352,7 @@ class Run:
 
     @cached_property
     def attributions(self) -> pd.DataFrame:
-        path = self.diagnose_dir / "attribution.jsonl"
+        path = self.diagnose_dir / ATTRIBUTION
         return _attributions(_rows(path, ("problem_id", "model")), path, self._order)
 
     @cached_property
@@ -395,7 +406,7 @@ class Run:
             path = self.repair_dir / f"silverbullet_{kind}.jsonl"
             for i, r in enumerate(_rows(path, ("prompt", "problem_id"))):
                 flat.append({**r, "set": kind, "row": i})
-        path = self.repair_dir / "silverbullet_sft.jsonl"
+        path = self.repair_dir / SFT_SET
         cols: dict[str, Any] = {
             "set": pd.Categorical([r["set"] for r in flat], categories=["sft", "dpo"]),
             "row": pd.array([r["row"] for r in flat], dtype="Int64"),
@@ -418,7 +429,7 @@ class Run:
 
     def _generation_rows(self, run: Path, only=(), exclude=()) -> list[tuple[str, Path, dict[str, Any]]]:
         out = []
-        for f in sorted((run / "generations").glob("*.jsonl")):
+        for f in sorted((run / GENERATIONS).glob("*.jsonl")):
             if (only and f.stem not in only) or f.stem in exclude:
                 continue
             rows = _rows(f, ("problem_id",))
@@ -445,14 +456,14 @@ def open_run(path: str | Path) -> Run:
     """Open a run directory written by `silverbullet diagnose` or `silverbullet repair` (or its
     summary.json). Frames are read on first use; a bad file is a one-line UserError."""
     diagnose_dir, repair_dir = _locate(Path(path))
-    summary = load_summary(diagnose_dir / "summary.json", required=("schema", "n"))
+    summary = load_summary(diagnose_dir / SUMMARY, required=("schema", "n"))
     repair_summary = None
     for d in (repair_dir, diagnose_dir):  # `repair --from RUN` also copies its summary into RUN
-        if d is not None and (d / "repair_summary.json").is_file():
-            repair_summary = _json(d / "repair_summary.json")
-            _check_schema(d / "repair_summary.json", repair_summary)
+        if d is not None and (d / REPAIR_SUMMARY).is_file():
+            repair_summary = _json(d / REPAIR_SUMMARY)
+            _check_schema(d / REPAIR_SUMMARY, repair_summary)
             break
-    config = _json(diagnose_dir / "config.json") if (diagnose_dir / "config.json").is_file() else None
+    config = _json(diagnose_dir / CONFIG) if (diagnose_dir / CONFIG).is_file() else None
     return Run(Path(path), diagnose_dir, repair_dir, summary, repair_summary, config)
 
 
@@ -547,8 +558,8 @@ def _change(before: Any, after: Any) -> str | None:
 def _differences(name: str, run: Run, first: Run, is_first: bool) -> dict[str, Any]:
     """check.py's statistics for one run: the paired reference-vs-quantized drop, and (after the
     first run) `check --baseline FIRST`'s paired comparison of the quantized models."""
-    s = load_summary(run.diagnose_dir / "summary.json")  # every key check needs, with check's errors
-    a, b, c, d = _paired_counts(s, run.diagnose_dir / "summary.json")
+    s = load_summary(run.diagnose_dir / SUMMARY)  # every key check needs, with check's errors
+    a, b, c, d = _paired_counts(s, run.diagnose_dir / SUMMARY)
     lo, hi = newcombe_paired(a, b, c, d)
     row: dict[str, Any] = {
         "run": name,

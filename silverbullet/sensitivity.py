@@ -30,6 +30,7 @@ from silverbullet.errors import UserError
 from silverbullet.grading import is_correct
 from silverbullet.prompting import build_prompt, extract_answer
 from silverbullet.quantize import with_fused_siblings, write_recipe
+from silverbullet.run.files import ATTRIBUTION, CONFIG, PROBLEMS, SENSITIVITY
 from silverbullet.run.jsonl import read_jsonl_rows
 
 SKIP = ("lm_head",)  # kept out of every quantization recipe here (the embedding is tied)
@@ -86,12 +87,12 @@ def module_position(name: Any) -> tuple[int, str] | None:
 
 def read_flips(run: Path, limit: int) -> tuple[dict, list[Flip]]:
     """The run's config and its located, aligned flips (the inputs of every score)."""
-    if not (run / "config.json").is_file() or not (run / "attribution.jsonl").exists():
+    if not (run / CONFIG).is_file() or not (run / ATTRIBUTION).exists():
         raise UserError(f"{run} is not a finished `silverbullet diagnose` run (config.json/attribution.jsonl missing)")
-    cfg = json.loads((run / "config.json").read_text())
-    problems = {r["id"]: r for r in read_jsonl_rows(run / "problems.jsonl")}
+    cfg = json.loads((run / CONFIG).read_text())
+    problems = {r["id"]: r for r in read_jsonl_rows(run / PROBLEMS)}
     flips = []
-    for r in read_jsonl_rows(run / "attribution.jsonl"):
+    for r in read_jsonl_rows(run / ATTRIBUTION):
         located = r.get("faulty_line") and r.get("reference_line")
         if r.get("model") != "quantized" or not r.get("flip") or not located:
             continue
@@ -335,7 +336,7 @@ def run_sensitivity(cfg: SensitivityConfig) -> dict:
         "cost": {"forward_passes": scorer.forward_passes, "seconds": round(time.time() - t0, 1)},
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sensitivity.json").write_text(json.dumps(summary, indent=1))
+    (out / SENSITIVITY).write_text(json.dumps(summary, indent=1))
     write_recipe(out / "recipe.yaml", quantized, servable, cfg.keep_bits, servable=False)
     return summary
 

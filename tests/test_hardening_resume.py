@@ -150,37 +150,39 @@ def test_generation_rows_are_complete_and_unique(clean_run):
 
 
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
-    """A crash between writing the temp file and the rename leaves the previous file whole."""
-    from silverbullet import diagnose
+    """A crash between writing the temp file and the rename leaves the previous file whole, and no
+    temporary file behind."""
+    from silverbullet.run import jsonl
 
     target = tmp_path / "summary.json"
-    diagnose._atomic_write(target, '{"old": 1}')
+    jsonl.write_text_atomic(target, '{"old": 1}')
     calls = []
-    monkeypatch.setattr(diagnose.os, "fsync", lambda fd: calls.append(fd))
+    monkeypatch.setattr(jsonl.os, "fsync", lambda fd: calls.append(fd))
 
-    def boom(self, other):
+    def boom(src, dst):
         raise OSError("killed here")
 
-    monkeypatch.setattr(Path, "replace", boom)
+    monkeypatch.setattr(jsonl.os, "replace", boom)
     with pytest.raises(OSError):
-        diagnose._atomic_write(target, '{"new": 2}')
+        jsonl.write_text_atomic(target, '{"new": 2}')
     assert json.loads(target.read_text()) == {"old": 1} and calls  # fsync'd before the rename
+    assert [f.name for f in tmp_path.iterdir()] == ["summary.json"]
 
 
 def test_appends_are_fsynced_and_torn_tails_repaired(tmp_path, monkeypatch):
-    from silverbullet import measure
+    from silverbullet.run import jsonl
 
     p = tmp_path / "a.jsonl"
     synced = []
-    monkeypatch.setattr(measure.os, "fsync", lambda fd: synced.append(fd))
-    measure.append_rows(p, [{"problem_id": "a"}, {"problem_id": "b"}])
+    monkeypatch.setattr(jsonl.os, "fsync", lambda fd: synced.append(fd))
+    jsonl.append_rows(p, [{"problem_id": "a"}, {"problem_id": "b"}])
     assert synced
     with open(p, "a") as f:
         f.write('{"problem_id": "c", "te')  # a kill mid-write
-    assert measure.read_jsonl_rows(p) == [{"problem_id": "a"}, {"problem_id": "b"}]
-    measure.repair_torn_tail(p)
-    measure.append_rows(p, [{"problem_id": "c"}])
-    assert [r["problem_id"] for r in measure.read_jsonl_rows(p)] == ["a", "b", "c"]
+    assert jsonl.read_jsonl_rows(p) == [{"problem_id": "a"}, {"problem_id": "b"}]
+    jsonl.repair_torn_tail(p)
+    jsonl.append_rows(p, [{"problem_id": "c"}])
+    assert [r["problem_id"] for r in jsonl.read_jsonl_rows(p)] == ["a", "b", "c"]
 
 
 def test_measure_batches_by_prompt_length_and_writes_problem_order(tmp_path):

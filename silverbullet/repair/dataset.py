@@ -31,6 +31,7 @@ from silverbullet.prompting import (
     step_spans,
 )
 from silverbullet.repair.fallback import failed_step
+from silverbullet.run.files import ATTRIBUTION, DPO_SET, GRPO_SET, PROBLEMS, SFT_SET, generations_file
 from silverbullet.run.jsonl import read_jsonl_rows, write_rows
 
 PAPER_SIZE = 332  # the paper's Silver Bullet set size
@@ -71,11 +72,11 @@ def _normalise(s: str) -> str:
 
 def candidates(run_dir: Path) -> list[dict]:
     """Every usable (prompt, chosen, rejected) triple of a diagnose run, with provenance."""
-    att_path = run_dir / "attribution.jsonl"
+    att_path = run_dir / ATTRIBUTION
     if not att_path.exists():
         raise UserError(f"{att_path} not found; run `silverbullet diagnose --out {run_dir}` first")
-    ref = {r["problem_id"]: r for r in read_jsonl_rows(run_dir / "generations" / "reference.jsonl")}
-    quant = {r["problem_id"]: r for r in read_jsonl_rows(run_dir / "generations" / "quantized.jsonl")}
+    ref = {r["problem_id"]: r for r in read_jsonl_rows(generations_file(run_dir, "reference"))}
+    quant = {r["problem_id"]: r for r in read_jsonl_rows(generations_file(run_dir, "quantized"))}
     out = []
     for a in read_jsonl_rows(att_path):
         if a["model"] != "quantized" or not a.get("flip"):
@@ -260,7 +261,7 @@ def unlocated_flips(run_dir: Path) -> set[str]:
     a solution with no steps. A pair inside the trace exists only where the trace shows its fault
     (trace_pair); the reference's whole solution teaches every one of them, so whole-solution modes
     take them all."""
-    att_path = run_dir / "attribution.jsonl"
+    att_path = run_dir / ATTRIBUTION
     if not att_path.exists():
         return set()
     return {
@@ -275,7 +276,7 @@ def own_solutions(rows: list[dict], run_dir: Path, sample: Sampler, k: int = 8) 
     up to `k` sampled solutions that is right and has no step the checker refutes (a right answer
     reached through a wrong step would teach the slip); rows with none keep theirs. Each round
     samples only the problems still unsolved, so solved problems cost no more samples."""
-    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / PROBLEMS)}
     found: dict[str, str] = {}
     for round_ in range(k):
         todo = [r for r in rows if r["problem_id"] not in found]
@@ -296,10 +297,10 @@ def own_solutions(rows: list[dict], run_dir: Path, sample: Sampler, k: int = 8) 
 def guard_set(run_dir: Path, n: int, exclude: set[str] | None = None) -> list[dict]:
     """Problems the *reference* fails, where pulling the model toward the reference would break it:
     the quantized model's own correct solution when it has one, else the gold step solution."""
-    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
-    quant = {r["problem_id"]: r for r in read_jsonl_rows(run_dir / "generations" / "quantized.jsonl")}
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / PROBLEMS)}
+    quant = {r["problem_id"]: r for r in read_jsonl_rows(generations_file(run_dir, "quantized"))}
     own, gold = [], []
-    for r in read_jsonl_rows(run_dir / "generations" / "reference.jsonl"):
+    for r in read_jsonl_rows(generations_file(run_dir, "reference")):
         pid = r["problem_id"]
         if r["correct"] or pid in (exclude or ()):
             continue
@@ -314,10 +315,10 @@ def guard_set(run_dir: Path, n: int, exclude: set[str] | None = None) -> list[di
 def anchor_set(run_dir: Path, n: int, seed: int = 0, exclude: set[str] | None = None) -> list[dict]:
     """The quantized model's own correct solutions, least confident first (smallest top-1 minus
     top-2 log-prob over the solution, when the diagnosis recorded margins; else in random order)."""
-    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / PROBLEMS)}
     own = [
         r
-        for r in read_jsonl_rows(run_dir / "generations" / "quantized.jsonl")
+        for r in read_jsonl_rows(generations_file(run_dir, "quantized"))
         if r["correct"] and r["problem_id"] not in (exclude or ())
     ]
     random.Random(seed).shuffle(own)
@@ -331,19 +332,19 @@ _PROV = ("problem_id", "question", "step_index", "error_type", "trace_line")  # 
 
 def set_paths(out_dir: Path) -> tuple[Path, Path]:
     """Where a repair run keeps its SFT and DPO sets."""
-    return out_dir / "silverbullet_sft.jsonl", out_dir / "silverbullet_dpo.jsonl"
+    return out_dir / SFT_SET, out_dir / DPO_SET
 
 
 def grpo_path(out_dir: Path) -> Path:
     """Where a repair run keeps its GRPO prompt set."""
-    return out_dir / "silverbullet_grpo.jsonl"
+    return out_dir / GRPO_SET
 
 
 def grpo_rows(sft: list[dict], run_dir: Path) -> list[dict]:
     """The SFT rows' problems as GRPO prompts with their gold answers: the same problems SFT would
     teach, but the model samples its own solutions and the checker's reward (repair/reward.py)
     grades them, so no solution text is given."""
-    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / PROBLEMS)}
     return [
         {"prompt": r["prompt"], "question": problems[r["problem_id"]]["question"],
          "answer": str(problems[r["problem_id"]]["answer"]), "problem_id": r["problem_id"]}
@@ -381,10 +382,10 @@ def control_set(
 ) -> list[dict]:
     """Whole reference solutions (correct ones) of repair-split problems: the untargeted control,
     or with `only`, the flipped problems' solutions."""
-    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / "problems.jsonl")}
+    problems = {p["id"]: p for p in read_jsonl_rows(run_dir / PROBLEMS)}
     ref = [
         r
-        for r in read_jsonl_rows(run_dir / "generations" / "reference.jsonl")
+        for r in read_jsonl_rows(generations_file(run_dir, "reference"))
         if r["correct"] and (only is None or r["problem_id"] in only) and r["problem_id"] not in (exclude or ())
     ]
     random.Random(seed).shuffle(ref)

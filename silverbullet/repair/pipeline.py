@@ -51,6 +51,7 @@ from silverbullet.repair.train import (
     leave_process_group,
     train_or_reuse,
 )
+from silverbullet.run.files import CONFIG, EVAL_SPLIT, PROBLEMS, REPAIR_SPLIT, REPAIR_SUMMARY, SUMMARY, generations_file
 from silverbullet.run.jsonl import read_jsonl_rows, write_rows
 
 
@@ -100,13 +101,13 @@ def recovery(ref_acc: float, quant_acc: float, repaired_acc: float) -> float | N
 def _eval_run(cfg: RepairConfig, out: Path) -> Path:
     if cfg.from_run:
         run = Path(cfg.from_run)
-        if not (run / "summary.json").exists():
+        if not (run / SUMMARY).exists():
             raise UserError(f"{run}/summary.json not found; pass --from a finished `silverbullet diagnose` run")
         try:
-            json.loads((run / "summary.json").read_text())
+            json.loads((run / SUMMARY).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(f"{run}/summary.json is not valid JSON ({e}); re-run `silverbullet diagnose`") from None
-        for name in ("config.json", "problems.jsonl"):
+        for name in (CONFIG, PROBLEMS):
             if not (run / name).exists():
                 raise UserError(f"{run}/{name} not found; pass --from a finished `silverbullet diagnose` run")
         return run
@@ -117,7 +118,7 @@ def _eval_run(cfg: RepairConfig, out: Path) -> Path:
         benchmark=cfg.benchmark,
         split=cfg.eval_split or default_split(cfg.benchmark),
         limit=cfg.eval_limit,
-        out=str(out / "eval-split"),
+        out=str(out / EVAL_SPLIT),
         backend=cfg.backend,
         vllm_options=cfg.vllm_options,
         batch_size=cfg.batch_size,
@@ -126,7 +127,7 @@ def _eval_run(cfg: RepairConfig, out: Path) -> Path:
         **_prompt_fields(cfg),
     )
     run_diagnose(dcfg)
-    return out / "eval-split"
+    return out / EVAL_SPLIT
 
 
 def _prompt_fields(cfg: RepairConfig) -> dict:
@@ -145,7 +146,7 @@ def _renderer(cfg: RepairConfig, eval_run: Path, reference: str, benchmark: str)
     settings = PromptSettings(cfg.prompt_format, cfg.system_prompt, cfg.prompt_template, cfg.fewshot)
     renderer = renderer_for_model(settings, reference, benchmark)
     if cfg.from_run:
-        eval_summary = json.loads((eval_run / "summary.json").read_text())
+        eval_summary = json.loads((eval_run / SUMMARY).read_text())
         if (eval_summary.get("prompt") or {}).get("format") == "samples":
             return _FilePrompts(renderer, eval_run, eval_summary["prompt"])
         same_prompts_or_refuse(eval_summary, {"prompt": renderer.describe()}, f"--from {eval_run}", "this repair")
@@ -158,7 +159,7 @@ class _FilePrompts:
 
     def __init__(self, base, eval_run: Path, described: dict):
         self.base, self.described, self.format = base, described, "samples"
-        problems = read_jsonl_rows(eval_run / "problems.jsonl")
+        problems = read_jsonl_rows(eval_run / PROBLEMS)
         self.sent = {p["question"]: p["meta"]["prompt"] for p in problems if (p.get("meta") or {}).get("prompt")}
 
     def __call__(self, question: str) -> str:
@@ -170,7 +171,7 @@ class _FilePrompts:
 
 def _models(cfg: RepairConfig, eval_run: Path) -> tuple[dict, str, str]:
     """The evaluation run's config and its (reference, quantized) checkpoints."""
-    eval_cfg = json.loads((eval_run / "config.json").read_text())
+    eval_cfg = json.loads((eval_run / CONFIG).read_text())
     reference, quantized = eval_cfg["reference"], eval_cfg["quantized"]
     if eval_cfg.get("reference_samples"):  # diagnosed from sample files: the models come from this command
         if not eval_cfg.get("benchmark"):
@@ -227,9 +228,9 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         from silverbullet.diagnose import budget_for
 
         cfg = dataclasses.replace(cfg, max_new_tokens=budget_for(eval_cfg["benchmark"], renderer))
-    problems = [Problem(**p) for p in read_jsonl_rows(eval_run / "problems.jsonl")]
+    problems = [Problem(**p) for p in read_jsonl_rows(eval_run / PROBLEMS)]
     gens = {
-        tag: {r["problem_id"]: r for r in read_jsonl_rows(eval_run / "generations" / f"{tag}.jsonl")}
+        tag: {r["problem_id"]: r for r in read_jsonl_rows(generations_file(eval_run, tag))}
         for tag in ("reference", "quantized")
     }
 
@@ -242,7 +243,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
         benchmark=eval_cfg["benchmark"],
         split=split_name,
         limit=cfg.repair_limit,
-        out=str(out / "repair-split"),
+        out=str(out / REPAIR_SPLIT),
         backend=cfg.backend,
         vllm_options=cfg.vllm_options,
         batch_size=cfg.batch_size,
@@ -256,7 +257,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     split_summary = run_diagnose(rcfg)
 
     # 2. the Silver Bullet sets: first-fault pairs (DPO) and the SFT rows (`sft_data`)
-    repair_dir = out / "repair-split"
+    repair_dir = out / REPAIR_SPLIT
     sft_mode = "full" if cfg.control else cfg.sft_data
     method = _method(cfg)
     # One example budget for the whole run: SFT then DPO on different rows share it half and half.
@@ -318,7 +319,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     # Cached like every generation: the key holds the adapter's files, so a retrained adapter misses.
     gcfg = DiagnoseConfig(backend=cfg.backend, vllm_options=cfg.vllm_options, load_in=eval_cfg.get("load_in"))
     rep_gen = make_generator(quantized, "repaired", gcfg, adapter=str(adapter))
-    rep_path = out / "generations" / "repaired.jsonl"
+    rep_path = generations_file(out, "repaired")
     if rep_path.exists() and not reused:
         rep_path.unlink()  # a new adapter: old repaired generations are stale (else: resume them)
     gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
@@ -328,7 +329,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     close_generator(rep_gen)
     remeasure_seconds = round(time.time() - t0, 1)
     checked = checker_fallback(repaired, gens["quantized"])
-    write_rows(out / "generations" / "checked.jsonl", checked)
+    write_rows(generations_file(out, "checked"), checked)
     summary = summarise_repair(problems, gens, repaired, used, train_info, cfg, checked)
     summary["prompt"] = {**renderer.describe(), "max_new_tokens": cfg.max_new_tokens}
     summary["format"] = repair_format(problems, gens, repaired, cfg.max_new_tokens)
@@ -355,11 +356,11 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     if cfg.merge:
         summary["merged"] = _merged(quantized, adapter, out, problems, gens, gcfg, cfg, log, renderer)
     summary["eval_run"] = str(eval_run)
-    (out / "repair_summary.json").write_text(json.dumps(summary, indent=1))
+    (out / REPAIR_SUMMARY).write_text(json.dumps(summary, indent=1))
     if not cfg.from_run:
         pass
     elif Path(cfg.from_run).resolve() != out.resolve():  # let `report` on the eval run show the repaired bar
-        (Path(cfg.from_run) / "repair_summary.json").write_text(json.dumps(summary, indent=1))
+        (Path(cfg.from_run) / REPAIR_SUMMARY).write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -410,7 +411,7 @@ def _method(cfg: RepairConfig) -> str:
 
 def _train_only(cfg: RepairConfig, out: Path, rank: int, log) -> dict:
     """A non-zero rank of a multi-process run: train on the sets rank 0 wrote, nothing else."""
-    eval_run = Path(cfg.from_run) if cfg.from_run else out / "eval-split"
+    eval_run = Path(cfg.from_run) if cfg.from_run else out / EVAL_SPLIT
     eval_cfg, _, quantized = _models(cfg, eval_run)
     train_cfg = _train_config(cfg, eval_cfg)
     sft_path, dpo_path = training_sets(out, train_cfg.method)
@@ -434,7 +435,7 @@ def _merged(
     path, info = merge_adapter(quantized, adapter, out / "merged", cfg.merge_method, texts, distill=distill)
     gen = make_generator(str(path), "merged", gcfg)
     gen_cfg = GenerationConfig(batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
-    rows_path = out / "generations" / "merged.jsonl"
+    rows_path = generations_file(out, "merged")
     if rows_path.exists():
         rows_path.unlink()  # a new merge (method or adapter may differ): the cache key holds the files
     rows = measure(gen, problems, gen_cfg, rows_path, render=renderer)
@@ -458,8 +459,8 @@ def _merged(
 def _repair_split_solutions(out: Path, renderer) -> list[str]:
     """Prompt + the reference model's right solution for each repair-split problem: more text for
     `gptq-scales` to match base + adapter on (never evaluation problems)."""
-    split = out / "repair-split"
-    probs, refs = split / "problems.jsonl", split / "generations" / "reference.jsonl"
+    split = out / REPAIR_SPLIT
+    probs, refs = split / PROBLEMS, generations_file(split, "reference")
     if not (probs.exists() and refs.exists()):
         return []
     questions = {r["id"]: r["question"] for r in read_jsonl_rows(probs)}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from silverbullet.errors import UserError
+from silverbullet.run.files import TRAIN_LOG
 
 METHODS = ("sft", "dpo", "sft+dpo", "grpo")
 SFT_LOSSES = ("nll", "dft")
@@ -324,7 +325,7 @@ def train_adapter(
                 processing_class=tok,
                 peft_config=_lora(cfg, model),
             )
-        res = _train(trainer, "training LoRA (SFT)", out.parent / "train_log.jsonl", rank == 0)
+        res = _train(trainer, "training LoRA (SFT)", out.parent / TRAIN_LOG, rank == 0)
         info["sft"] = {"examples": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4)}
         model = trainer.model
     if cfg.method in ("dpo", "sft+dpo"):
@@ -349,7 +350,7 @@ def train_adapter(
                 processing_class=tok,
                 peft_config=peft_cfg,
             )
-        res = _train(trainer, "training LoRA (DPO)", out.parent / "train_log.jsonl", rank == 0)
+        res = _train(trainer, "training LoRA (DPO)", out.parent / TRAIN_LOG, rank == 0)
         info["dpo"] = {"examples": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4)}
         model = trainer.model
     if cfg.method == "grpo":
@@ -381,7 +382,7 @@ def train_adapter(
                 processing_class=tok,
                 peft_config=_lora(cfg, model),
             )
-        res = _train(trainer, f"training LoRA (GRPO, {cfg.reward} reward)", out.parent / "train_log.jsonl", rank == 0)
+        res = _train(trainer, f"training LoRA (GRPO, {cfg.reward} reward)", out.parent / TRAIN_LOG, rank == 0)
         info["grpo"] = {"prompts": len(ds), "steps": res.global_step, "loss": round(res.training_loss, 4),
                         "reward": cfg.reward, "num_generations": cfg.num_generations,
                         "completions": res.global_step * cfg.batch_size}  # fmt: skip

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from silverbullet.errors import UserError
 from silverbullet.report.data import EXPORT_DIR, RunData, frontier_token, load_run, margin_curve, repaired_accuracy
+from silverbullet.run.files import SENSITIVITY
 
 __all__ = [
     "EXPORT_DIR",
@@ -67,5 +68,5 @@ def write_sensitivity_heatmap(sensitivity_dir: Path) -> Path:
 
     d = Path(sensitivity_dir)
     path = d / HEATMAP
-    path.write_bytes(sensitivity_heatmap(json.loads((d / "sensitivity.json").read_text(encoding="utf-8"))))
+    path.write_bytes(sensitivity_heatmap(json.loads((d / SENSITIVITY).read_text(encoding="utf-8"))))
     return path

@@ -10,6 +10,7 @@ from typing import Any
 
 from silverbullet.check import get_key, load_summary, summary_path
 from silverbullet.errors import UserError
+from silverbullet.run.files import ATTRIBUTION, GENERATIONS, PROBLEMS, REPAIR_SUMMARY
 from silverbullet.run.jsonl import read_jsonl_rows
 from silverbullet.stats import wilson
 
@@ -117,9 +118,9 @@ def load_run(run_dir: Path) -> RunData:
     run = path.parent
     summary = load_summary(path, REPORT_KEYS)
     repair = None
-    if (run / "repair_summary.json").is_file():
+    if (run / REPAIR_SUMMARY).is_file():
         try:
-            repair = json.loads((run / "repair_summary.json").read_text(encoding="utf-8"))
+            repair = json.loads((run / REPAIR_SUMMARY).read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise UserError(
                 f"{run / 'repair_summary.json'} is not valid JSON ({e}); re-run `silverbullet repair`"
@@ -131,15 +132,15 @@ def load_run(run_dir: Path) -> RunData:
         except json.JSONDecodeError as e:
             raise UserError(f"{run / SENSITIVITY} is not valid JSON ({e}); re-run `silverbullet sensitivity`") from None
     gens = {}
-    for f in sorted((run / "generations").glob("*.jsonl")):
+    for f in sorted((run / GENERATIONS).glob("*.jsonl")):
         gens[f.stem] = {str(r["problem_id"]): r for r in _jsonl(f) if "problem_id" in r}
     data = RunData(
         run_dir=run,
         summary=summary,
         repair=repair,
-        problems={str(p["id"]): p for p in _jsonl(run / "problems.jsonl") if "id" in p},
+        problems={str(p["id"]): p for p in _jsonl(run / PROBLEMS) if "id" in p},
         generations=gens,
-        attribution=_jsonl(run / "attribution.jsonl"),
+        attribution=_jsonl(run / ATTRIBUTION),
         sensitivity=sensitivity if isinstance(sensitivity, dict) else None,
     )
     data.curve = margin_curve(data)

@@ -15,9 +15,10 @@ SFT_SET, DPO_SET, GRPO_SET = "silverbullet_sft.jsonl", "silverbullet_dpo.jsonl",
 ADAPTER = "adapter"
 TRAIN_LOG = "train_log.jsonl"
 REPAIR_SPLIT = "repair-split"  # the repair's own diagnose run on the repair split
+EVAL_SPLIT = "eval-split"  # the repair's diagnose run on the evaluation split (without --from)
 
 
-def generations(run: Path, tag: str) -> Path:
+def generations_file(run: Path, tag: str) -> Path:
     """generations/<tag>.jsonl of a run."""
     return Path(run) / GENERATIONS / f"{tag}.jsonl"
 
