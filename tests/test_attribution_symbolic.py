@@ -341,3 +341,38 @@ def test_a_display_opened_in_the_step_runs_to_its_end():
     step = "which corresponds to:\n\\[ \\begin{aligned} &E = \\frac{1}{2} = 0.6 \\\\"
     assert latex.formula_spans(step) == [(22, len(step))]
     assert check_steps([step])[0].status == FAULTY
+
+
+def test_the_worker_exits_when_its_parent_is_killed(tmp_path):
+    """A parent killed by a signal runs no atexit: the sympy worker must notice on its own (it once
+    lived on as an orphan holding 3.9 GB of a killed diagnose's memory)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "from silverbullet.attribution.symbolic import get_pool\n"
+        "pool = get_pool(); pool.call('ping')\n"
+        "print(pool._proc.pid, flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        try:  # a zombie (exited, not yet reaped by init) counts as gone
+            if open(f"/proc/{worker}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except OSError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the sympy worker outlived its killed parent")

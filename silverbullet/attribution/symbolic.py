@@ -400,7 +400,12 @@ def _warm_up() -> None:
     sympy.real_roots(sympy.Poly(sympy.numer(sympy.together(a**2 - 2 + 1 / a)), a))
 
 
-def _worker(conn: Any) -> None:  # pragma: no cover - runs in the child process
+def _worker(conn: Any, parent_end: Any = None) -> None:  # pragma: no cover - runs in the child process
+    # A forked worker inherits the parent's end of the pipe: closed here, so that when the parent
+    # dies (a diagnose killed by a signal, where atexit never runs) recv() sees EOF and the worker
+    # exits instead of living on as an orphan holding the parent's memory.
+    if parent_end is not None:
+        parent_end.close()
     try:
         _warm_up()
     except Exception:  # a failed warm-up only costs the first call its head start
@@ -450,7 +455,7 @@ class WorkerPool:
         import sympy  # noqa: F401  (imported once here, a forked worker starts with it)
 
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker, args=(child,), daemon=True)
+        proc = self._ctx.Process(target=_worker, args=(child, parent), daemon=True)
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
