@@ -376,7 +376,12 @@ def test_sft_rows_for_each_data_mode(repair_run):
     assert [r["completion"] for r in step] == [p["chosen"] for p in pairs]
 
     ff = sft_rows("flipped-full", pairs, run, 332)
-    assert ff and {r["problem_id"] for r in ff} <= flipped
+    # every flip of the run, those without an aligned reference step too (a free-prose reference
+    # rarely aligns; its whole right solution still teaches the problem)
+    from silverbullet.repair.dataset import all_flips
+
+    flips = all_flips(run)
+    assert ff and flipped <= {r["problem_id"] for r in ff} == flips
     for r in ff:  # whole solutions from the question on, never a quantized prefix
         assert r["prompt"] == build_prompt(r["question"]) and r["completion"].startswith("Step 1:")
         assert r["error_type"] == "full-solution"

@@ -241,7 +241,9 @@ def sft_rows(
         main = [{**{k: e[k] for k in _PROV if k in e}, "prompt": e["prompt"], "completion": e["chosen"]} for e in pairs]
         main = main[:n_main]
     else:
-        targeted = {e["problem_id"] for e in pairs} | unlocated_flips(run_dir)
+        # every flip: the reference's whole right solution teaches it whether or not a step of it
+        # aligned with the faulty one (free-prose references rarely align: 31 of 110 flips on Qwen2.5)
+        targeted = {e["problem_id"] for e in pairs} | unlocated_flips(run_dir) | all_flips(run_dir)
         main = control_set(run_dir, n_main, seed, only=targeted)
         if mode == "own":
             main = own_solutions(main, run_dir, sample, own_samples)  # type: ignore[arg-type]
@@ -254,6 +256,14 @@ def sft_rows(
     for e in extra:
         e["error_type"] = "replay"
     return main + anchors + extra
+
+
+def all_flips(run_dir: Path) -> set[str]:
+    """Every flipped problem of the run (the attribution's flips: reference right, quantized wrong)."""
+    att_path = run_dir / ATTRIBUTION
+    if not att_path.exists():
+        return set()
+    return {a["problem_id"] for a in read_jsonl_rows(att_path) if a["model"] == "quantized" and a.get("flip")}
 
 
 def unlocated_flips(run_dir: Path) -> set[str]:
