@@ -85,42 +85,33 @@ def apply_verdict(rec: dict[str, Any], verdict: CriticVerdict, rule: str) -> Non
     """Fold the judge's verdict into a `locate` output row. The checker's own step stays as
     `checker_step`; `first_faulty_step` becomes the combined one. A step only the judge named gets no
     error type (the checker saw nothing wrong there to classify) and `evidence.check = "judge"`."""
-    checker = rec.get("first_faulty_step")
-    rec["checker_step"] = checker
     rec["judge_step"], rec["judge_status"], rec["judge_reply"] = verdict.step, verdict.status, verdict.reply
-    if rule == "checker":
-        return
-    if rule == "judge":
-        step = verdict.step
-    else:
-        step = combine(checker, verdict.step, rule)
-    if step == checker:
-        return
-    rec["first_faulty_step"] = step
-    rec["error_type"] = None
-    rec["fault_in_answer_line"] = False
-    rec["evidence"] = {"check": "judge", "checker_step": checker} if step is not None else {}
+    fold_step(rec, verdict.step, rule, "judge")
 
 
 def apply_reading(rec: dict[str, Any], verdict: Any, rule: str, prefix: str = "reader") -> None:
-    """Fold a reader's verdict (reader.surprise_verdict, or a step verifier's step with `prefix`
-    "verifier") into a `locate` output row, as `apply_verdict` does a critic's: `<prefix>_step` (and
-    `reader_gap`) kept, the checker's step kept as `checker_step`, `first_faulty_step` combined with
-    the step found so far by `rule`."""
-    current = rec.get("first_faulty_step")
-    rec.setdefault("checker_step", current)
+    """A reader's verdict (reader.surprise_verdict), or a step verifier's step with `prefix`
+    "verifier", folded in as `apply_verdict` folds a critic's: `<prefix>_step` (and `reader_gap`) kept."""
     rec[f"{prefix}_step"] = verdict.step
     if prefix == "reader":
         rec["reader_gap"] = verdict.gap
+    fold_step(rec, verdict.step, rule, prefix)
+
+
+def fold_step(rec: dict[str, Any], other: int | None, rule: str, check: str) -> None:
+    """Combine a model's step with the row's step so far by `rule` (the checker's own step is kept
+    once, as `checker_step`). A step only the model named gets no error type and `evidence.check`."""
+    current = rec.get("first_faulty_step")
+    rec.setdefault("checker_step", current)
     if rule == "checker":
         return
-    step = verdict.step if rule == "judge" else combine(current, verdict.step, rule)
+    step = other if rule == "judge" else combine(current, other, rule)
     if step == current:
         return
     rec["first_faulty_step"] = step
     rec["error_type"] = None
     rec["fault_in_answer_line"] = False
-    rec["evidence"] = {"check": prefix, "checker_step": rec["checker_step"]} if step is not None else {}
+    rec["evidence"] = {"check": check, "checker_step": rec["checker_step"]} if step is not None else {}
 
 
 def ask_critic(

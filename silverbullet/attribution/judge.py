@@ -59,7 +59,11 @@ def judge(
     the gap is measured from certainty (log p = 0), which over-flags tokens the reference itself
     would have hesitated on."""
     tops = top_logprobs if top_logprobs is not None else [0.0] * len(logprobs)
-    gaps = step_gaps(logprobs, tops, token_ends, spans)
+    return first_over(step_gaps(logprobs, tops, token_ends, spans), threshold)
+
+
+def first_over(gaps: Sequence[float], threshold: float = DEFAULT_THRESHOLD) -> JudgeVerdict:
+    """The first step whose gap is above `threshold`: the judge's (or a reader's) candidate."""
     for k, g in enumerate(gaps):
         if g > threshold:
             return JudgeVerdict(k, round(g, 4), [round(x, 4) for x in gaps])

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from silverbullet.attribution.judge import DEFAULT_THRESHOLD, JudgeVerdict, step_gaps
+from silverbullet.attribution.judge import DEFAULT_THRESHOLD, JudgeVerdict, first_over, step_gaps
 from silverbullet.segmentation import segment
 
 READER_FORMAT = 1  # bump when what a cached reading holds changes
@@ -60,10 +60,7 @@ def step_end_tokens(token_ends: Sequence[int], spans: Sequence[tuple[int, int]])
 
 def surprise_verdict(reading: Reading, threshold: float = DEFAULT_THRESHOLD) -> JudgeVerdict:
     """The first step whose surprise is above `threshold` (nats): the reader's candidate first error."""
-    for k, g in enumerate(reading.gaps):
-        if g > threshold:
-            return JudgeVerdict(k, round(g, 4), [round(x, 4) for x in reading.gaps])
-    return JudgeVerdict(None, None, [round(x, 4) for x in reading.gaps])
+    return first_over(reading.gaps, threshold)
 
 
 class Reader:

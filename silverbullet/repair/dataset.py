@@ -243,7 +243,7 @@ def sft_rows(
     else:
         # every flip: the reference's whole right solution teaches it whether or not a step of it
         # aligned with the faulty one (free-prose references rarely align: 31 of 110 flips on Qwen2.5)
-        targeted = {e["problem_id"] for e in pairs} | unlocated_flips(run_dir) | all_flips(run_dir)
+        targeted = all_flips(run_dir)  # holds the pairs' problems and the unlocated flips
         main = control_set(run_dir, n_main, seed, only=targeted)
         if mode == "own":
             main = own_solutions(main, run_dir, sample, own_samples)  # type: ignore[arg-type]
