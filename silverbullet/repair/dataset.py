@@ -184,7 +184,7 @@ def assert_disjoint(examples: list[dict], eval_questions: set[str]) -> None:
 #   step          the Silver Bullet rows: prompt = question + the quantized model's steps before its
 #                 first fault, completion = the reference's continuation from there (the paper's set)
 #   flipped-full  whole reference solutions of the problems that flipped (targeted by problem): those
-#                 behind the first-fault pairs, and flips with no step to pair at (unlocated_flips)
+#                 behind the first-fault pairs and every other flip of the run (all_flips)
 #   full          the untargeted control: whole reference solutions of random repair-split problems
 #   own           flipped-full's problems, each taught with the quantized model's *own* sampled solution
 #                 when one of `own_samples` samples is right and the step checker refutes none of its
@@ -243,7 +243,9 @@ def sft_rows(
     else:
         # every flip: the reference's whole right solution teaches it whether or not a step of it
         # aligned with the faulty one (free-prose references rarely align: 31 of 110 flips on Qwen2.5)
-        targeted = all_flips(run_dir)  # holds the pairs' problems and the unlocated flips
+        # the pairs' problems too: a pair set built elsewhere (curated, hand-made) may name problems
+        # the attribution file of this run does not mark
+        targeted = {e["problem_id"] for e in pairs} | all_flips(run_dir)
         main = control_set(run_dir, n_main, seed, only=targeted)
         if mode == "own":
             main = own_solutions(main, run_dir, sample, own_samples)  # type: ignore[arg-type]
