@@ -64,17 +64,6 @@ def _positive(name: str, value: int | None) -> None:
         raise UserError(f"{name} must be a positive number, got {value}")
 
 
-def _load_in(load_in_4bit: bool, load_in_8bit: bool) -> str | None:
-    """The bitsandbytes load-time quantization the flags ask for (None: load as saved)."""
-    if load_in_4bit and load_in_8bit:
-        raise UserError("--load-in-4bit and --load-in-8bit exclude each other; pass one")
-    return "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
-
-
-LOAD_IN_4BIT_HELP = "Load the quantized model (default: the reference) in bitsandbytes NF4 4-bit (QLoRA's format)."
-LOAD_IN_8BIT_HELP = "Load the quantized model (default: the reference) in bitsandbytes LLM.int8 8-bit."
-
-
 def _vllm_options(backend: str, tp: int, pp: int, dp: int) -> dict:
     """Parallelism flags for the vLLM backend; with the HF backend they must stay at 1."""
     if backend not in ("hf", "vllm"):
@@ -118,20 +107,117 @@ FEWSHOT_HELP = "Exemplars from the benchmark's train split, in the step format (
 MAX_NEW_HELP = "Generation budget (default per benchmark: synthetic 320, GSM8K 512, MATH 1024, AIME/AMC 2048)."
 
 
+def _load_in(load_in: str | None, load_in_4bit: bool = False, load_in_8bit: bool = False) -> str | None:
+    """The bitsandbytes load-time quantization asked for (None: load as saved); the two older flags
+    still work."""
+    asked = [x for x in (load_in, "4bit" if load_in_4bit else None, "8bit" if load_in_8bit else None) if x]
+    if len(set(asked)) > 1:
+        raise UserError(f"--load-in {' and '.join(sorted(set(asked)))} exclude each other; pass one")
+    if asked and asked[0] not in ("4bit", "8bit"):
+        raise UserError(f"--load-in {asked[0]!r} is not known; use 4bit (NF4, QLoRA's format) or 8bit (LLM.int8)")
+    return asked[0] if asked else None
+
+
+LOAD_IN_HELP = "Load the quantized model (default: the reference) with bitsandbytes: 4bit (NF4) or 8bit (LLM.int8)."
+PARALLEL_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size", "dp": "data_parallel_size"}
+PARALLEL_HELP = "vLLM parallelism, e.g. tp=2,dp=4: GPUs per engine (tp), pipeline stages (pp), engine replicas (dp)."
+
+
+def _parallel(backend: str, spec: str | None, tp: int = 1, pp: int = 1, dp: int = 1, keys: str = "tp,pp,dp") -> dict:
+    """`--parallel tp=2,dp=4` (or the older --tensor-parallel-size ... flags) as vLLM engine options."""
+    sizes = {"tp": tp, "pp": pp, "dp": dp}
+    for part in [p.strip() for p in (spec or "").split(",") if p.strip()]:
+        k, _, v = part.partition("=")
+        k = {long: short for short, long in PARALLEL_KEYS.items()}.get(k.strip(), k.strip())
+        if k not in keys.split(",") or not v.strip().isdigit():
+            raise UserError(f"--parallel: {part!r} is not one of {','.join(f'{x}=N' for x in keys.split(','))}")
+        sizes[k] = int(v)
+    return _vllm_options(backend, sizes["tp"], sizes["pp"], sizes["dp"])
+
+
+def _parallel_text(options: dict) -> str | None:
+    """A config's vllm_options back as `--parallel` text (the round trip of a stored run config)."""
+    names = {long: short for short, long in PARALLEL_KEYS.items()}
+    return ",".join(f"{names.get(k, k)}={v}" for k, v in options.items()) or None
+
+
+def _config_option(command: str, translate) -> typer.models.OptionInfo:
+    """`--config FILE`: read first (an eager option), its settings become the defaults of the other
+    flags (flags given on the line win); settings with no flag wait in ctx.meta for the config."""
+
+    def callback(ctx: typer.Context, value: Path | None) -> Path | None:
+        if value is not None:
+            from silverbullet.config_file import read_settings
+
+            names = {p.name for p in ctx.command.params}
+            params, extra = translate(read_settings(value, command), value)
+            ctx.default_map = {**(ctx.default_map or {}), **{k: v for k, v in params.items() if k in names}}
+            ctx.meta["config_extra"] = {**extra, **{k: v for k, v in params.items() if k not in names}}
+        return value
+
+    return typer.Option(
+        None, "--config", is_eager=True, callback=callback,
+        help=f"Settings from a TOML file (its \\[{command}] table) or a run's stored config (docs/config.md).",
+    )  # fmt: skip
+
+
+def _with_extra(ctx: typer.Context, cfg, nested: str | None = None):
+    """`cfg` with the --config settings that have no flag (ctx.meta, see _config_option)."""
+    import dataclasses
+
+    extra = dict(ctx.meta.get("config_extra") or {})
+    inner = extra.pop(nested, None) if nested else None
+    if inner:
+        cfg = dataclasses.replace(cfg, **{nested: dataclasses.replace(getattr(cfg, nested), **inner)})
+    return dataclasses.replace(cfg, **extra) if extra else cfg
+
+
+def _diagnose_params(values: dict, path: Path) -> tuple[dict, dict]:
+    """A diagnose config (field names) as flag defaults; `progress` has no flag."""
+    from silverbullet.config_file import check_values
+    from silverbullet.diagnose import DiagnoseConfig
+
+    v = check_values(DiagnoseConfig, values, path, "diagnose", ignore=("prompt_template_sha256",))
+    params: dict = {}
+    extra = {k: v.pop(k) for k in ("progress",) if k in v}
+    for k, x in v.items():
+        if k == "vllm_options":
+            params["parallel"] = _parallel_text(x)
+        elif k == "devices":
+            if x:
+                params["device"] = ",".join(x)
+        elif k == "device":
+            params.setdefault("device", x)
+        elif k == "samples_fields":
+            params[k] = ",".join(f"{t}={f}" for t, f in x.items()) or None
+        elif k == "limit":
+            params[k] = 0 if x is None else x
+        elif k == "fewshot":
+            if v.get("prompt_format") == "fewshot":
+                params[k] = x
+        elif k == "prompt_format" and x == "fewshot":
+            params[k] = x
+        elif x is not None:
+            params[k] = x
+    return {k: x for k, x in params.items() if x is not None}, extra
+
+
+REFERENCE_HELP = (
+    "Full-precision model: local path, hub id or .gguf file (default data/reference-model when generating)."
+)
+QUANTIZED_HELP = "Quantized model: local path, hub id or .gguf file (default: the demo quantized reference)."
+BENCHMARK_HELP = "Benchmark name (synthetic, gsm8k, math, ...) or JSONL path (default synthetic when generating)."
+DEVICE_HELP = "cpu, cuda, auto, or several devices (cuda:0,cuda:1: one HF generation process per device)."
+
+
 @app.command()
 def diagnose(
-    reference: str | None = typer.Option(
-        None,
-        help="Full-precision model: local path, hub id or .gguf file (default data/reference-model when generating).",
-    ),
-    quantized: str | None = typer.Option(
-        None, help="Quantized model: local path, hub id or .gguf file (default: the demo quantized reference)."
-    ),
-    benchmark: str | None = typer.Option(
-        None, help="Benchmark name (synthetic, gsm8k, math, ...) or JSONL path (default synthetic when generating)."
-    ),
+    ctx: typer.Context,
+    reference: str | None = typer.Option(None, help=REFERENCE_HELP),
+    quantized: str | None = typer.Option(None, help=QUANTIZED_HELP),
+    benchmark: str | None = typer.Option(None, help=BENCHMARK_HELP),
     split: str | None = typer.Option(None, help="Benchmark split (default: its evaluation split, eval or test)."),
-    limit: int | None = typer.Option(None, help="Number of problems (default 500; all samples of files; 0 = all)."),
+    limit: int | None = typer.Option(None, help="Number of problems (default 500; 0 = all)."),
     backend: str = typer.Option("hf", help="Generation backend: hf or vllm."),
     out: str = typer.Option("runs/diagnose", help="Run directory (re-running resumes)."),
     batch_size: int = typer.Option(64, help="Generation batch size."),
@@ -140,34 +226,110 @@ def diagnose(
     confirm: bool = typer.Option(True, help="Causal confirmation: swap in the reference step and continue."),
     margins: bool = typer.Option(True, help="Measure token margins at the failure frontier."),
     cache: bool = typer.Option(True, help="Use the on-disk generation cache."),
-    device: str = typer.Option("auto", help="cpu, cuda or auto."),
-    devices: str | None = typer.Option(
-        None, help="HF backend on several devices, e.g. cuda:0,cuda:1: one generation process per device."
-    ),
-    tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
-    pipeline_parallel_size: int = typer.Option(1, help="vLLM: pipeline-parallel stages."),
-    data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
-    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help=LOAD_IN_4BIT_HELP),
-    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help=LOAD_IN_8BIT_HELP),
-    reference_samples: str | None = typer.Option(
-        None, help="Reference model's solutions from a file or folder (lm-eval --log_samples, OpenAI, vLLM, JSONL)."
-    ),
-    quantized_samples: str | None = typer.Option(None, help="Quantized model's solutions (same formats)."),
-    samples_format: str = typer.Option("auto", help="auto, lm-eval, openai, vllm or jsonl."),
-    samples_fields: str | None = typer.Option(
-        None, help="jsonl: TARGET=FIELD pairs, e.g. 'question=problem,text=output,id=uid,answer=gold'."
-    ),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    parallel: str | None = typer.Option(None, help=PARALLEL_HELP),
+    load_in: str | None = typer.Option(None, help=LOAD_IN_HELP),
     prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP),
     system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
     prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
     fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
     max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
+    config: Path | None = _config_option("diagnose", _diagnose_params),
+    # older spellings, still accepted: --parallel, --load-in, --device LIST and `diagnose-samples` say it now
+    devices: str | None = typer.Option(None, hidden=True),
+    tensor_parallel_size: int = typer.Option(1, hidden=True),
+    pipeline_parallel_size: int = typer.Option(1, hidden=True),
+    data_parallel_size: int = typer.Option(1, hidden=True),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", hidden=True),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", hidden=True),
+    reference_samples: str | None = typer.Option(None, hidden=True),
+    quantized_samples: str | None = typer.Option(None, hidden=True),
+    samples_format: str = typer.Option("auto", hidden=True),
+    samples_fields: str | None = typer.Option(None, hidden=True),
 ) -> None:
-    """Measure both models (or read their solutions from files), locate the first faulty steps, summarise."""
+    """Generate with both models, locate the first faulty steps, summarise (`diagnose-samples` reads
+    solutions from files instead)."""
+    if devices:
+        device = devices
+    _diagnose(
+        ctx, reference, quantized, benchmark, split, limit, out, seed, confirm, margins, device, batch_size,
+        max_new_tokens, prompt_format, system_prompt, prompt_template, fewshot,
+        backend=backend, compile=compile, cache=cache, load_in=_load_in(load_in, load_in_4bit, load_in_8bit),
+        vllm_options=_parallel(backend, parallel, tensor_parallel_size, pipeline_parallel_size, data_parallel_size),
+        samples=(reference_samples, quantized_samples, samples_format, samples_fields),
+    )  # fmt: skip
+
+
+@app.command("diagnose-samples")
+def diagnose_samples_cmd(
+    ctx: typer.Context,
+    reference_samples: str = typer.Option(
+        ..., help="Reference model's solutions: a file or folder (lm-eval --log_samples, OpenAI, vLLM, JSONL)."
+    ),
+    quantized_samples: str = typer.Option(..., help="Quantized model's solutions (same formats)."),
+    samples_format: str = typer.Option("auto", help="auto, lm-eval, openai, vllm or jsonl."),
+    samples_fields: str | None = typer.Option(
+        None, help="jsonl: TARGET=FIELD pairs, e.g. 'question=problem,text=output,id=uid,answer=gold'."
+    ),
+    reference: str | None = typer.Option(None, help="The reference model, for margins and confirmation (optional)."),
+    quantized: str | None = typer.Option(None, help="The quantized model, for margins and confirmation (optional)."),
+    benchmark: str | None = typer.Option(
+        None, help="Benchmark the problems come from (gold answers; needed by repair)."
+    ),
+    split: str | None = typer.Option(None, help="Benchmark split (default: its evaluation split)."),
+    limit: int | None = typer.Option(None, help="First N samples (default: all)."),
+    out: str = typer.Option("runs/diagnose", help="Run directory (re-running resumes)."),
+    seed: int = typer.Option(0, help="Seed for problem selection."),
+    confirm: bool = typer.Option(True, help="Causal confirmation (needs both models)."),
+    margins: bool = typer.Option(True, help="Token margins at the failure frontier (needs the quantized model)."),
+    device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    batch_size: int = typer.Option(64, help="Batch size of the models' passes."),
+    max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
+    prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP),
+    system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
+    fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
+    config: Path | None = _config_option("diagnose", _diagnose_params),
+) -> None:
+    """Diagnose from solutions the models already wrote (lm-eval samples, OpenAI or vLLM output, JSONL)."""
+    _diagnose(
+        ctx, reference, quantized, benchmark, split, limit, out, seed, confirm, margins, device, batch_size,
+        max_new_tokens, prompt_format, system_prompt, prompt_template, fewshot,
+        samples=(reference_samples, quantized_samples, samples_format, samples_fields),
+    )  # fmt: skip
+
+
+def _diagnose(
+    ctx: typer.Context,
+    reference: str | None,
+    quantized: str | None,
+    benchmark: str | None,
+    split: str | None,
+    limit: int | None,
+    out: str,
+    seed: int,
+    confirm: bool,
+    margins: bool,
+    device: str,
+    batch_size: int,
+    max_new_tokens: int | None,
+    prompt_format: str,
+    system_prompt: str | None,
+    prompt_template: Path | None,
+    fewshot: int | None,
+    samples: tuple,
+    backend: str = "hf",
+    compile: bool = False,
+    cache: bool = True,
+    load_in: str | None = None,
+    vllm_options: dict | None = None,
+) -> None:
+    """The DiagnoseConfig both diagnose commands map onto, then the run."""
     from silverbullet.benchmarks import default_split
     from silverbullet.diagnose import DEFAULT_REFERENCE, DiagnoseConfig, run_diagnose
     from silverbullet.generation.samples import parse_fields
 
+    reference_samples, quantized_samples, samples_format, samples_fields = samples
     _positive("--limit", limit or None)
     _positive("--batch-size", batch_size)
     from_files = bool(reference_samples or quantized_samples)
@@ -176,10 +338,11 @@ def diagnose(
     if samples_fields and not from_files:
         raise UserError("--samples-fields needs --reference-samples and --quantized-samples")
     _positive("--max-new-tokens", max_new_tokens)
+    devices = [d.strip() for d in device.split(",") if d.strip()]
     cfg = DiagnoseConfig(
         reference=_model(reference or DEFAULT_REFERENCE, out) if (reference or not from_files) else None,
         quantized=_model(quantized, out),
-        load_in=_load_in(load_in_4bit, load_in_8bit),
+        load_in=load_in,
         benchmark=benchmark if (benchmark or from_files) else "synthetic",
         split=split or default_split(benchmark or "synthetic"),
         limit=(None if from_files else 500) if limit is None else (limit or None),
@@ -191,9 +354,9 @@ def diagnose(
         confirm=confirm,
         margins=margins,
         cache=cache,
-        device=device,
-        devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else [],
-        vllm_options=_vllm_options(backend, tensor_parallel_size, pipeline_parallel_size, data_parallel_size),
+        device=devices[0] if len(devices) == 1 else "auto",
+        devices=devices if len(devices) > 1 else [],
+        vllm_options=vllm_options or {},
         reference_samples=reference_samples,
         quantized_samples=quantized_samples,
         samples_format=samples_format,
@@ -201,6 +364,7 @@ def diagnose(
         max_new_tokens=max_new_tokens,
         **_prompt_options(prompt_format, system_prompt, prompt_template, fewshot),
     )
+    cfg = _with_extra(ctx, cfg)
     with ui.library_output_to(_log_file(out)):
         if from_files:  # generations read from the user's files: another source, the same run directory
             from silverbullet.diagnose_samples import run_from_samples
@@ -544,8 +708,9 @@ def evaluate(
         False, help="With --adapter: where the step checker refutes a step, serve the base's own solution."
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON here."),
-    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="Load the model in bitsandbytes NF4 4-bit."),
-    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help="Load the model in bitsandbytes 8-bit."),
+    load_in: str | None = typer.Option(None, help="Load the model with bitsandbytes: 4bit (NF4) or 8bit (LLM.int8)."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", hidden=True),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", hidden=True),
     compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP),
     system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
@@ -565,7 +730,7 @@ def evaluate(
     _positive("--max-new-tokens", max_new_tokens)
     if fallback and not adapter:
         raise UserError("--fallback needs --adapter (it falls back from the adapter to the base model)")
-    load_in = _load_in(load_in_4bit, load_in_8bit)
+    load_in = _load_in(load_in, load_in_4bit, load_in_8bit)
     from silverbullet.generation.loading import preflight
 
     preflight(model, load_in=load_in)  # a bad checkpoint is named before its tokenizer is read
@@ -631,54 +796,83 @@ def _evaluate_table(res: dict, benchmark: str) -> Table:
     return t
 
 
+def _repair_params(values: dict, path: Path) -> tuple[dict, dict]:
+    """A repair config (field names, its [train] table nested) as flag defaults; settings with no
+    flag (the benchmark, anchor/guard shares, LoRA rank, ...) go straight to the config."""
+    from silverbullet.config_file import check_values
+    from silverbullet.repair.pipeline import RepairConfig
+
+    v = check_values(RepairConfig, values, path, "repair")
+    train = dict(v.pop("train", None) or {})
+    flags = {"method": "method", "epochs": "epochs", "learning_rate": "learning_rate", "dpo_epochs": "dpo_epochs",
+             "reward": "reward", "num_generations": "num_generations", "grpo_epochs": "grpo_epochs",
+             "batch_size": "train_batch_size", "grad_accum": "grad_accum"}  # fmt: skip
+    params = {flags[k]: train.pop(k) for k in list(train) if k in flags}
+    train.pop("load_in", None)  # the pipeline sets it from the evaluation run
+    no_flag = ("benchmark", "eval_split", "repair_split", "anchor", "guard", "own_samples", "own_temperature",
+               "balance", "seed", "progress")  # fmt: skip
+    extra: dict = {k: v.pop(k) for k in no_flag if k in v}
+    if train:
+        extra["train"] = train
+    for k, x in v.items():
+        if k == "vllm_options":
+            params["parallel"] = _parallel_text(x)
+        elif k == "eval_limit":
+            params[k] = 0 if x is None else x
+        elif k == "fewshot":
+            if v.get("prompt_format") == "fewshot":
+                params[k] = x
+        else:
+            params["from_run" if k == "from_run" else k] = x
+    return {k: x for k, x in params.items() if x is not None}, extra
+
+
 @app.command()
 def repair(
+    ctx: typer.Context,
     from_run: str | None = typer.Option(None, "--from", help="A diagnose run on the evaluation split to reuse."),
     out: str = typer.Option("runs/repair", help="Run directory for the repair."),
     method: str = typer.Option("sft", help="sft, dpo, sft+dpo or grpo (RL from the checker's reward)."),
     max_examples: int = typer.Option(332, help="Cap on Silver Bullet examples (the paper used 332)."),
     repair_limit: int = typer.Option(1500, help="Problems to diagnose on the repair split."),
-    eval_limit: int = typer.Option(500, help="Evaluation problems (when --from is not given)."),
+    eval_limit: int = typer.Option(500, help="Evaluation problems when --from is not given (0 = all)."),
     reference: str = typer.Option("data/reference-model", help="Full-precision model."),
     quantized: str | None = typer.Option(None, help="Quantized model (default: the demo quantized reference)."),
     epochs: float = typer.Option(10.0, help="Training epochs."),
     learning_rate: float = typer.Option(1e-3, help="LoRA learning rate (SFT)."),
-    control: bool = typer.Option(False, help="Untargeted control: full-solution SFT with the same budget."),
     sft_data: str = typer.Option(
         "flipped-full",
-        help="SFT rows: flipped-full, step (first-fault continuations), full, or own (the quantized model's own "
-        "right sampled solutions of flipped-full's problems; docs/repair.md).",
+        help="SFT rows: flipped-full, step (first-fault continuations), full (the untargeted control), or own "
+        "(the quantized model's own right sampled solutions of flipped-full's problems; docs/repair.md).",
     ),
-    replay: float = typer.Option(0.0, help="Share of SFT rows that are whole solutions of random other problems."),
     batch_size: int = typer.Option(64, help="Generation batch size (diagnoses and re-measure)."),
-    dpo_epochs: float | None = typer.Option(None, help="DPO epochs (default: --epochs)."),
+    train_batch_size: int = typer.Option(16, help="Training batch (grpo: completions per step)."),
     merge: bool = typer.Option(False, help="Also merge the adapter into one low-bit checkpoint and measure it."),
-    merge_method: str = typer.Option(
-        "grid",
-        help="--merge: grid (the base's scales, nearest), gptq (same grid, error feedback), gptq-scales (gptq, "
-        "then the scales trained toward base + adapter), requantize.",
-    ),
     backend: str = typer.Option("hf", help="Generation backend for the repair split and re-measure: hf or vllm."),
-    tensor_parallel_size: int = typer.Option(1, help="vLLM: GPUs per engine (tensor parallel)."),
-    data_parallel_size: int = typer.Option(1, help="vLLM: engine replicas, each given a shard of the problems."),
-    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help=LOAD_IN_4BIT_HELP),
-    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", help=LOAD_IN_8BIT_HELP),
+    parallel: str | None = typer.Option(None, help="vLLM parallelism, e.g. tp=2,dp=4 (see diagnose)."),
+    load_in: str | None = typer.Option(None, help=LOAD_IN_HELP),
     prompt_format: str = typer.Option("auto", help=PROMPT_FORMAT_HELP + " Must match --from's run."),
     system_prompt: str | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
     prompt_template: Path | None = typer.Option(None, help=TEMPLATE_HELP),
     fewshot: int | None = typer.Option(None, help=FEWSHOT_HELP),
     max_new_tokens: int | None = typer.Option(None, help=MAX_NEW_HELP),
-    reward: str = typer.Option(
-        "process", help="grpo: process (answer, no refuted step, later faults cost less) or outcome (the answer alone)."
-    ),  # fmt: skip
-    num_generations: int = typer.Option(8, help="grpo: solutions sampled per prompt."),
-    grpo_epochs: float = typer.Option(1.0, help="grpo: passes over the prompts."),
-    train_batch_size: int = typer.Option(16, help="Training batch (grpo: completions per step)."),
-    grad_accum: int = typer.Option(
-        1, help="Gradient accumulation: the training batch in this many smaller steps (less GPU memory)."
-    ),
+    config: Path | None = _config_option("repair", _repair_params),
+    # settings also reachable from --config ([repair] and [repair.train], docs/config.md); the flags stay
+    control: bool = typer.Option(False, hidden=True),
+    replay: float = typer.Option(0.0, hidden=True),
+    grad_accum: int = typer.Option(1, hidden=True),
+    dpo_epochs: float | None = typer.Option(None, hidden=True),
+    merge_method: str = typer.Option("grid", hidden=True),
+    reward: str = typer.Option("process", hidden=True),
+    num_generations: int = typer.Option(8, hidden=True),
+    grpo_epochs: float = typer.Option(1.0, hidden=True),
+    tensor_parallel_size: int = typer.Option(1, hidden=True),
+    data_parallel_size: int = typer.Option(1, hidden=True),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", hidden=True),
+    load_in_8bit: bool = typer.Option(False, "--load-in-8bit", hidden=True),
 ) -> None:
-    """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure."""
+    """Build the Silver Bullet SFT/DPO sets, train LoRA on the quantized model, re-measure. GRPO's and
+    the rarer settings (replay, anchor, guard, DPO epochs, merge method, LoRA rank): --config."""
     reference = _model(reference, out)
     quantized = _model(quantized, out)
     from silverbullet.repair.pipeline import RepairConfig, run_repair
@@ -687,7 +881,7 @@ def repair(
     for name, v in (
         ("--max-examples", max_examples),
         ("--repair-limit", repair_limit),
-        ("--eval-limit", eval_limit),
+        ("--eval-limit", eval_limit or None),
         ("--batch-size", batch_size),
         ("--max-new-tokens", max_new_tokens),
         ("--train-batch-size", train_batch_size),
@@ -699,10 +893,10 @@ def repair(
     cfg = RepairConfig(
         reference=reference,
         quantized=quantized,
-        load_in=_load_in(load_in_4bit, load_in_8bit),
+        load_in=_load_in(load_in, load_in_4bit, load_in_8bit),
         from_run=from_run,
         out=out,
-        eval_limit=eval_limit,
+        eval_limit=eval_limit or None,
         repair_limit=repair_limit,
         max_examples=max_examples,
         control=control,
@@ -712,7 +906,7 @@ def repair(
         merge_method=merge_method,
         batch_size=batch_size,
         backend=backend,
-        vllm_options=_vllm_options(backend, tensor_parallel_size, 1, data_parallel_size),
+        vllm_options=_parallel(backend, parallel, tensor_parallel_size, 1, data_parallel_size, keys="tp,dp"),
         train=RepairTrainConfig(
             method=method,
             epochs=epochs,
@@ -727,6 +921,7 @@ def repair(
         max_new_tokens=max_new_tokens,
         **_prompt_options(prompt_format, system_prompt, prompt_template, fewshot),
     )
+    cfg = _with_extra(ctx, cfg, nested="train")
     with ui.library_output_to(_log_file(out)):
         s = run_repair(cfg, log=ui.note)
     if s.get("rank", 0) == 0:  # under `accelerate launch`, rank 0 alone reports
@@ -1073,6 +1268,7 @@ def reference_eval(
         adapter=None,
         fallback=False,
         json_out=json_out,
+        load_in=None,
         load_in_4bit=False,
         load_in_8bit=False,
         compile=False,

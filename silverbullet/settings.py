@@ -68,7 +68,7 @@ def _validate(key: str, value: Any, origin: str) -> float:
     return value
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
@@ -103,7 +103,7 @@ def load_file_thresholds(config: Path | None = None, cwd: Path | None = None) ->
     layers: list[tuple[str, dict[str, float]]] = []
     pyproject = cwd / "pyproject.toml"
     if pyproject.is_file():
-        layers.append(("pyproject.toml", _table(pyproject, _read_toml(pyproject), ("tool", "silverbullet", "check"))))
+        layers.append(("pyproject.toml", _table(pyproject, read_toml(pyproject), ("tool", "silverbullet", "check"))))
     if config is not None:
         if not Path(config).is_file():
             raise UserError(f"config file {config} does not exist; check the --config path")
@@ -111,7 +111,7 @@ def load_file_thresholds(config: Path | None = None, cwd: Path | None = None) ->
     else:
         path = cwd / "silverbullet.toml"
     if path.is_file():
-        data = _read_toml(path)
+        data = read_toml(path)
         # silverbullet.toml uses [check]; a pyproject-style [tool.silverbullet.check] is accepted too.
         values = _table(path, data, ("check",)) or _table(path, data, ("tool", "silverbullet", "check"))
         layers.append((path.name if config is None else str(path), values))

@@ -28,7 +28,7 @@ FORBIDDEN = [
 
 # bottom to top: a package may import from its own layer and the ones below
 LAYERS = [
-    ("errors", "paths", "settings", "ui", "stats", "records", "grading", "startup", "run"),
+    ("errors", "paths", "settings", "config_file", "ui", "stats", "records", "grading", "startup", "run"),
     ("segmentation",),
     ("prompting", "benchmarks"),
     ("generation",),

@@ -51,8 +51,17 @@ from silverbullet.repair.train import (
     leave_process_group,
     train_or_reuse,
 )
-from silverbullet.run.files import CONFIG, EVAL_SPLIT, PROBLEMS, REPAIR_SPLIT, REPAIR_SUMMARY, SUMMARY, generations_file
-from silverbullet.run.jsonl import read_jsonl_rows, write_rows
+from silverbullet.run.files import (
+    CONFIG,
+    EVAL_SPLIT,
+    PROBLEMS,
+    REPAIR_CONFIG,
+    REPAIR_SPLIT,
+    REPAIR_SUMMARY,
+    SUMMARY,
+    generations_file,
+)
+from silverbullet.run.jsonl import read_jsonl_rows, write_rows, write_text_atomic
 
 
 @dataclass
@@ -221,6 +230,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
             state.wait_for_everyone()  # rank 0 has written the sets
             return _train_only(cfg, out, rank, log)
     out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / REPAIR_CONFIG, json.dumps(asdict(cfg), indent=1))
     eval_run = _eval_run(cfg, out)
     eval_cfg, reference, quantized = _models(cfg, eval_run)
     renderer = _renderer(cfg, eval_run, reference, eval_cfg["benchmark"])

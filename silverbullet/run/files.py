@@ -10,6 +10,7 @@ GENERATIONS = "generations"  # generations/<tag>.jsonl: reference, quantized, re
 ATTRIBUTION = "attribution.jsonl"
 SUMMARY = "summary.json"
 REPAIR_SUMMARY = "repair_summary.json"
+REPAIR_CONFIG = "repair_config.json"  # the repair's settings as given (`repair --config` takes it back)
 SENSITIVITY = "sensitivity.json"
 SFT_SET, DPO_SET, GRPO_SET = "silverbullet_sft.jsonl", "silverbullet_dpo.jsonl", "silverbullet_grpo.jsonl"
 ADAPTER = "adapter"
