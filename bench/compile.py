@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _meta import run_meta  # noqa: E402
 
+from silverbullet.benchmarks.synthetic_task import generate as task_problems  # noqa: E402
 from silverbullet.generation import GenerationConfig, HFGenerator  # noqa: E402
 from silverbullet.prompting import build_prompt, extract_answer  # noqa: E402
-from silverbullet.reference.task import generate as task_problems  # noqa: E402
 
 
 def _sync() -> None:

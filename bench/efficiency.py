@@ -43,10 +43,10 @@ def _bytes(*dirs: Path | None) -> int:
 
 def _child(args: argparse.Namespace) -> None:
     """Load one variant, generate args.n greedy solutions after a warm-up, print one JSON line."""
+    from silverbullet.benchmarks.synthetic_task import generate as problems
     from silverbullet.generation import GenerationConfig
     from silverbullet.generation.base import close_generator
     from silverbullet.prompting import build_prompt
-    from silverbullet.reference.task import generate as problems
 
     prompts = [build_prompt(p.question) for p in problems("eval", args.n)]
     cfg = GenerationConfig(batch_size=args.n)

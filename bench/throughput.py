@@ -136,9 +136,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/throughput_<device>.json)")
     args = ap.parse_args()
 
+    from silverbullet.benchmarks.synthetic_task import generate as task_problems
     from silverbullet.generation.loading import resolve_device
     from silverbullet.prompting import build_prompt, parse_solution
-    from silverbullet.reference.task import generate as task_problems
 
     args.device = resolve_device(args.device)
     prompts = [build_prompt(p.question) for p in task_problems("eval", args.n)]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import cli_in_process
 
+from silverbullet.benchmarks import synthetic_task as task
 from silverbullet.prompting import STEP_PREFIX_RE, parse_solution
-from silverbullet.reference import task
 from silverbullet.reference.chat import (
     CHAT_TEMPLATE,
     IM_END,

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from silverbullet.benchmarks import synthetic_task as task
 from silverbullet.generation.base import GenerationConfig
 from silverbullet.generation.hf import HFGenerator
 from silverbullet.measure import measure
-from silverbullet.reference import task
 
 MODEL = Path(__file__).resolve().parents[1] / "data" / "reference-model"
 

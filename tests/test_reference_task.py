@@ -8,9 +8,9 @@ import pytest
 from silverbullet.attribution.check import check_step
 from silverbullet.attribution.steps import parse_steps
 from silverbullet.benchmarks import load_benchmark
+from silverbullet.benchmarks import synthetic_task as task
 from silverbullet.grading import is_correct
 from silverbullet.prompting import parse_solution
-from silverbullet.reference import task
 
 
 def test_generation_is_deterministic():

@@ -13,10 +13,10 @@ import pytest
 from silverbullet.attribution.check import check_step
 from silverbullet.attribution.locate import locate
 from silverbullet.attribution.steps import parse_steps
+from silverbullet.benchmarks import synthetic_task as task
 from silverbullet.benchmarks.jsonl import data_root
 from silverbullet.grading import is_correct
 from silverbullet.prompting import extract_answer, parse_solution, step_spans
-from silverbullet.reference import task
 from silverbullet.repair.dataset import continuation_from
 from silverbullet.segmentation import ANSWER_LINE_RES, MAX_SOLUTION_CHARS, segment
 

@@ -208,7 +208,7 @@ def test_lm_eval_samples_of_a_reasoning_model(tmp_path):
 def test_the_thinking_reference_models_training_text():
     """What the thinking model is taught: a draft with an answer line inside the trace, closed, then a
     response the segmenter reads as the solution (and the locator finds right)."""
-    from silverbullet.reference import task
+    from silverbullet.benchmarks import synthetic_task as task
     from silverbullet.reference.thinking import THINK_TEMPLATE, target_for, trace_for
 
     for p in task.generate("train", 30, seed=7):

@@ -32,6 +32,7 @@ pytest.importorskip("vllm")
 
 from conftest import build_tiny_llama  # noqa: E402
 
+from silverbullet.benchmarks.synthetic_task import generate as task_problems  # noqa: E402
 from silverbullet.generation import GenerationConfig, Generator, HFGenerator  # noqa: E402
 from silverbullet.generation.vllm import (  # noqa: E402
     VLLMGenerator,
@@ -41,7 +42,6 @@ from silverbullet.generation.vllm import (  # noqa: E402
     weight_only_quantized,
 )
 from silverbullet.prompting import build_prompt, parse_solution  # noqa: E402
-from silverbullet.reference.task import generate as task_problems  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "data" / "reference-model"

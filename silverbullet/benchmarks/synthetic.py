@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from silverbullet.benchmarks import synthetic_task as task
 from silverbullet.errors import UserError
 from silverbullet.records import Problem
-from silverbullet.reference import task
 
 DEFAULT_LIMIT = 1000
 ALIASES = {"test": "eval", "validation": "eval", "dev": "eval"}

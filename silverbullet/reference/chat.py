@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from silverbullet.benchmarks import synthetic_task as task
 from silverbullet.prompting import STEP_PREFIX_RE, build_prompt, parse_solution
-from silverbullet.reference import task
 from silverbullet.reference.freestyle import render_free
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"

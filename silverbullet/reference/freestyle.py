@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from silverbullet.reference.task import NAMES, TaskProblem
+from silverbullet.benchmarks.synthetic_task import NAMES, TaskProblem
 
 _STEP_RE = re.compile(r"^(?P<words>.*), so (?P<expr>[^=]*) = (?P<value>-?\d+)\.$")
 STYLES = ("prose", "latex_inline", "markdown_list", "display", "gsm8k")

@@ -23,7 +23,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from silverbullet.reference import chat, task
+from silverbullet.benchmarks import synthetic_task as task
+from silverbullet.reference import chat
 from silverbullet.reference.freestyle import render_free
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"

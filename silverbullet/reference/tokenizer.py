@@ -47,7 +47,7 @@ def to_hf(tok: Tokenizer):
 
 def build_and_save(out_dir: str | Path, n_texts: int = 20_000, seed: int = 0):
     """Train on `n_texts` training-split problems (deterministic) and save next to the model."""
-    from silverbullet.reference.task import generate
+    from silverbullet.benchmarks.synthetic_task import generate
 
     texts = [p.text for p in generate("train", n_texts, seed=seed)]
     hf = to_hf(train_tokenizer(texts))

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from silverbullet.benchmarks import synthetic_task as task
 from silverbullet.prompting import build_prompt
-from silverbullet.reference import task
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads TrainConfig's defaults at start
     import torch
