@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from silverbullet.diagnose import DiagnoseConfig, run_diagnose, span_margins, wilson
+from silverbullet.diagnose import DiagnoseConfig, run_diagnose, wilson
 from silverbullet.errors import UserError
+from silverbullet.frontier import span_margins
 from silverbullet.quantize import QuantizeConfig, quantize
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ LAYERS = [
     ("segmentation",),
     ("prompting", "benchmarks"),
     ("generation",),
-    ("attribution", "measure"),
+    ("attribution", "measure", "frontier"),
     ("quantize", "sharding", "reference"),
     ("diagnose", "diagnose_samples", "sensitivity"),
     ("repair",),

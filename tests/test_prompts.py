@@ -291,7 +291,8 @@ def test_repair_sets_use_the_stored_prompts(tmp_path):
 
 
 def test_margins_and_confirmation_use_the_stored_prompt():
-    from silverbullet.diagnose import DiagnoseConfig, add_margins_and_confirmation
+    from silverbullet.diagnose import DiagnoseConfig
+    from silverbullet.frontier import add_margins_and_confirmation
     from silverbullet.generation.base import GenOutput, ScoreOutput
     from silverbullet.records import Generation, Problem
 
