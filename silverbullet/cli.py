@@ -119,6 +119,7 @@ def _load_in(load_in: str | None, load_in_4bit: bool = False, load_in_8bit: bool
 
 
 LOAD_IN_HELP = "Load the quantized model (default: the reference) with bitsandbytes: 4bit (NF4) or 8bit (LLM.int8)."
+FLAG_ONLY = {"parallel"}  # config translations with no field of their own (see _config_option)
 PARALLEL_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size", "dp": "data_parallel_size"}
 PARALLEL_HELP = "vLLM parallelism, e.g. tp=2,dp=4: GPUs per engine (tp), pipeline stages (pp), engine replicas (dp)."
 
@@ -152,7 +153,10 @@ def _config_option(command: str, translate) -> typer.models.OptionInfo:
             names = {p.name for p in ctx.command.params}
             params, extra = translate(read_settings(value, command), value)
             ctx.default_map = {**(ctx.default_map or {}), **{k: v for k, v in params.items() if k in names}}
-            ctx.meta["config_extra"] = {**extra, **{k: v for k, v in params.items() if k not in names}}
+            # a setting whose flag this command lacks goes to the config as is; --parallel's text has
+            # no field (diagnose-samples generates nothing in parallel), so it stays behind
+            rest = {k: v for k, v in params.items() if k not in names and k not in FLAG_ONLY}
+            ctx.meta["config_extra"] = {**extra, **rest}
         return value
 
     return typer.Option(
@@ -195,8 +199,6 @@ def _diagnose_params(values: dict, path: Path) -> tuple[dict, dict]:
         elif k == "fewshot":
             if v.get("prompt_format") == "fewshot":
                 params[k] = x
-        elif k == "prompt_format" and x == "fewshot":
-            params[k] = x
         elif x is not None:
             params[k] = x
     return {k: x for k, x in params.items() if x is not None}, extra
@@ -823,7 +825,7 @@ def _repair_params(values: dict, path: Path) -> tuple[dict, dict]:
             if v.get("prompt_format") == "fewshot":
                 params[k] = x
         else:
-            params["from_run" if k == "from_run" else k] = x
+            params[k] = x
     return {k: x for k, x in params.items() if x is not None}, extra
 
 

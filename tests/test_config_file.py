@@ -75,6 +75,14 @@ def test_a_stored_diagnose_config_round_trips(tmp_path, captured):
     got = captured["diagnose"]
     assert (got.prompt_format, got.limit, got.devices, got.identity()) == ("auto", None, ["cpu", "cpu"],
                                                                           plain.identity())  # fmt: skip
+    # a samples run's config back through diagnose-samples: settings it has no flag for reach the config
+    (tmp_path / "run").rename(tmp_path / "older")
+    samples = replace(cfg, reference_samples="a.jsonl", quantized_samples="b.jsonl", samples_fields={"text": "out"},
+                      out=str(tmp_path / "run"))  # fmt: skip
+    code, err = cli_in_process("diagnose-samples", "--config", _stored(tmp_path, samples))
+    assert code == 0, err
+    got = captured["samples"]
+    assert (got.samples_fields, got.backend, got.cache, got.load_in) == ({"text": "out"}, "vllm", False, "4bit")
 
 
 def test_flags_win_over_the_file_and_toml_tables_are_per_command(tmp_path, captured):
