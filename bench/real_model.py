@@ -375,8 +375,8 @@ def markdown(doc: dict, full: bool) -> str:
 
 
 def write_sections(doc: dict) -> None:
-    """The bench's Markdown between `<!-- real-model -->` markers in the README (short) and in
-    docs/real-model.md (full), as bench/formats_table.py does for the formats table."""
+    """The bench's Markdown between `<!-- real-model -->` markers in docs/real-model.md (full), and in
+    the README where it has them (it now carries a written summary instead)."""
     import re
 
     for path, full in ((ROOT / "README.md", False), (ROOT / "docs" / "real-model.md", True)):
