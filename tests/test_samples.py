@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from silverbullet.benchmarks import load_benchmark
-from silverbullet.diagnose import DiagnoseConfig, demo_quantized_path, frontier_margins
+from silverbullet.diagnose import DiagnoseConfig, demo_quantized_path
 from silverbullet.diagnose_samples import run_from_samples
 from silverbullet.errors import UserError
+from silverbullet.frontier import frontier_margins
 from silverbullet.generation.base import GenerationConfig
 from silverbullet.generation.samples import pair_samples, read_samples
 from silverbullet.measure import measure
