@@ -251,6 +251,9 @@ def test_repair_command_end_to_end_on_a_small_slice(repaired_slice):
     merged_cfg = json.loads(Path(m["path"], "config.json").read_text())["quantization_config"]
     assert merged_cfg["config_groups"]["group_0"]["weights"]["num_bits"] == 2  # still 2-bit after merging
     assert len((out / "generations" / "merged.jsonl").read_text().splitlines()) == 16
+    stored = json.loads((out / "repair_config.json").read_text())  # `repair --config` takes it back
+    assert (stored["eval_limit"], stored["repair_limit"], stored["max_examples"], stored["merge"]) == (16, 32, 8, True)
+    assert stored["train"]["epochs"] == 1.0 and stored["out"] == str(out)
 
 
 @pytest.mark.slow
