@@ -127,6 +127,8 @@ PARALLEL_HELP = "vLLM parallelism, e.g. tp=2,dp=4: GPUs per engine (tp), pipelin
 def _parallel(backend: str, spec: str | None, tp: int = 1, pp: int = 1, dp: int = 1, keys: str = "tp,pp,dp") -> dict:
     """`--parallel tp=2,dp=4` (or the older --tensor-parallel-size ... flags) as vLLM engine options."""
     sizes = {"tp": tp, "pp": pp, "dp": dp}
+    if spec and backend != "vllm":
+        raise UserError("--parallel needs --backend vllm (the HF backend spreads over GPUs: --device cuda:0,cuda:1)")
     for part in [p.strip() for p in (spec or "").split(",") if p.strip()]:
         k, _, v = part.partition("=")
         k = {long: short for short, long in PARALLEL_KEYS.items()}.get(k.strip(), k.strip())

@@ -132,7 +132,7 @@ def make_generator(path: str, tag: str, cfg: DiagnoseConfig, adapter: str | None
     else:
         raise UserError(f"--backend {cfg.backend!r} is not known; use hf or vllm")
     if cfg.load_in is not None and cfg.backend != "hf":
-        raise UserError(f"--load-in-{cfg.load_in} needs --backend hf (bitsandbytes runs in transformers)")
+        raise UserError(f"--load-in {cfg.load_in} needs --backend hf (bitsandbytes runs in transformers)")
     if cfg.cache:
         from silverbullet.generation.cache import CachedGenerator
 
@@ -434,7 +434,7 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict:
     if len(cfg.devices) > 1 and cfg.backend != "hf":
         raise UserError("--devices shards the HF backend; with --backend vllm use --data-parallel-size")
     if cfg.load_in is not None and cfg.backend != "hf":
-        raise UserError(f"--load-in-{cfg.load_in} needs --backend hf (bitsandbytes runs in transformers)")
+        raise UserError(f"--load-in {cfg.load_in} needs --backend hf (bitsandbytes runs in transformers)")
     if cfg.quantized is None:
         quantized = cfg.reference if cfg.load_in is not None else demo_quantized_path(cfg.reference)
         cfg = dataclasses.replace(cfg, quantized=quantized)

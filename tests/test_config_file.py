@@ -168,7 +168,8 @@ def test_older_spellings_still_work(tmp_path, captured):
                                                       ["cpu", "cpu"])  # fmt: skip
     for bad, says in ((["--load-in", "3bit"], "--load-in '3bit' is not known"),
                       (["--load-in", "4bit", "--load-in-8bit"], "exclude each other"),
-                      (["--parallel", "tp=2"], "--tensor-parallel-size needs --backend vllm"),
+                      (["--parallel", "tp=2"], "--parallel needs --backend vllm"),
+                      (["--tensor-parallel-size", "2"], "--tensor-parallel-size needs --backend vllm"),
                       (["--backend", "vllm", "--parallel", "ep=2"], "--parallel: 'ep=2'")):  # fmt: skip
         code, err = cli_in_process("diagnose", *bad, "--out", tmp_path / "c")
         assert code == 2 and says in err, err

@@ -76,11 +76,11 @@ def test_unknown_quant_method(tmp_path):
 
 def test_load_in_4bit_without_bitsandbytes(tmp_path):
     res = run_hidden(["evaluate", "--load-in-4bit", "--limit", "1"], hide=("bitsandbytes",))
-    assert_one_line_exit_2(res, "--load-in-4bit", 'pip install "silverbullet[bnb]"')
+    assert_one_line_exit_2(res, "--load-in 4bit", 'pip install "silverbullet[bnb]"')
     res = run_hidden(
         ["diagnose", "--load-in-8bit", "--limit", "1", "--out", str(tmp_path / "run")], hide=("bitsandbytes",)
     )
-    assert_one_line_exit_2(res, "--load-in-8bit", "silverbullet[bnb]")
+    assert_one_line_exit_2(res, "--load-in 8bit", "silverbullet[bnb]")
 
 
 def test_quantize_method_without_its_library(tmp_path):
@@ -98,7 +98,7 @@ def test_load_in_flags_refused_where_they_cannot_apply(tmp_path):
     assert_one_line_exit_2(res, "exclude each other")
     d = fake_quantized(tmp_path, {"quant_method": "compressed-tensors", "format": "pack-quantized"})
     res = run_hidden(["evaluate", "--model", str(d), "--load-in-4bit", "--limit", "1"])
-    assert_one_line_exit_2(res, "already quantized", "--load-in-4bit")
+    assert_one_line_exit_2(res, "already quantized", "--load-in 4bit")
 
 
 def test_merge_refuses_a_base_it_cannot_requantize(tmp_path):

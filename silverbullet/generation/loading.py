@@ -233,11 +233,11 @@ def require_quant_library(method: str, where: str) -> None:
 
 
 def bnb_config(load_in: str, dtype: Any) -> Any:
-    """transformers' BitsAndBytesConfig for `--load-in-4bit` (NF4, the QLoRA format) or
-    `--load-in-8bit` (LLM.int8), computing in the run's dtype."""
+    """transformers' BitsAndBytesConfig for `--load-in 4bit` (NF4, the QLoRA format) or
+    `--load-in 8bit` (LLM.int8), computing in the run's dtype."""
     if load_in not in LOAD_IN:
         raise UserError(f"load_in {load_in!r} is not known; use one of {', '.join(LOAD_IN)}")
-    require_quant_library("bitsandbytes", f"--load-in-{load_in}")
+    require_quant_library("bitsandbytes", f"--load-in {load_in}")
     from transformers import BitsAndBytesConfig
 
     if load_in == "4bit":
@@ -322,7 +322,7 @@ def preflight(path_or_id: str | os.PathLike, load_in: str | None = None) -> None
 def _check_load_in(raw_config: dict | None, src: str, load_in: str | None) -> None:
     if load_in is not None and raw_config is not None and quant_method(raw_config) is not None:
         raise UserError(
-            f"{src} is already quantized ({quant_method(raw_config)}); --load-in-{load_in} quantizes a "
+            f"{src} is already quantized ({quant_method(raw_config)}); --load-in {load_in} quantizes a "
             "full-precision model at load time: drop the flag, or pass the full-precision model"
         )
 

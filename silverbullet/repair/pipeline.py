@@ -211,7 +211,7 @@ def run_repair(cfg: RepairConfig, log=print) -> dict:
     if cfg.train.method == "grpo":
         check_grpo_options(cfg.train)
     if cfg.merge and cfg.load_in:
-        raise UserError(f"--merge writes a compressed-tensors checkpoint; it does not apply to --load-in-{cfg.load_in}")
+        raise UserError(f"--merge writes a compressed-tensors checkpoint; it does not apply to --load-in {cfg.load_in}")
     if cfg.merge:
         from silverbullet.repair.merge import MERGE_METHODS
 

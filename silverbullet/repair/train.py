@@ -223,7 +223,7 @@ def _out_of_memory(trainer, description: str) -> UserError:
     if fits is None:
         return UserError(
             f"out of GPU memory {where}: not even 1 example of {length} tokens fits a forward and backward pass; "
-            "use --load-in-4bit (QLoRA), shorter solutions, or a GPU with more memory"
+            "use --load-in 4bit (QLoRA), shorter solutions, or a GPU with more memory"
         )
     k = accum * per_step // fits
     return UserError(
