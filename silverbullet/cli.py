@@ -178,14 +178,11 @@ def _with_extra(ctx: typer.Context, cfg, nested: str | None = None):
     return dataclasses.replace(cfg, **extra) if extra else cfg
 
 
-def _diagnose_params(values: dict, path: Path) -> tuple[dict, dict]:
-    """A diagnose config (field names) as flag defaults; `progress` has no flag."""
-    from silverbullet.config_file import check_values
-    from silverbullet.diagnose import DiagnoseConfig
-
-    v = check_values(DiagnoseConfig, values, path, "diagnose", ignore=("prompt_template_sha256",))
+def _as_flags(v: dict, limit_key: str) -> dict:
+    """Checked config fields as flag defaults, where the two spellings differ (vLLM options as
+    --parallel text, devices as a --device list, None as limit 0, fewshot only in the fewshot format);
+    a None elsewhere is the flag's own default."""
     params: dict = {}
-    extra = {k: v.pop(k) for k in ("progress",) if k in v}
     for k, x in v.items():
         if k == "vllm_options":
             params["parallel"] = _parallel_text(x)
@@ -196,14 +193,21 @@ def _diagnose_params(values: dict, path: Path) -> tuple[dict, dict]:
             params.setdefault("device", x)
         elif k == "samples_fields":
             params[k] = ",".join(f"{t}={f}" for t, f in x.items()) or None
-        elif k == "limit":
+        elif k == limit_key:
             params[k] = 0 if x is None else x
-        elif k == "fewshot":
-            if v.get("prompt_format") == "fewshot":
-                params[k] = x
-        elif x is not None:
+        elif k != "fewshot" or v.get("prompt_format") == "fewshot":
             params[k] = x
-    return {k: x for k, x in params.items() if x is not None}, extra
+    return {k: x for k, x in params.items() if x is not None}
+
+
+def _diagnose_params(values: dict, path: Path) -> tuple[dict, dict]:
+    """A diagnose config (field names) as flag defaults; `progress` has no flag."""
+    from silverbullet.config_file import check_values
+    from silverbullet.diagnose import DiagnoseConfig
+
+    v = check_values(DiagnoseConfig, values, path, "diagnose", ignore=("prompt_template_sha256",))
+    extra = {k: v.pop(k) for k in ("progress",) if k in v}
+    return _as_flags(v, "limit"), extra
 
 
 REFERENCE_HELP = (
@@ -808,27 +812,19 @@ def _repair_params(values: dict, path: Path) -> tuple[dict, dict]:
 
     v = check_values(RepairConfig, values, path, "repair")
     train = dict(v.pop("train", None) or {})
-    flags = {"method": "method", "epochs": "epochs", "learning_rate": "learning_rate", "dpo_epochs": "dpo_epochs",
-             "reward": "reward", "num_generations": "num_generations", "grpo_epochs": "grpo_epochs",
-             "batch_size": "train_batch_size", "grad_accum": "grad_accum"}  # fmt: skip
-    params = {flags[k]: train.pop(k) for k in list(train) if k in flags}
+    # the train table's fields with a flag of the same name, and batch_size's flag
+    flags = ("method", "epochs", "learning_rate", "dpo_epochs", "reward", "num_generations", "grpo_epochs",
+             "grad_accum")  # fmt: skip
+    params = {k: train.pop(k) for k in list(train) if k in flags}
+    if "batch_size" in train:
+        params["train_batch_size"] = train.pop("batch_size")
     train.pop("load_in", None)  # the pipeline sets it from the evaluation run
     no_flag = ("benchmark", "eval_split", "repair_split", "anchor", "guard", "own_samples", "own_temperature",
                "balance", "seed", "progress")  # fmt: skip
     extra: dict = {k: v.pop(k) for k in no_flag if k in v}
     if train:
         extra["train"] = train
-    for k, x in v.items():
-        if k == "vllm_options":
-            params["parallel"] = _parallel_text(x)
-        elif k == "eval_limit":
-            params[k] = 0 if x is None else x
-        elif k == "fewshot":
-            if v.get("prompt_format") == "fewshot":
-                params[k] = x
-        else:
-            params[k] = x
-    return {k: x for k, x in params.items() if x is not None}, extra
+    return {**_as_flags(v, "eval_limit"), **{k: x for k, x in params.items() if x is not None}}, extra
 
 
 @app.command()

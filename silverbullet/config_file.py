@@ -33,6 +33,8 @@ def read_settings(path: Path, command: str) -> dict[str, Any]:
     else:
         try:
             data = json.loads(path.read_text())
+        except OSError as e:
+            raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UserError(
                 f"--config {path} is not valid JSON ({e}); pass a TOML file or a run's config.json"
